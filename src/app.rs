@@ -1,0 +1,123 @@
+//! The application: shared state, the router with its middleware, and `serve`, which
+//! takes a bound listener and a shutdown future so tests run the real server on port 0.
+
+use crate::config::{Keys, Settings};
+use crate::domain::callback::Services;
+use crate::domain::provision::Provisioner;
+use crate::routes;
+use crate::store::{self, PoolOptions, Store, StoreError};
+use axum::Router;
+use axum::http::HeaderName;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Everything a request handler needs; cloned into each request.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub keys: Arc<Keys>,
+    pub accept_variant_b: bool,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// State over an opened store, with the given provisioner.
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        provisioner: Arc<dyn Provisioner>,
+    ) -> Self {
+        Self {
+            services: Services {
+                store,
+                provisioner,
+                deadline: settings.callback_deadline(),
+            },
+            keys: Arc::new(settings.keys.clone()),
+            accept_variant_b: settings.signature.accept_variant_b,
+            max_body_bytes: settings.http.max_body_bytes,
+        }
+    }
+}
+
+/// Opens and migrates the configured store.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let options = PoolOptions {
+        max_connections: settings.database.max_connections,
+        acquire_timeout: settings.acquire_timeout(),
+    };
+    let store = store::connect(&settings.database_url, &options).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The router with its middleware: request ids outermost, then one span per request.
+pub fn router(state: AppState) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    routes::router(state)
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let purger = tokio::spawn(purge_nonces(state.services.store.clone(), stop_rx));
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    drop(stop_tx);
+    let _ = purger.await;
+    result
+}
+
+/// Forgets expired nonces once a minute, so the shared nonce table stays small.
+async fn purge_nonces(store: Arc<dyn Store>, mut stop: tokio::sync::watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match store
+            .purge_nonces(chrono::Utc::now().timestamp_millis())
+            .await
+        {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces forgotten"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not purge expired nonces"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,409 @@
+//! Typed settings, layered: the built-in `config/default.toml`, then an optional
+//! `--config FILE`, then `KOOGATE_*` environment variables. Access keys come only from
+//! the environment or from files, and never print.
+
+use crate::domain::provision::TemplateProvisioner;
+use crate::protocol::signature::KeyRing;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The built-in defaults; every key is documented there.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A setting that is missing, malformed or out of range, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub frontend_url: String,
+    pub admin_url: String,
+    pub app: App,
+    pub database: Database,
+    pub http: Http,
+    pub signature: Signature,
+    pub log: Log,
+    #[serde(skip)]
+    pub keys: Keys,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub user_name: String,
+    pub generate_password: bool,
+    pub memo: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub max_body_bytes: usize,
+    pub callback_deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub accept_variant_b: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The access keys of each seller-center interface type (spec §B).
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub saas: KeyRing,
+    pub license_code: KeyRing,
+    pub order_notify: KeyRing,
+}
+
+impl Keys {
+    pub fn is_empty(&self) -> bool {
+        self.saas.is_empty() && self.license_code.is_empty() && self.order_notify.is_empty()
+    }
+}
+
+impl Settings {
+    /// Loads the settings from the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(config_file, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the settings with `env` standing in for the environment (tests).
+    pub fn load_with(
+        config_file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = DEFAULT_TOML
+            .parse()
+            .map_err(|e| err("default.toml", format!("{e}")))?;
+        if let Some(path) = config_file {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(&name, format!("cannot read: {e}")))?;
+            let overlay: toml::Table = text.parse().map_err(|e| err(&name, format!("{e}")))?;
+            merge(&mut table, overlay, "")?;
+        }
+        apply_env(&mut table, "KOOGATE", &env)?;
+        let mut settings: Settings = table
+            .try_into()
+            .map_err(|e: toml::de::Error| err("settings", e.message().to_owned()))?;
+        settings.keys = load_keys(&env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database_url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(err(
+                "database_url",
+                format!("{url:?} is neither sqlite://… nor postgres://…"),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(err("database.max_connections", "must be at least 1"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(err("http.max_body_bytes", "must be at least 1024"));
+        }
+        if !(100..=30_000).contains(&self.http.callback_deadline_ms) {
+            return Err(err(
+                "http.callback_deadline_ms",
+                "must be between 100 and 30000",
+            ));
+        }
+        self.provisioner()
+            .check()
+            .map_err(|problem| err("frontend_url/admin_url/app", problem))
+    }
+
+    /// The built-in provisioner these settings describe.
+    pub fn provisioner(&self) -> TemplateProvisioner {
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
+        TemplateProvisioner {
+            front_end_url: self.frontend_url.clone(),
+            admin_url: non_empty(&self.admin_url),
+            user_name: non_empty(&self.app.user_name),
+            generate_password: self.app.generate_password,
+            memo: non_empty(&self.app.memo),
+        }
+    }
+
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.acquire_timeout_ms)
+    }
+
+    pub fn callback_deadline(&self) -> Duration {
+        Duration::from_millis(self.http.callback_deadline_ms)
+    }
+
+    /// The frontend template still holds the placeholder domain of the defaults.
+    pub fn uses_placeholder_frontend(&self) -> bool {
+        self.frontend_url.contains("app.example.com")
+    }
+}
+
+/// Lays `overlay` over `base`, refusing keys the defaults do not know.
+fn merge(base: &mut toml::Table, overlay: toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (key, value) in overlay {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (None, _) => return Err(err(path, "unknown key")),
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                merge(inner, value, &path)?
+            }
+            (Some(slot), value) if slot.same_type(&value) => *slot = value,
+            (Some(slot), _) => return Err(err(path, format!("expected a {}", slot.type_str()))),
+        }
+    }
+    Ok(())
+}
+
+/// Overrides every leaf of `table` whose environment variable is set.
+fn apply_env(
+    table: &mut toml::Table,
+    prefix: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (key, slot) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_ascii_uppercase());
+        if let toml::Value::Table(inner) = slot {
+            apply_env(inner, &name, env)?;
+            continue;
+        }
+        let Some(raw) = env(&name) else { continue };
+        let bad = |what: &str| err(&name, format!("{raw:?} is not {what}"));
+        *slot = match slot {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+            }
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
+            }
+            other => {
+                return Err(err(
+                    &name,
+                    format!("cannot be set from the environment ({})", other.type_str()),
+                ));
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Reads a secret from `NAME` or from the file named by `NAME_FILE` (not both).
+fn secret(
+    name: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{name}_FILE");
+    match (env(name), env(&file_var)) {
+        (Some(_), Some(_)) => Err(err(
+            name,
+            format!("set either {name} or {file_var}, not both"),
+        )),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+            .map_err(|e| err(&file_var, format!("cannot read {path:?}: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn load_keys(env: &impl Fn(&str) -> Option<String>) -> Result<Keys, ConfigError> {
+    let common = secret("KOOGATE_ACCESS_KEY", env)?;
+    let ring = |name: &str| -> Result<KeyRing, ConfigError> {
+        let own = secret(name, env)?;
+        Ok(own
+            .or_else(|| common.clone())
+            .map(|list| KeyRing::from_list(&list))
+            .unwrap_or_default())
+    };
+    Ok(Keys {
+        saas: ring("KOOGATE_ACCESS_KEY_SAAS")?,
+        license_code: ring("KOOGATE_ACCESS_KEY_LICENSE_CODE")?,
+        order_notify: ring("KOOGATE_ACCESS_KEY_ORDER_NOTIFY")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)], file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_with(file, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_load_and_run_on_sqlite() {
+        let s = load(&[], None).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(s.database_url.starts_with("sqlite://"));
+        assert!(s.keys.is_empty());
+        assert_eq!(s.http.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn environment_overrides_every_documented_name() {
+        let s = load(
+            &[
+                ("KOOGATE_LISTEN", "0.0.0.0:9000"),
+                ("KOOGATE_DATABASE_URL", "postgres://db/koogate"),
+                (
+                    "KOOGATE_FRONTEND_URL",
+                    "https://shop.example.net/{instanceId}",
+                ),
+                (
+                    "KOOGATE_ADMIN_URL",
+                    "https://admin.example.net/{instanceId}",
+                ),
+                ("KOOGATE_DATABASE_MAX_CONNECTIONS", "4"),
+                ("KOOGATE_SIGNATURE_ACCEPT_VARIANT_B", "true"),
+                ("KOOGATE_ACCESS_KEY", "k1,k2"),
+                ("KOOGATE_ACCESS_KEY_ORDER_NOTIFY", "notify-key"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.database.max_connections, 4);
+        assert!(s.signature.accept_variant_b);
+        assert_eq!(
+            s.provisioner().admin_url.as_deref(),
+            Some("https://admin.example.net/{instanceId}")
+        );
+        assert_eq!(s.keys.saas.len(), 2);
+        assert_eq!(s.keys.license_code.primary().unwrap().expose_secret(), "k1");
+        assert_eq!(
+            s.keys.order_notify.primary().unwrap().expose_secret(),
+            "notify-key"
+        );
+    }
+
+    #[test]
+    fn keys_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let s = load(
+            &[("KOOGATE_ACCESS_KEY_SAAS_FILE", path.to_str().unwrap())],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.keys.saas.primary().unwrap().expose_secret(), "from-file");
+        assert!(s.keys.order_notify.is_empty());
+        let both = load(
+            &[
+                ("KOOGATE_ACCESS_KEY", "a"),
+                ("KOOGATE_ACCESS_KEY_FILE", "/x"),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(both.key, "KOOGATE_ACCESS_KEY");
+    }
+
+    #[test]
+    fn a_config_file_layers_over_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("koogate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\n[http]\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let s = load(&[("KOOGATE_LISTEN", "127.0.0.1:7001")], Some(&path)).unwrap();
+        assert_eq!(s.listen.port(), 7001, "environment wins over the file");
+        assert_eq!(s.http.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(Vec<(&str, &str)>, Option<&str>, &str)> = vec![
+            (
+                vec![("KOOGATE_DATABASE_MAX_CONNECTIONS", "many")],
+                None,
+                "KOOGATE_DATABASE_MAX_CONNECTIONS",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_URL", "mysql://x")],
+                None,
+                "database_url",
+            ),
+            (
+                vec![("KOOGATE_FRONTEND_URL", "app/{instanceId}")],
+                None,
+                "frontend_url/admin_url/app",
+            ),
+            (vec![], Some("[http]\nmax_body = 1\n"), "http.max_body"),
+            (vec![], Some("listen = 8080\n"), "listen"),
+        ];
+        for (vars, file, key) in cases {
+            let path = file.map(|text| {
+                let p = dir.path().join("c.toml");
+                std::fs::write(&p, text).unwrap();
+                p
+            });
+            let e = load(&vars, path.as_deref()).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_keys() {
+        let s = load(&[("KOOGATE_ACCESS_KEY", "super-secret-key")], None).unwrap();
+        assert!(!format!("{s:?}").contains("super-secret-key"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The life of one callback after its signature check: one transaction that claims the
+//! nonce, does the activity, stores the answer and the audit record, and commits — or,
+//! when anything fails, an answer that says so and an audit record written on its own.
+
+use super::provision::Provisioner;
+use super::saas_v2;
+use crate::protocol::codes::ResultCode;
+use crate::protocol::fields::FieldError;
+use crate::protocol::reply::Reply;
+use crate::protocol::saas_v2 as v2;
+use crate::protocol::signature::{AuthError, Verified};
+use crate::store::{CallbackRecord, Store, StoreError, StoreResult, StoredAnswer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the domain needs to run callbacks.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub provisioner: Arc<dyn Provisioner>,
+    /// Longest a callback may take before it is answered `000005` (KooGallery gives up
+    /// after 5 s, spec §1).
+    pub deadline: Duration,
+}
+
+/// An answer ready to be signed and sent: the code and the exact body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub code: ResultCode,
+    pub body: Vec<u8>,
+    pub instance_id: Option<String>,
+}
+
+impl Answer {
+    /// Serialises a reply once; these bytes are what is signed, sent and stored.
+    pub fn reply(reply: &Reply) -> Self {
+        Self {
+            code: reply.result_code,
+            body: reply.to_bytes(),
+            instance_id: reply.instance_id.clone(),
+        }
+    }
+
+    /// An earlier answer, replayed byte for byte (D7).
+    pub fn replay(stored: StoredAnswer) -> StoreResult<Self> {
+        let code = ResultCode::parse(&stored.result_code).ok_or_else(|| {
+            StoreError::Corrupt(format!("stored result code {:?}", stored.result_code))
+        })?;
+        Ok(Self {
+            code,
+            body: stored.body,
+            instance_id: stored.instance_id,
+        })
+    }
+
+    pub fn with_instance(mut self, id: String) -> Self {
+        self.instance_id = Some(id);
+        self
+    }
+}
+
+/// A parsed callback of any family.
+#[derive(Debug, Clone)]
+pub enum Work {
+    SaasV2(v2::Request),
+}
+
+impl Work {
+    pub fn activity(&self) -> &'static str {
+        match self {
+            Self::SaasV2(r) => r.activity.name(),
+        }
+    }
+
+    pub fn test(&self) -> bool {
+        match self {
+            Self::SaasV2(r) => r.test,
+        }
+    }
+
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            Self::SaasV2(r) => r.activity.order_id(),
+        }
+    }
+
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Self::SaasV2(r) => r.activity.instance_id(),
+        }
+    }
+}
+
+/// Processes an authenticated callback. `nonce` is claimed in the same transaction as
+/// everything else; `work` is the parsed request, or why it could not be parsed.
+pub async fn process(
+    services: &Services,
+    nonce: Option<&Verified>,
+    work: Result<Work, FieldError>,
+    mut record: CallbackRecord,
+    started: Instant,
+    now_ms: i64,
+) -> Answer {
+    if let Ok(work) = &work {
+        record.activity = Some(work.activity().to_owned());
+        record.test = work.test();
+        record.order_id = work.order_id().map(str::to_owned);
+        record.instance_id = work.instance_id().map(str::to_owned);
+    }
+    let run = run(services, nonce, work, &mut record, started, now_ms);
+    let failure = match tokio::time::timeout(services.deadline, run).await {
+        Ok(Ok(Some(answer))) => return answer,
+        Ok(Ok(None)) => {
+            tracing::warn!("replayed nonce refused");
+            let answer = Answer::reply(&Reply::new(
+                ResultCode::AuthFailed,
+                AuthError::ReplayedNonce.to_string(),
+            ));
+            record.verdict = "replayed-nonce".into();
+            return refuse(services.store.as_ref(), record, answer, started).await;
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "callback failed");
+            "internal error"
+        }
+        Err(_) => {
+            tracing::error!(
+                deadline_ms = services.deadline.as_millis() as u64,
+                "callback timed out"
+            );
+            "internal error: timed out"
+        }
+    };
+    let answer = Answer::reply(&Reply::new(ResultCode::Internal, failure));
+    refuse(services.store.as_ref(), record, answer, started).await
+}
+
+async fn run(
+    services: &Services,
+    nonce: Option<&Verified>,
+    work: Result<Work, FieldError>,
+    record: &mut CallbackRecord,
+    started: Instant,
+    now_ms: i64,
+) -> StoreResult<Option<Answer>> {
+    let mut tx = services.store.begin().await?;
+    if let Some(verified) = nonce
+        && !tx
+            .claim_nonce(&verified.nonce, verified.nonce_expires_ms)
+            .await?
+    {
+        return Ok(None);
+    }
+    let answer = match work {
+        Err(problem) => {
+            tracing::warn!(%problem, "invalid request");
+            Answer::reply(&Reply::new(ResultCode::InvalidParam, problem.to_string()))
+        }
+        Ok(Work::SaasV2(request)) => {
+            saas_v2::act(tx.as_mut(), services.provisioner.as_ref(), request, now_ms).await?
+        }
+    };
+    fill(record, &answer, started);
+    tx.record_callback(record).await?;
+    tx.commit().await?;
+    Ok(Some(answer))
+}
+
+/// Answers a callback that changes nothing (refused signature, replayed nonce, failure)
+/// and records it on its own. A database that is down cannot take the record: that is
+/// logged, and the answer still goes out.
+pub async fn refuse(
+    store: &dyn Store,
+    mut record: CallbackRecord,
+    answer: Answer,
+    started: Instant,
+) -> Answer {
+    fill(&mut record, &answer, started);
+    if let Err(error) = store.record_callback(&record).await {
+        tracing::error!(%error, "could not record the callback");
+    }
+    answer
+}
+
+fn fill(record: &mut CallbackRecord, answer: &Answer, started: Instant) {
+    record.result_code = Some(answer.code.as_str().to_owned());
+    record.response_body.clone_from(&answer.body);
+    if record.instance_id.is_none() {
+        record.instance_id.clone_from(&answer.instance_id);
+    }
+    record.duration_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+}

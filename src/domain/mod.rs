@@ -1,0 +1,7 @@
+//! What each activity does, free of HTTP and SQL: instances and their lifecycle,
+//! provisioning, and the decision each callback leads to.
+
+pub mod callback;
+pub mod instance;
+pub mod provision;
+pub mod saas_v2;

@@ -1,0 +1,10 @@
+//! koogate: the merchant-side integration server for Huawei Cloud KooGallery.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod protocol;
+pub mod routes;
+pub mod store;
+pub mod telemetry;

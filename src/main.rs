@@ -1,0 +1,27 @@
+//! The `koogate` binary: parse the command line, load settings, start logging, run.
+
+use clap::Parser;
+use koogate::cli::{self, Cli};
+use koogate::config::Settings;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("koogate: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    koogate::telemetry::init(settings.log.format, &settings.log.filter);
+    match cli::run(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "koogate stopped");
+            eprintln!("koogate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

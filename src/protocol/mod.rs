@@ -1,0 +1,11 @@
+//! KooGallery wire formats: signatures, encryption, times, result codes and the
+//! request/response shapes of each activity. Pure: no HTTP framework, no database,
+//! and `now` is always a parameter, so the server and the simulator share it byte for byte.
+
+pub mod codes;
+pub mod fields;
+pub mod json;
+pub mod reply;
+pub mod saas_v2;
+pub mod signature;
+pub mod time;

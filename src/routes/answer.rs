@@ -1,0 +1,126 @@
+//! What every production-interface answer shares: JSON bytes signed with `Body-Sign`
+//! (D4), HTTP 200 for every protocol answer and 405/413 only for requests that are not
+//! valid HTTP for the route (D5), and the audit record started for each callback.
+
+use crate::domain::callback::{self, Answer};
+use crate::protocol::codes::ResultCode;
+use crate::protocol::reply::Reply;
+use crate::protocol::signature::{self, KeyRing};
+use crate::store::{CallbackRecord, Store};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Instant;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// The response header that carries the body signature.
+pub const BODY_SIGN: &str = "Body-Sign";
+
+/// Sends `body` as JSON, signed with `key` when there is one (with no key configured
+/// nothing can be signed; the answer then says so in `resultMsg`).
+pub fn signed(status: StatusCode, key: Option<&SecretString>, body: Vec<u8>) -> Response {
+    let body_sign = key.map(|key| signature::body_sign(key.expose_secret(), &body));
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    if let Some(value) = body_sign {
+        headers.insert(
+            BODY_SIGN,
+            HeaderValue::from_str(&value).expect("Base64 is a valid header value"),
+        );
+    }
+    response
+}
+
+/// An audit record for a callback that has just arrived.
+pub fn record(
+    interface: &str,
+    method: &Method,
+    raw_query: &str,
+    headers: &HeaderMap,
+    now_ms: i64,
+) -> CallbackRecord {
+    CallbackRecord {
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        received_ms: now_ms,
+        interface: interface.to_owned(),
+        activity: None,
+        method: method.to_string(),
+        raw_query: raw_query.to_owned(),
+        raw_body: Vec::new(),
+        verdict: String::new(),
+        result_code: None,
+        http_status: 200,
+        response_body: Vec::new(),
+        duration_us: 0,
+        test: false,
+        order_id: None,
+        instance_id: None,
+    }
+}
+
+/// Reads the body up to `limit` bytes. A larger body is answered 413 (D5) as soon as
+/// the limit is passed, without reading the rest.
+pub async fn read_body(
+    store: &dyn Store,
+    body: Body,
+    limit: usize,
+    keys: &KeyRing,
+    mut record: CallbackRecord,
+    started: Instant,
+) -> Result<(Bytes, CallbackRecord), Response> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok((bytes, record)),
+        Err(_) => {
+            tracing::warn!(limit, "request body over the limit refused");
+            record.verdict = "not-checked".into();
+            record.http_status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
+            let reply = Reply::new(
+                ResultCode::InvalidParam,
+                format!("request body is larger than {limit} bytes"),
+            );
+            let answer = callback::refuse(store, record, Answer::reply(&reply), started).await;
+            Err(signed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                keys.primary(),
+                answer.body,
+            ))
+        }
+    }
+}
+
+/// Answers a method the route does not serve with 405 and a signed JSON body (D5).
+pub fn method_not_allowed(
+    keys: KeyRing,
+) -> impl Fn(Method) -> std::future::Ready<Response> + Clone + Send + 'static {
+    move |method: Method| {
+        let reply = Reply::new(
+            ResultCode::InvalidParam,
+            format!("method {method} is not allowed here"),
+        );
+        std::future::ready(signed(
+            StatusCode::METHOD_NOT_ALLOWED,
+            keys.primary(),
+            reply.to_bytes(),
+        ))
+    }
+}
+
+/// Turns a panic into a signed `000005` answer instead of a dropped connection.
+pub fn catch_panic(
+    keys: KeyRing,
+) -> CatchPanicLayer<impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone> {
+    CatchPanicLayer::custom(move |_panic: Box<dyn std::any::Any + Send>| {
+        tracing::error!("handler panicked");
+        let reply = Reply::new(ResultCode::Internal, "internal error");
+        signed(StatusCode::OK, keys.primary(), reply.to_bytes())
+    })
+}

@@ -1,0 +1,274 @@
+//! The embedded default: one SQLite file in WAL mode. Every callback transaction is
+//! `BEGIN IMMEDIATE`, so writers queue on the database lock (bounded by the busy
+//! timeout) instead of failing when two callbacks upgrade their read locks at once.
+
+use super::rows::{CallbackRow, InstanceRow, app_info_json};
+use super::{
+    CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+};
+use crate::domain::instance::Instance;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use std::str::FromStr;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, family, order_id, order_line_id, product_id, test, state, app_info, \
+     expire_ms, last_order_id, created_ms, updated_ms, released_ms";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and its folder.
+    pub async fn connect(url: &str, options: &PoolOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed answer survives a power cut, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.acquire_timeout);
+        if let Some(folder) = connect.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(sqlx::Error::Io)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(SqliteTx(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        )))
+    }
+
+    async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_callback(&mut conn, record).await
+    }
+
+    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < ?")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn instance(&self, id: &str) -> StoreResult<Option<Instance>> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
+        let row: Option<InstanceRow> = sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(InstanceRow::into_instance).transpose()
+    }
+
+    async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>> {
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE order_id = ? ORDER BY created_ms, instance_id"
+        );
+        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(InstanceRow::into_instance).collect()
+    }
+
+    async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>> {
+        let rows: Vec<CallbackRow> = sqlx::query_as(
+            "SELECT request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, result_code, \
+             http_status, response_body, duration_us, test, order_id, instance_id \
+             FROM callbacks ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(CallbackRecord::from).collect())
+    }
+}
+
+struct SqliteTx(Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn claim_nonce(&mut self, nonce: &str, expires_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO nonces (nonce, expires_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(expires_ms)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_idempotency(&mut self, key: &IdempotencyKey, now_ms: i64) -> StoreResult<Claim> {
+        let done = sqlx::query("INSERT INTO idempotency (scope, key, created_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(key.scope)
+            .bind(&key.key)
+            .bind(now_ms)
+            .execute(&mut *self.0)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Claim::Claimed);
+        }
+        let (result_code, instance_id, body): (Option<String>, Option<String>, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT result_code, instance_id, body FROM idempotency WHERE scope = ? AND key = ?")
+                .bind(key.scope)
+                .bind(&key.key)
+                .fetch_one(&mut *self.0)
+                .await?;
+        super::answered(key, result_code, instance_id, body)
+    }
+
+    async fn complete_idempotency(
+        &mut self,
+        key: &IdempotencyKey,
+        answer: &StoredAnswer,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE idempotency SET result_code = ?, instance_id = ?, body = ? WHERE scope = ? AND key = ?")
+            .bind(&answer.result_code)
+            .bind(&answer.instance_id)
+            .bind(&answer.body)
+            .bind(key.scope)
+            .bind(&key.key)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn abandon_idempotency(&mut self, key: &IdempotencyKey) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency WHERE scope = ? AND key = ?")
+            .bind(key.scope)
+            .bind(&key.key)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
+        let sql = format!(
+            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        );
+        let done = sqlx::query(&sql)
+            .bind(&i.id)
+            .bind(i.family.as_str())
+            .bind(&i.order_id)
+            .bind(&i.order_line_id)
+            .bind(&i.product_id)
+            .bind(i.test)
+            .bind(i.state.as_str())
+            .bind(app_info_json(i))
+            .bind(i.expire_ms)
+            .bind(&i.last_order_id)
+            .bind(i.created_ms)
+            .bind(i.updated_ms)
+            .bind(i.released_ms)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn instance_for_update(&mut self, id: &str) -> StoreResult<Option<Instance>> {
+        // The IMMEDIATE transaction already holds the write lock: no row lock needed.
+        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
+        let row: Option<InstanceRow> = sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        row.map(InstanceRow::into_instance).transpose()
+    }
+
+    async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
+        let ids_json = serde_json::to_string(ids).expect("strings serialise");
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id \
+             ORDER BY wanted.key"
+        );
+        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
+            .bind(ids_json)
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.into_iter().map(InstanceRow::into_instance).collect()
+    }
+
+    async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE instances SET product_id = ?, state = ?, app_info = ?, expire_ms = ?, last_order_id = ?, \
+             updated_ms = ?, released_ms = ? WHERE instance_id = ?",
+        )
+        .bind(&i.product_id)
+        .bind(i.state.as_str())
+        .bind(app_info_json(i))
+        .bind(i.expire_ms)
+        .bind(&i.last_order_id)
+        .bind(i.updated_ms)
+        .bind(i.released_ms)
+        .bind(&i.id)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_callback(&mut self, record: &CallbackRecord) -> StoreResult<()> {
+        insert_callback(&mut self.0, record).await
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.0.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert_callback(conn: &mut sqlx::SqliteConnection, r: &CallbackRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, \
+         result_code, http_status, response_body, duration_us, test, order_id, instance_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&r.request_id)
+    .bind(r.received_ms)
+    .bind(&r.interface)
+    .bind(&r.activity)
+    .bind(&r.method)
+    .bind(&r.raw_query)
+    .bind(&r.raw_body)
+    .bind(&r.verdict)
+    .bind(&r.result_code)
+    .bind(i64::from(r.http_status))
+    .bind(&r.response_body)
+    .bind(r.duration_us)
+    .bind(r.test)
+    .bind(&r.order_id)
+    .bind(&r.instance_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
