@@ -2,10 +2,14 @@
 //! request/response shapes of each activity. Pure: no HTTP framework, no database,
 //! and `now` is always a parameter, so the server and the simulator share it byte for byte.
 
+pub mod apig;
 pub mod codes;
+pub mod crypto;
 pub mod fields;
 pub mod json;
 pub mod reply;
 pub mod saas_v2;
 pub mod signature;
 pub mod time;
+pub mod usage;
+pub mod v1;
