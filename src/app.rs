@@ -2,7 +2,7 @@
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
 use crate::config::{Keys, Settings};
-use crate::domain::callback::Services;
+use crate::domain::callback::{self, Services};
 use crate::domain::provision::Provisioner;
 use crate::routes;
 use crate::store::{self, PoolOptions, Store, StoreError};
@@ -36,6 +36,7 @@ impl AppState {
                 store,
                 provisioner,
                 deadline: settings.callback_deadline(),
+                clock: callback::system_clock(),
             },
             keys: Arc::new(settings.keys.clone()),
             accept_variant_b: settings.signature.accept_variant_b,

@@ -371,7 +371,8 @@ mod tests {
     #[test]
     fn mistakes_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: Vec<(Vec<(&str, &str)>, Option<&str>, &str)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![("KOOGATE_DATABASE_MAX_CONNECTIONS", "many")],
                 None,

@@ -21,6 +21,17 @@ pub struct Services {
     /// Longest a callback may take before it is answered `000005` (KooGallery gives up
     /// after 5 s, spec §1).
     pub deadline: Duration,
+    /// The current time in Unix milliseconds; a parameter so tests can replay the
+    /// spec's signed vectors at the instant they were made.
+    pub clock: Clock,
+}
+
+/// A source of the current time in Unix milliseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
 
 /// An answer ready to be signed and sent: the code and the exact body bytes.

@@ -114,8 +114,10 @@ pub enum AuthError {
     Missing(&'static str),
     #[error("timestamp is not a decimal Unix time")]
     MalformedTimestamp,
-    #[error("timestamp is {0} s away from server time (limit 60 s)")]
-    OutsideWindow(i64),
+    #[error("timestamp is {0} s old (limit 60 s)")]
+    Stale(i64),
+    #[error("timestamp is {0} s ahead of server time (limit 60 s)")]
+    Future(i64),
     #[error("nonce is longer than {MAX_NONCE_LEN} characters")]
     NonceTooLong,
     #[error("signature does not match")]
@@ -203,9 +205,14 @@ pub fn verify(
         return Err(AuthError::NonceTooLong);
     }
     let ts = timestamp_millis(timestamp).ok_or(AuthError::MalformedTimestamp)?;
-    let skew = now_ms - ts;
-    if skew.abs() > WINDOW_MS {
-        return Err(AuthError::OutsideWindow(skew / 1000));
+    let age = now_ms - ts;
+    // Whole seconds rounded up, so a refusal never reads "60 s" for 60.5 s.
+    let secs = |ms: i64| (ms + 999) / 1000;
+    if age > WINDOW_MS {
+        return Err(AuthError::Stale(secs(age)));
+    }
+    if -age > WINDOW_MS {
+        return Err(AuthError::Future(secs(-age)));
     }
     // D1: hex is compared case-insensitively; a malformed hex string simply never matches.
     let received =
@@ -370,11 +377,11 @@ mod tests {
         assert!(verify(&keys, &params(SIG_A), BODY, false, NOW - 60_000).is_ok());
         assert_eq!(
             verify(&keys, &params(SIG_A), BODY, false, NOW + 61_000),
-            Err(AuthError::OutsideWindow(61))
+            Err(AuthError::Stale(61))
         );
         assert_eq!(
             verify(&keys, &params(SIG_A), BODY, false, NOW - 61_000),
-            Err(AuthError::OutsideWindow(-61))
+            Err(AuthError::Future(61))
         );
         // D2: a 10-digit timestamp counts as seconds.
         let secs = "1680508066";

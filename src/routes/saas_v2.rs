@@ -21,7 +21,7 @@ pub async fn handle(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = (state.services.clock)();
     let keys = &state.keys.saas;
     let store = state.services.store.as_ref();
     let query = query.unwrap_or_default();

@@ -1,3 +1,7 @@
-//! The integration tests, built as one binary so that they share one throwaway PostgreSQL.
+//! The integration tests, built as one binary so that they share one throwaway
+//! PostgreSQL. Each drives the real server over HTTP with requests signed by the same
+//! protocol module the server uses.
 
+mod helpers;
 mod postgres;
+mod saas_v2;
