@@ -56,6 +56,19 @@ pub struct Instance {
     pub order_id: String,
     pub order_line_id: Option<String>,
     pub product_id: Option<String>,
+    pub sku_code: Option<String>,
+    /// `PERIOD`, `ON_DEMAND`, `ONE_TIME` or `ON_DEMAND_PKG` (spec §8.2; V1's numeric
+    /// `chargingMode` is mapped to these names).
+    pub charging_mode: Option<String>,
+    pub period_type: Option<String>,
+    pub period_number: Option<i64>,
+    /// The linear attribute (quantity, GB, Mbps …) as KooGallery wrote it.
+    pub linear_value: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_name: Option<String>,
+    /// Family-specific facts with no column of their own (V1 parameters, buyer
+    /// details, extend params), as a JSON object.
+    pub details: serde_json::Map<String, serde_json::Value>,
     /// Created by a `testFlag=1` callback (seller-center debugging or a dial test).
     pub test: bool,
     pub state: State,
@@ -74,6 +87,33 @@ pub struct Instance {
 pub struct Gone;
 
 impl Instance {
+    /// A new, active instance with no order details yet.
+    pub fn new(id: String, family: Family, order_id: String, test: bool, now_ms: i64) -> Self {
+        Self {
+            id,
+            family,
+            order_id,
+            order_line_id: None,
+            product_id: None,
+            sku_code: None,
+            charging_mode: None,
+            period_type: None,
+            period_number: None,
+            linear_value: None,
+            customer_id: None,
+            customer_name: None,
+            details: serde_json::Map::new(),
+            test,
+            state: State::Active,
+            app_info: None,
+            expire_ms: None,
+            last_order_id: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            released_ms: None,
+        }
+    }
+
     /// Whether a callback sees the instance as existing. Dial tests replay the saved
     /// debugging cases twice a day forever (spec §9), release case included, so a test
     /// instance stays visible to test callbacks after a test release; real instances
@@ -163,21 +203,7 @@ mod tests {
     use super::*;
 
     fn instance(test: bool) -> Instance {
-        Instance {
-            id: "i".into(),
-            family: Family::SaasV2,
-            order_id: "o".into(),
-            order_line_id: Some("o-1".into()),
-            product_id: None,
-            test,
-            state: State::Active,
-            app_info: None,
-            expire_ms: None,
-            last_order_id: None,
-            created_ms: 0,
-            updated_ms: 0,
-            released_ms: None,
-        }
+        Instance::new("i".into(), Family::SaasV2, "o".into(), test, 0)
     }
 
     #[test]

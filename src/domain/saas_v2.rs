@@ -1,7 +1,7 @@
 //! What each SaaS 2.0 activity does (spec §3, D7–D9), inside the callback's transaction.
 
 use super::callback::Answer;
-use super::instance::{Family, Gone, Instance, State};
+use super::instance::{Family, Gone, Instance};
 use super::provision::{ProvisionRequest, Provisioned, Provisioner};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{InstanceInfo, Reply};
@@ -139,21 +139,8 @@ async fn new_instance(
     if let Claim::Answered(stored) = tx.claim_idempotency(&key, now_ms).await? {
         return Answer::replay(stored);
     }
-    let mut instance = Instance {
-        id: business_id,
-        family: Family::SaasV2,
-        order_id,
-        order_line_id: Some(order_line_id),
-        product_id: None,
-        test,
-        state: State::Active,
-        app_info: None,
-        expire_ms: None,
-        last_order_id: None,
-        created_ms: now_ms,
-        updated_ms: now_ms,
-        released_ms: None,
-    };
+    let mut instance = Instance::new(business_id, Family::SaasV2, order_id, test, now_ms);
+    instance.order_line_id = Some(order_line_id);
     // businessId is unique per call, but an id that is somehow taken must not merge two
     // orders: fall back to a UUID, which the spec allows (§1).
     instance.app_info = provision(provisioner, &instance);

@@ -3,7 +3,7 @@
 //! the first transaction and then see its result (READ COMMITTED); instance changes
 //! take a row lock.
 
-use super::rows::{CallbackRow, InstanceRow, app_info_json};
+use super::rows::{CallbackRow, InstanceRow, bind_instance, instance_columns};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
@@ -16,8 +16,17 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-const INSTANCE_COLUMNS: &str = "instance_id, family, order_id, order_line_id, product_id, test, state, app_info, \
-     expire_ms, last_order_id, created_ms, updated_ms, released_ms";
+/// 21 placeholders, one per column of `instance_columns!`.
+const INSERT_INSTANCE: &str = concat!(
+    "INSERT INTO instances (",
+    instance_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+     ON CONFLICT DO NOTHING"
+);
+const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = $1, sku_code = $2, charging_mode = $3, \
+     period_type = $4, period_number = $5, linear_value = $6, customer_id = $7, customer_name = $8, details = $9, \
+     state = $10, app_info = $11, expire_ms = $12, last_order_id = $13, updated_ms = $14, released_ms = $15 \
+     WHERE instance_id = $16";
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
@@ -67,22 +76,26 @@ impl Store for PgStore {
     }
 
     async fn instance(&self, id: &str) -> StoreResult<Option<Instance>> {
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = $1");
-        let row: Option<InstanceRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE instance_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(InstanceRow::into_instance).transpose()
     }
 
     async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>> {
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE order_id = $1 ORDER BY created_ms, instance_id"
-        );
-        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
-            .bind(order_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE order_id = $1 ORDER BY created_ms, instance_id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(InstanceRow::into_instance).collect()
     }
 
@@ -159,65 +172,42 @@ impl Tx for PgTx {
     }
 
     async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
-        let sql = format!(
-            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
-        );
-        let done = sqlx::query(&sql)
-            .bind(&i.id)
-            .bind(i.family.as_str())
-            .bind(&i.order_id)
-            .bind(&i.order_line_id)
-            .bind(&i.product_id)
-            .bind(i.test)
-            .bind(i.state.as_str())
-            .bind(app_info_json(i))
-            .bind(i.expire_ms)
-            .bind(&i.last_order_id)
-            .bind(i.created_ms)
-            .bind(i.updated_ms)
-            .bind(i.released_ms)
+        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, identity)
             .execute(&mut *self.0)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn instance_for_update(&mut self, id: &str) -> StoreResult<Option<Instance>> {
-        let sql =
-            format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = $1 FOR UPDATE");
-        let row: Option<InstanceRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await?;
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE instance_id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await?;
         row.map(InstanceRow::into_instance).transpose()
     }
 
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ANY($1) ORDER BY array_position($2, instance_id)"
-        );
-        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
-            .bind(ids)
-            .bind(ids)
-            .fetch_all(&mut *self.0)
-            .await?;
+        let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE instance_id = ANY($1) ORDER BY array_position($2, instance_id)"
+        ))
+        .bind(ids)
+        .bind(ids)
+        .fetch_all(&mut *self.0)
+        .await?;
         rows.into_iter().map(InstanceRow::into_instance).collect()
     }
 
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE instances SET product_id = $1, state = $2, app_info = $3, expire_ms = $4, last_order_id = $5, \
-             updated_ms = $6, released_ms = $7 WHERE instance_id = $8",
-        )
-        .bind(&i.product_id)
-        .bind(i.state.as_str())
-        .bind(app_info_json(i))
-        .bind(i.expire_ms)
-        .bind(&i.last_order_id)
-        .bind(i.updated_ms)
-        .bind(i.released_ms)
-        .bind(&i.id)
-        .execute(&mut *self.0)
-        .await?;
+        bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
+            .bind(&i.id)
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 

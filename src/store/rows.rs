@@ -5,6 +5,53 @@
 use super::{CallbackRecord, StoreError, StoreResult};
 use crate::domain::instance::{Family, Instance, State};
 
+/// The columns of `instances`, in the order [`InstanceRow`] and `bind_instance!` use.
+macro_rules! instance_columns {
+    () => {
+        "instance_id, family, order_id, order_line_id, test, created_ms, product_id, sku_code, charging_mode, \
+         period_type, period_number, linear_value, customer_id, customer_name, details, state, app_info, \
+         expire_ms, last_order_id, updated_ms, released_ms"
+    };
+}
+pub(super) use instance_columns;
+
+/// Binds an instance's fields to a query: the identity columns first when `all`, then
+/// the mutable ones, in the order of `instance_columns!`. A macro rather than a
+/// generic function, so one list serves both backends' query types.
+macro_rules! bind_instance {
+    ($query:expr, $i:expr, identity) => {
+        $crate::store::rows::bind_instance!(
+            $query
+                .bind(&$i.id)
+                .bind($i.family.as_str())
+                .bind(&$i.order_id)
+                .bind(&$i.order_line_id)
+                .bind($i.test)
+                .bind($i.created_ms),
+            $i
+        )
+    };
+    ($query:expr, $i:expr) => {
+        $query
+            .bind(&$i.product_id)
+            .bind(&$i.sku_code)
+            .bind(&$i.charging_mode)
+            .bind(&$i.period_type)
+            .bind($i.period_number)
+            .bind(&$i.linear_value)
+            .bind(&$i.customer_id)
+            .bind(&$i.customer_name)
+            .bind($crate::store::rows::details_json($i))
+            .bind($i.state.as_str())
+            .bind($crate::store::rows::app_info_json($i))
+            .bind($i.expire_ms)
+            .bind(&$i.last_order_id)
+            .bind($i.updated_ms)
+            .bind($i.released_ms)
+    };
+}
+pub(super) use bind_instance;
+
 #[derive(sqlx::FromRow)]
 pub(super) struct InstanceRow {
     instance_id: String,
@@ -12,6 +59,14 @@ pub(super) struct InstanceRow {
     order_id: String,
     order_line_id: Option<String>,
     product_id: Option<String>,
+    sku_code: Option<String>,
+    charging_mode: Option<String>,
+    period_type: Option<String>,
+    period_number: Option<i64>,
+    linear_value: Option<String>,
+    customer_id: Option<String>,
+    customer_name: Option<String>,
+    details: String,
     test: bool,
     state: String,
     app_info: Option<String>,
@@ -28,6 +83,10 @@ impl InstanceRow {
             |what: &str| StoreError::Corrupt(format!("instance {}: {what}", self.instance_id));
         let family = Family::parse(&self.family).ok_or_else(|| corrupt("family"))?;
         let state = State::parse(&self.state).ok_or_else(|| corrupt("state"))?;
+        let details = match serde_json::from_str(&self.details) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(corrupt("details")),
+        };
         let app_info = match &self.app_info {
             Some(json) => Some(serde_json::from_str(json).map_err(|_| corrupt("app_info"))?),
             None => None,
@@ -38,6 +97,14 @@ impl InstanceRow {
             order_id: self.order_id,
             order_line_id: self.order_line_id,
             product_id: self.product_id,
+            sku_code: self.sku_code,
+            charging_mode: self.charging_mode,
+            period_type: self.period_type,
+            period_number: self.period_number,
+            linear_value: self.linear_value,
+            customer_id: self.customer_id,
+            customer_name: self.customer_name,
+            details,
             test: self.test,
             state,
             app_info,
@@ -50,8 +117,13 @@ impl InstanceRow {
     }
 }
 
+/// The JSON form of an instance's details, as stored.
+pub(crate) fn details_json(instance: &Instance) -> String {
+    serde_json::to_string(&instance.details).expect("a JSON map serialises")
+}
+
 /// The JSON form of an instance's app info, as stored.
-pub(super) fn app_info_json(instance: &Instance) -> Option<String> {
+pub(crate) fn app_info_json(instance: &Instance) -> Option<String> {
     instance
         .app_info
         .as_ref()

@@ -2,7 +2,7 @@
 //! `BEGIN IMMEDIATE`, so writers queue on the database lock (bounded by the busy
 //! timeout) instead of failing when two callbacks upgrade their read locks at once.
 
-use super::rows::{CallbackRow, InstanceRow, app_info_json};
+use super::rows::{CallbackRow, InstanceRow, bind_instance, instance_columns};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
@@ -18,8 +18,15 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-const INSTANCE_COLUMNS: &str = "instance_id, family, order_id, order_line_id, product_id, test, state, app_info, \
-     expire_ms, last_order_id, created_ms, updated_ms, released_ms";
+/// 21 placeholders, one per column of `instance_columns!`.
+const INSERT_INSTANCE: &str = concat!(
+    "INSERT INTO instances (",
+    instance_columns!(),
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+);
+const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = ?, sku_code = ?, charging_mode = ?, period_type = ?, \
+     period_number = ?, linear_value = ?, customer_id = ?, customer_name = ?, details = ?, state = ?, app_info = ?, \
+     expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ? WHERE instance_id = ?";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and its folder.
@@ -82,22 +89,26 @@ impl Store for SqliteStore {
     }
 
     async fn instance(&self, id: &str) -> StoreResult<Option<Instance>> {
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
-        let row: Option<InstanceRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE instance_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(InstanceRow::into_instance).transpose()
     }
 
     async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>> {
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE order_id = ? ORDER BY created_ms, instance_id"
-        );
-        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
-            .bind(order_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE order_id = ? ORDER BY created_ms, instance_id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(InstanceRow::into_instance).collect()
     }
 
@@ -174,23 +185,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
-        let sql = format!(
-            "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-        );
-        let done = sqlx::query(&sql)
-            .bind(&i.id)
-            .bind(i.family.as_str())
-            .bind(&i.order_id)
-            .bind(&i.order_line_id)
-            .bind(&i.product_id)
-            .bind(i.test)
-            .bind(i.state.as_str())
-            .bind(app_info_json(i))
-            .bind(i.expire_ms)
-            .bind(&i.last_order_id)
-            .bind(i.created_ms)
-            .bind(i.updated_ms)
-            .bind(i.released_ms)
+        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, identity)
             .execute(&mut *self.0)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -198,21 +193,20 @@ impl Tx for SqliteTx {
 
     async fn instance_for_update(&mut self, id: &str) -> StoreResult<Option<Instance>> {
         // The IMMEDIATE transaction already holds the write lock: no row lock needed.
-        let sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?");
-        let row: Option<InstanceRow> = sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&mut *self.0)
-            .await?;
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE instance_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await?;
         row.map(InstanceRow::into_instance).transpose()
     }
 
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
         let ids_json = serde_json::to_string(ids).expect("strings serialise");
-        let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id \
-             ORDER BY wanted.key"
-        );
-        let rows: Vec<InstanceRow> = sqlx::query_as(&sql)
+        let rows: Vec<InstanceRow> = sqlx::query_as(concat!("SELECT ", instance_columns!(), " FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id ORDER BY wanted.key"))
             .bind(ids_json)
             .fetch_all(&mut *self.0)
             .await?;
@@ -220,20 +214,10 @@ impl Tx for SqliteTx {
     }
 
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE instances SET product_id = ?, state = ?, app_info = ?, expire_ms = ?, last_order_id = ?, \
-             updated_ms = ?, released_ms = ? WHERE instance_id = ?",
-        )
-        .bind(&i.product_id)
-        .bind(i.state.as_str())
-        .bind(app_info_json(i))
-        .bind(i.expire_ms)
-        .bind(&i.last_order_id)
-        .bind(i.updated_ms)
-        .bind(i.released_ms)
-        .bind(&i.id)
-        .execute(&mut *self.0)
-        .await?;
+        bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
+            .bind(&i.id)
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 
