@@ -2,13 +2,12 @@
 //! callbacks (spec §2.2, decisions D1/D2) and the `Body-Sign` header on every answer
 //! (spec §2.4, D4). Keys are tried in order, so a key can be rotated without downtime.
 
+use super::crypto::hmac_sha256;
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// D2: how far a request's `timestamp` may be from server time, in milliseconds.
 pub const WINDOW_MS: i64 = 60_000;
@@ -168,7 +167,7 @@ fn signature_bytes(
         Variant::A => hmac(key.as_bytes(), body),
         Variant::B => Sha256::digest(body).into(),
     };
-    let mut mac = new_mac(key.as_bytes());
+    let mut mac = hmac_sha256(key.as_bytes());
     mac.update(key.as_bytes());
     mac.update(nonce.as_bytes());
     mac.update(timestamp.as_bytes());
@@ -269,13 +268,8 @@ pub fn verify_body_sign(key: &str, body: &[u8], header: &str) -> bool {
     bool::from(hmac(key.as_bytes(), body).as_slice().ct_eq(&received))
 }
 
-fn new_mac(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length; this cannot fail.
-    HmacSha256::new_from_slice(key).expect("HMAC takes any key length")
-}
-
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = new_mac(key);
+    let mut mac = hmac_sha256(key);
     mac.update(data);
     mac.finalize().into_bytes().into()
 }

@@ -43,7 +43,7 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
-        "sqlite"
+        "postgres"
     }
 
     async fn migrate(&self) -> StoreResult<()> {

@@ -5,3 +5,4 @@
 mod helpers;
 mod postgres;
 mod saas_v2;
+mod store;

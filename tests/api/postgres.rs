@@ -81,7 +81,7 @@ pub async fn fresh_database() -> String {
 /// which would override the path, are dropped; user, password, host, port, the other query
 /// parameters and any fragment are kept byte for byte. `database` must not need
 /// percent-encoding. The error never repeats the URL, which may hold a password.
-fn with_database(url: &str, database: &str) -> Result<String, String> {
+pub fn with_database(url: &str, database: &str) -> Result<String, String> {
     let after_scheme = ["postgres://", "postgresql://"]
         .iter()
         .find_map(|scheme| url.strip_prefix(scheme).map(|rest| (*scheme, rest)));

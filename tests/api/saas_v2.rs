@@ -637,3 +637,72 @@ async fn asynchronous_provisioning_answers_000004(backend: Backend) {
         "no app info yet"
     );
 }
+
+/// D5 and the issue: a database that is down gets `000005`, `/readyz` says so, and the
+/// server answers again as soon as the database is back. PostgreSQL only: an embedded
+/// SQLite file has no server to lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_gets_000005_and_service_resumes() {
+    use sqlx::Connection;
+    let db = Database::fresh(Backend::Postgres).await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin_url = crate::postgres::with_database(&db.url, "postgres").unwrap();
+    let app = TestApp::spawn_with(
+        db,
+        Options::default().env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "500"),
+    )
+    .await;
+    assert_eq!(
+        app.saas(&new_instance(&order_id(), "before-outage"))
+            .await
+            .code(),
+        "000000"
+    );
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let set_connections =
+        |allow: bool| format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allow}");
+    sqlx::raw_sql(&set_connections(false))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let order = order_id();
+    let during = app.saas(&new_instance(&order, "during-outage")).await;
+    assert_eq!(
+        (during.status, during.code().as_str()),
+        (200, "000005"),
+        "{}",
+        during.msg()
+    );
+    assert!(during.signed_with(KEY));
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    sqlx::raw_sql(&set_connections(true))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let after = app.saas(&new_instance(&order, "after-outage")).await;
+    assert_eq!(after.code(), "000000", "{}", after.msg());
+    assert_eq!(
+        after.json()["instanceId"],
+        "after-outage",
+        "the failed call stored nothing (D7)"
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
