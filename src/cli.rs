@@ -29,12 +29,22 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Load-test a running server with signed newInstance callbacks.
+    Bench(crate::bench::BenchArgs),
+    /// Exit 0 when the server on the configured listen address answers /healthz
+    /// (the container health check; no curl needed in the image).
+    Healthcheck,
 }
 
 /// Runs a parsed command with loaded settings.
 pub async fn run(command: Command, settings: Settings) -> CommandResult {
     match command {
         Command::Serve => serve(settings).await,
+        Command::Bench(args) => {
+            println!("{}", crate::bench::run(&args).await?);
+            Ok(())
+        }
+        Command::Healthcheck => healthcheck(&settings).await,
         Command::Migrate => {
             app::open_store(&settings).await?;
             tracing::info!(database = %redact(&settings.database_url), "migrations applied");
@@ -56,6 +66,25 @@ async fn serve(settings: Settings) -> CommandResult {
         "koogate is serving the KooGallery production interface"
     );
     app::serve(listener, state, app::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn healthcheck(settings: &Settings) -> CommandResult {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/healthz");
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url} answered {}", response.status()).into());
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! koogate: the merchant-side integration server for Huawei Cloud KooGallery.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -19,7 +19,6 @@ async fn main() -> ExitCode {
     match cli::run(cli.command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "koogate stopped");
             eprintln!("koogate: {error}");
             ExitCode::FAILURE
         }

@@ -706,3 +706,28 @@ async fn a_database_outage_gets_000005_and_service_resumes() {
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// `koogate bench` measures what it claims: every callback answered, duplicates included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_generator_counts_every_answer() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let args = koogate::bench::BenchArgs {
+        url: app.url("/koogallery/saas"),
+        key: KEY.into(),
+        requests: 60,
+        concurrency: 4,
+        duplicates: 0.5,
+    };
+    let report = koogate::bench::run(&args).await.unwrap();
+    assert_eq!(report.outcomes.get("000000"), Some(&60), "{report}");
+    assert_eq!(report.latencies.len(), 60);
+    assert!(report.quantile(0.5) <= report.quantile(0.99));
+    let records = app.store.recent_callbacks(100).await.unwrap();
+    let orders: std::collections::HashSet<_> =
+        records.iter().filter_map(|r| r.order_id.clone()).collect();
+    assert_eq!(
+        orders.len(),
+        30,
+        "half of the callbacks re-delivered an order"
+    );
+}

@@ -1,0 +1,164 @@
+//! `koogate bench`: a load generator that plays KooGallery delivering signed
+//! `newInstance` callbacks over HTTP — fresh orders and re-deliveries of earlier ones —
+//! and reports throughput and latency. A tool to run against a server, not a timed test.
+
+use crate::protocol::signature::{self, Variant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to send.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The production interface address, path included.
+    #[arg(long, default_value = "http://127.0.0.1:8080/koogallery/saas")]
+    pub url: String,
+    /// The access key the server verifies with.
+    #[arg(long, env = "KOOGATE_ACCESS_KEY", hide_env_values = true)]
+    pub key: String,
+    /// How many callbacks to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub requests: usize,
+    /// How many callbacks are in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Share of callbacks that re-deliver an order line already sent (0.0–1.0).
+    #[arg(long, default_value_t = 0.5)]
+    pub duplicates: f64,
+}
+
+/// Measured results of a run.
+#[derive(Debug)]
+pub struct BenchReport {
+    pub requests: usize,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+    /// Answers by result code (or by the transport error).
+    pub outcomes: BTreeMap<String, usize>,
+}
+
+impl BenchReport {
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency below which `q` (0–1) of the answers arrived.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let index =
+            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[index]
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "requests     {} in {:.2} s",
+            self.requests,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(f, "throughput   {:.0} requests/s", self.per_second())?;
+        writeln!(
+            f,
+            "latency      p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+            ms(self.quantile(0.50)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(1.0))
+        )?;
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(code, n)| format!("{code} × {n}"))
+            .collect();
+        write!(f, "answers      {}", outcomes.join(", "))
+    }
+}
+
+/// Runs the load and measures every answer.
+pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
+    if args.requests == 0 || args.concurrency == 0 {
+        return Err("--requests and --concurrency must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&args.duplicates) {
+        return Err("--duplicates must be between 0.0 and 1.0".into());
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    // Every run gets its own order ids, so runs against one database never collide.
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
+    let unique = ((args.requests as f64 * (1.0 - args.duplicates)).ceil() as usize).max(1);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (client, next, args, run_id) =
+                (client.clone(), next.clone(), args.clone(), run_id.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= args.requests {
+                        break;
+                    }
+                    // The first `unique` callbacks are new orders; the rest re-deliver them.
+                    let order = format!("BENCH{run_id}{:08}", i % unique);
+                    let sent = Instant::now();
+                    let outcome = send(&client, &args, &order, i).await;
+                    latencies.push(sent.elapsed());
+                    *outcomes.entry(outcome).or_default() += 1;
+                }
+                (latencies, outcomes)
+            })
+        })
+        .collect();
+    let mut report = BenchReport {
+        requests: args.requests,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        outcomes: BTreeMap::new(),
+    };
+    for worker in workers {
+        let (latencies, outcomes) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+        report.latencies.extend(latencies);
+        for (code, n) in outcomes {
+            *report.outcomes.entry(code).or_default() += n;
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.latencies.sort_unstable();
+    Ok(report)
+}
+
+async fn send(client: &reqwest::Client, args: &BenchArgs, order: &str, i: usize) -> String {
+    let body = format!(
+        r#"{{"activity":"newInstance","businessId":"bench-{order}-{i}","orderId":"{order}","orderLineId":"{order}-000001","testFlag":"1"}}"#
+    );
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let sig = signature::sign(&args.key, &nonce, &ts, body.as_bytes(), Variant::A);
+    let url = format!("{}?signature={sig}&timestamp={ts}&nonce={nonce}", args.url);
+    let response = match client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => return format!("transport error: {e}"),
+    };
+    match response.bytes().await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["resultCode"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "not JSON".into()),
+        Err(e) => format!("transport error: {e}"),
+    }
+}
