@@ -3,9 +3,10 @@
 //! when anything fails, an answer that says so and an audit record written on its own.
 
 use super::provision::Provisioner;
-use super::saas_v2;
+use super::{license_code, saas_v2};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::fields::FieldError;
+use crate::protocol::license_code as license_code_protocol;
 use crate::protocol::reply::Reply;
 use crate::protocol::saas_v2 as v2;
 use crate::protocol::signature::{AuthError, Verified};
@@ -74,30 +75,36 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub enum Work {
     SaasV2(v2::Request),
+    LicenseCode(license_code_protocol::Request),
 }
 
 impl Work {
     pub fn activity(&self) -> &'static str {
         match self {
             Self::SaasV2(r) => r.activity.name(),
+            Self::LicenseCode(r) => r.activity.name(),
         }
     }
 
     pub fn test(&self) -> bool {
         match self {
             Self::SaasV2(r) => r.test,
+            Self::LicenseCode(r) => r.test,
         }
     }
 
     pub fn order_id(&self) -> Option<&str> {
         match self {
             Self::SaasV2(r) => r.activity.order_id(),
+            Self::LicenseCode(r) => r.activity.order_id(),
         }
     }
 
     pub fn instance_id(&self) -> Option<&str> {
         match self {
             Self::SaasV2(r) => r.activity.instance_id(),
+            // The audit record keeps a license code where an instance id would be.
+            Self::LicenseCode(r) => Some(r.activity.license()),
         }
     }
 }
@@ -167,6 +174,7 @@ async fn run(
             tracing::warn!(%problem, "invalid request");
             Answer::reply(&Reply::new(ResultCode::InvalidParam, problem.to_string()))
         }
+        Ok(Work::LicenseCode(request)) => license_code::act(tx.as_mut(), request, now_ms).await?,
         Ok(Work::SaasV2(request)) => {
             saas_v2::act(tx.as_mut(), services.provisioner.as_ref(), request, now_ms).await?
         }

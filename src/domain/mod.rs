@@ -3,5 +3,6 @@
 
 pub mod callback;
 pub mod instance;
+pub mod license_code;
 pub mod provision;
 pub mod saas_v2;

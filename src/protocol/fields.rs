@@ -76,6 +76,19 @@ impl Fields {
         }
     }
 
+    /// `status`: `FREEZE` or `UNFREEZE` (spec §3.4, §6.3).
+    pub fn status(&self) -> Result<super::saas_v2::StatusChange, FieldError> {
+        use super::saas_v2::StatusChange;
+        match self.required("status", 32)?.as_str() {
+            "FREEZE" => Ok(StatusChange::Freeze),
+            "UNFREEZE" => Ok(StatusChange::Unfreeze),
+            other => Err(FieldError::Invalid {
+                field: "status",
+                reason: format!("{other:?} is not FREEZE or UNFREEZE"),
+            }),
+        }
+    }
+
     /// `testFlag`: `"1"` marks a debugging or dial-test request; `"0"` or absent a real one.
     pub fn test_flag(&self) -> Result<bool, FieldError> {
         match self.optional("testFlag", 2)?.as_deref() {

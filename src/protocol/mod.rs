@@ -7,6 +7,7 @@ pub mod codes;
 pub mod crypto;
 pub mod fields;
 pub mod json;
+pub mod license_code;
 pub mod reply;
 pub mod saas_v2;
 pub mod signature;

@@ -179,16 +179,7 @@ impl Request {
             },
             "updateInstanceStatus" => Activity::UpdateInstanceStatus {
                 instance_id: f.required("instanceId", 64)?,
-                status: match f.required("status", 32)?.as_str() {
-                    "FREEZE" => StatusChange::Freeze,
-                    "UNFREEZE" => StatusChange::Unfreeze,
-                    other => {
-                        return Err(FieldError::Invalid {
-                            field: "status",
-                            reason: format!("{other:?} is not FREEZE or UNFREEZE"),
-                        });
-                    }
-                },
+                status: f.status()?,
             },
             "releaseInstance" => Activity::ReleaseInstance {
                 instance_id: f.required("instanceId", 64)?,

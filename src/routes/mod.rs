@@ -3,24 +3,40 @@
 
 mod answer;
 mod health;
+mod license_code;
 mod saas_v2;
+mod signed;
 
 use crate::app::AppState;
+use crate::protocol::signature::KeyRing;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 /// Where each interface family is served (spec §B).
 pub const SAAS_PATH: &str = "/koogallery/saas";
+pub const LICENSE_CODE_PATH: &str = "/koogallery/license-code";
 
 pub fn router(state: AppState) -> Router {
-    let saas_keys = state.keys.saas.clone();
+    let keys = state.keys.clone();
     Router::new()
-        .route(
-            SAAS_PATH,
-            post(saas_v2::handle).fallback(answer::method_not_allowed(saas_keys.clone())),
-        )
-        .layer(answer::catch_panic(saas_keys))
+        .merge(family(SAAS_PATH, post(saas_v2::handle), &keys.saas))
+        .merge(family(
+            LICENSE_CODE_PATH,
+            post(license_code::handle),
+            &keys.license_code,
+        ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
+}
+
+/// One interface family's route: other methods get a signed 405, and a panic becomes a
+/// signed `000005`, both with the family's primary key (D4, D5).
+fn family(path: &str, methods: MethodRouter<AppState>, keys: &KeyRing) -> Router<AppState> {
+    Router::new()
+        .route(
+            path,
+            methods.fallback(answer::method_not_allowed(keys.clone())),
+        )
+        .layer(answer::catch_panic(keys.clone()))
 }

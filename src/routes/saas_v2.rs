@@ -1,18 +1,19 @@
 //! `POST /koogallery/saas`: the SaaS 2.0 activities (spec §3), signed as in §2.2.
 
-use super::answer;
+use super::signed::{self, Family};
 use crate::app::AppState;
-use crate::domain::callback::{self, Answer, Work};
-use crate::protocol::codes::ResultCode;
-use crate::protocol::reply::Reply;
+use crate::domain::callback::Work;
 use crate::protocol::saas_v2::Request;
-use crate::protocol::signature::{self, SignedParams, Variant};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use std::time::Instant;
-use tracing::Span;
+
+const FAMILY: Family = Family {
+    interface: "saas_v2",
+    keys: |state| &state.keys.saas,
+    parse: |body| Request::parse(body).map(Work::SaasV2),
+};
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -20,58 +21,5 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let now_ms = (state.services.clock)();
-    let keys = &state.keys.saas;
-    let store = state.services.store.as_ref();
-    let query = query.unwrap_or_default();
-    let record = answer::record("saas_v2", &Method::POST, &query, &headers, now_ms);
-    let (body, mut record) =
-        match answer::read_body(store, body, state.max_body_bytes, keys, record, started).await {
-            Ok(read) => read,
-            Err(response) => return response,
-        };
-    record.raw_body = body.to_vec();
-
-    let params = SignedParams::from_query(&query);
-    let verified = match signature::verify(keys, &params, &body, state.accept_variant_b, now_ms) {
-        Ok(verified) => verified,
-        Err(problem) => {
-            tracing::warn!(%problem, "signature refused");
-            record.verdict = problem.to_string();
-            let reply = Reply::new(
-                ResultCode::AuthFailed,
-                format!("authentication failed: {problem}"),
-            );
-            let answer = callback::refuse(store, record, Answer::reply(&reply), started).await;
-            return answer::signed(StatusCode::OK, keys.primary(), answer.body);
-        }
-    };
-    if verified.variant == Variant::B {
-        tracing::info!("signature matched variant B (plain SHA-256 payload hash)");
-    }
-    record.verdict = format!("ok:{:?}", verified.variant);
-
-    let work = Request::parse(&body).map(Work::SaasV2);
-    if let Ok(work) = &work {
-        let span = Span::current();
-        span.record("activity", work.activity());
-        if let Some(order_id) = work.order_id() {
-            span.record("order_id", order_id);
-        }
-        if let Some(instance_id) = work.instance_id() {
-            span.record("instance_id", instance_id);
-        }
-    }
-    let answer = callback::process(
-        &state.services,
-        Some(&verified),
-        work,
-        record,
-        started,
-        now_ms,
-    )
-    .await;
-    Span::current().record("result_code", answer.code.as_str());
-    answer::signed(StatusCode::OK, keys.get(verified.key_index), answer.body)
+    signed::handle(&state, &FAMILY, query, headers, body).await
 }

@@ -8,6 +8,7 @@ mod rows;
 mod sqlite;
 
 use crate::domain::instance::Instance;
+use crate::domain::license_code::LicenseCode;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -70,6 +71,10 @@ pub trait Store: Send + Sync + 'static {
     async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>>;
     /// The newest callbacks, newest first.
     async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>>;
+    /// Remembers an activated license code; `false` if it is already known.
+    async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
+    /// One license code, for operational commands and tests.
+    async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -96,6 +101,10 @@ pub trait Tx: Send {
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>>;
     /// Writes back an instance read with [`Tx::instance_for_update`].
     async fn update_instance(&mut self, instance: &Instance) -> StoreResult<()>;
+    /// Reads a license code and locks it for this transaction.
+    async fn license_code_for_update(&mut self, license: &str) -> StoreResult<Option<LicenseCode>>;
+    /// Writes back a license code read with [`Tx::license_code_for_update`].
+    async fn update_license_code(&mut self, code: &LicenseCode) -> StoreResult<()>;
     /// Records the callback this transaction answers.
     async fn record_callback(&mut self, record: &CallbackRecord) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;

@@ -3,11 +3,15 @@
 //! the first transaction and then see its result (READ COMMITTED); instance changes
 //! take a row lock.
 
-use super::rows::{CallbackRow, InstanceRow, bind_instance, instance_columns};
+use super::rows::{
+    CallbackRow, InstanceRow, LicenseCodeRow, bind_instance, bind_license_code, instance_columns,
+    license_code_columns,
+};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
+use crate::domain::license_code::LicenseCode;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -27,6 +31,13 @@ const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = $1, sku_code = 
      period_type = $4, period_number = $5, linear_value = $6, customer_id = $7, customer_name = $8, details = $9, \
      state = $10, app_info = $11, expire_ms = $12, last_order_id = $13, updated_ms = $14, released_ms = $15 \
      WHERE instance_id = $16";
+
+const INSERT_LICENSE_CODE: &str = concat!(
+    "INSERT INTO license_codes (",
+    license_code_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
+);
+const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = $1, order_line_id = $2, product_id = $3, state = $4, expire_ms = $5, last_order_id = $6, released_by_test = $7, updated_ms = $8, released_ms = $9 WHERE license = $10";
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
@@ -109,6 +120,24 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(CallbackRecord::from).collect())
+    }
+    async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool> {
+        let done = bind_license_code!(sqlx::query(INSERT_LICENSE_CODE), code, identity)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>> {
+        let row: Option<LicenseCodeRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            license_code_columns!(),
+            " FROM license_codes WHERE license = $1"
+        ))
+        .bind(license)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(LicenseCodeRow::into_license_code).transpose()
     }
 }
 
@@ -206,6 +235,26 @@ impl Tx for PgTx {
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
         bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
             .bind(&i.id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn license_code_for_update(&mut self, license: &str) -> StoreResult<Option<LicenseCode>> {
+        let row: Option<LicenseCodeRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            license_code_columns!(),
+            " FROM license_codes WHERE license = $1 FOR UPDATE"
+        ))
+        .bind(license)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(LicenseCodeRow::into_license_code).transpose()
+    }
+
+    async fn update_license_code(&mut self, code: &LicenseCode) -> StoreResult<()> {
+        bind_license_code!(sqlx::query(UPDATE_LICENSE_CODE), code)
+            .bind(&code.license)
             .execute(&mut *self.0)
             .await?;
         Ok(())

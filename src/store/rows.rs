@@ -4,6 +4,7 @@
 
 use super::{CallbackRecord, StoreError, StoreResult};
 use crate::domain::instance::{Family, Instance, State};
+use crate::domain::license_code::LicenseCode;
 
 /// The columns of `instances`, in the order [`InstanceRow`] and `bind_instance!` use.
 macro_rules! instance_columns {
@@ -168,5 +169,70 @@ impl From<CallbackRow> for CallbackRecord {
             order_id: row.order_id,
             instance_id: row.instance_id,
         }
+    }
+}
+
+/// The columns of `license_codes`, in the order [`LicenseCodeRow`] and `bind_license_code!` use.
+macro_rules! license_code_columns {
+    () => {
+        "license, activated_ms, order_id, order_line_id, product_id, state, expire_ms, last_order_id, \
+         released_by_test, updated_ms, released_ms"
+    };
+}
+pub(super) use license_code_columns;
+
+/// Binds a license code's fields: the identity columns first when `identity`, then the
+/// mutable ones, in the order of `license_code_columns!`.
+macro_rules! bind_license_code {
+    ($query:expr, $c:expr, identity) => {
+        $crate::store::rows::bind_license_code!($query.bind(&$c.license).bind($c.activated_ms), $c)
+    };
+    ($query:expr, $c:expr) => {
+        $query
+            .bind(&$c.order_id)
+            .bind(&$c.order_line_id)
+            .bind(&$c.product_id)
+            .bind($c.state.as_str())
+            .bind($c.expire_ms)
+            .bind(&$c.last_order_id)
+            .bind($c.released_by_test)
+            .bind($c.updated_ms)
+            .bind($c.released_ms)
+    };
+}
+pub(super) use bind_license_code;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct LicenseCodeRow {
+    license: String,
+    activated_ms: i64,
+    order_id: Option<String>,
+    order_line_id: Option<String>,
+    product_id: Option<String>,
+    state: String,
+    expire_ms: Option<i64>,
+    last_order_id: Option<String>,
+    released_by_test: bool,
+    updated_ms: i64,
+    released_ms: Option<i64>,
+}
+
+impl LicenseCodeRow {
+    pub(super) fn into_license_code(self) -> StoreResult<LicenseCode> {
+        let state = State::parse(&self.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("license code {}: state", self.license)))?;
+        Ok(LicenseCode {
+            license: self.license,
+            order_id: self.order_id,
+            order_line_id: self.order_line_id,
+            product_id: self.product_id,
+            state,
+            expire_ms: self.expire_ms,
+            last_order_id: self.last_order_id,
+            released_by_test: self.released_by_test,
+            activated_ms: self.activated_ms,
+            updated_ms: self.updated_ms,
+            released_ms: self.released_ms,
+        })
     }
 }

@@ -4,11 +4,15 @@
 //! waiting writers sleep and poll, which showed as a 100 ms+ latency tail under load;
 //! the busy timeout still covers other processes (a `koogate migrate`, say).
 
-use super::rows::{CallbackRow, InstanceRow, bind_instance, instance_columns};
+use super::rows::{
+    CallbackRow, InstanceRow, LicenseCodeRow, bind_instance, bind_license_code, instance_columns,
+    license_code_columns,
+};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
+use crate::domain::license_code::LicenseCode;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -32,6 +36,13 @@ const INSERT_INSTANCE: &str = concat!(
 const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = ?, sku_code = ?, charging_mode = ?, period_type = ?, \
      period_number = ?, linear_value = ?, customer_id = ?, customer_name = ?, details = ?, state = ?, app_info = ?, \
      expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ? WHERE instance_id = ?";
+
+const INSERT_LICENSE_CODE: &str = concat!(
+    "INSERT INTO license_codes (",
+    license_code_columns!(),
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+);
+const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = ?, order_line_id = ?, product_id = ?, state = ?, expire_ms = ?, last_order_id = ?, released_by_test = ?, updated_ms = ?, released_ms = ? WHERE license = ?";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and its folder.
@@ -133,6 +144,25 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows.into_iter().map(CallbackRecord::from).collect())
     }
+    async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool> {
+        let _turn = self.writer.lock().await;
+        let done = bind_license_code!(sqlx::query(INSERT_LICENSE_CODE), code, identity)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>> {
+        let row: Option<LicenseCodeRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            license_code_columns!(),
+            " FROM license_codes WHERE license = ?"
+        ))
+        .bind(license)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(LicenseCodeRow::into_license_code).transpose()
+    }
 }
 
 /// A write transaction and this process's turn to write. Fields drop in order: the
@@ -231,6 +261,26 @@ impl Tx for SqliteTx {
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
         bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
             .bind(&i.id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn license_code_for_update(&mut self, license: &str) -> StoreResult<Option<LicenseCode>> {
+        let row: Option<LicenseCodeRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            license_code_columns!(),
+            " FROM license_codes WHERE license = ?"
+        ))
+        .bind(license)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(LicenseCodeRow::into_license_code).transpose()
+    }
+
+    async fn update_license_code(&mut self, code: &LicenseCode) -> StoreResult<()> {
+        bind_license_code!(sqlx::query(UPDATE_LICENSE_CODE), code)
+            .bind(&code.license)
             .execute(&mut *self.tx)
             .await?;
         Ok(())

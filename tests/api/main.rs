@@ -3,6 +3,7 @@
 //! protocol module the server uses.
 
 mod helpers;
+mod license_code;
 mod postgres;
 mod saas_v2;
 mod store;

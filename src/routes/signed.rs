@@ -1,0 +1,91 @@
+//! The callbacks KooGallery signs with `signature`/`timestamp`/`nonce` URL parameters
+//! (spec §2.2): SaaS 2.0, License codes and order notifications share this path — raw
+//! body, signature check, parse, one transaction in the domain, `Body-Sign` with the
+//! key that verified the request.
+
+use super::answer;
+use crate::app::AppState;
+use crate::domain::callback::{self, Answer, Work};
+use crate::protocol::codes::ResultCode;
+use crate::protocol::fields::FieldError;
+use crate::protocol::reply::Reply;
+use crate::protocol::signature::{self, KeyRing, SignedParams, Variant};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use std::time::Instant;
+use tracing::Span;
+
+/// One interface family served on this path.
+pub struct Family {
+    /// The audit record's `interface`.
+    pub interface: &'static str,
+    /// The keys of the family's seller-center interface type.
+    pub keys: fn(&AppState) -> &KeyRing,
+    /// Reads a verified body.
+    pub parse: fn(&[u8]) -> Result<Work, FieldError>,
+}
+
+/// Serves one signed callback of `family`.
+pub async fn handle(
+    state: &AppState,
+    family: &Family,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let now_ms = (state.services.clock)();
+    let keys = (family.keys)(state);
+    let store = state.services.store.as_ref();
+    let query = query.unwrap_or_default();
+    let record = answer::record(family.interface, &Method::POST, &query, &headers, now_ms);
+    let (body, mut record) =
+        match answer::read_body(store, body, state.max_body_bytes, keys, record, started).await {
+            Ok(read) => read,
+            Err(response) => return response,
+        };
+    record.raw_body = body.to_vec();
+
+    let params = SignedParams::from_query(&query);
+    let verified = match signature::verify(keys, &params, &body, state.accept_variant_b, now_ms) {
+        Ok(verified) => verified,
+        Err(problem) => {
+            tracing::warn!(%problem, "signature refused");
+            record.verdict = problem.to_string();
+            let reply = Reply::new(
+                ResultCode::AuthFailed,
+                format!("authentication failed: {problem}"),
+            );
+            let answer = callback::refuse(store, record, Answer::reply(&reply), started).await;
+            return answer::signed(StatusCode::OK, keys.primary(), answer.body);
+        }
+    };
+    if verified.variant == Variant::B {
+        tracing::info!("signature matched variant B (plain SHA-256 payload hash)");
+    }
+    record.verdict = format!("ok:{:?}", verified.variant);
+
+    let work = (family.parse)(&body);
+    if let Ok(work) = &work {
+        let span = Span::current();
+        span.record("activity", work.activity());
+        if let Some(order_id) = work.order_id() {
+            span.record("order_id", order_id);
+        }
+        if let Some(instance_id) = work.instance_id() {
+            span.record("instance_id", instance_id);
+        }
+    }
+    let answer = callback::process(
+        &state.services,
+        Some(&verified),
+        work,
+        record,
+        started,
+        now_ms,
+    )
+    .await;
+    Span::current().record("result_code", answer.code.as_str());
+    answer::signed(StatusCode::OK, keys.get(verified.key_index), answer.body)
+}
