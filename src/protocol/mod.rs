@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod fields;
 pub mod json;
 pub mod reply;
+pub mod saas_v1;
 pub mod saas_v2;
 pub mod signature;
 pub mod time;
