@@ -4,13 +4,15 @@ use super::answer;
 use crate::app::AppState;
 use crate::domain::callback::{self, Answer, Work};
 use crate::protocol::codes::ResultCode;
-use crate::protocol::reply::Reply;
+use crate::protocol::crypto::FieldCipher;
+use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::Request;
 use crate::protocol::signature::{self, SignedParams, Variant};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use secrecy::ExposeSecret;
 use std::time::Instant;
 use tracing::Span;
 
@@ -52,16 +54,19 @@ pub async fn handle(
     }
     record.verdict = format!("ok:{:?}", verified.variant);
 
-    let work = Request::parse(&body).map(Work::SaasV2);
+    let key = keys.get(verified.key_index);
+    let credentials = match (state.saas_v2_key_size, key) {
+        (Some(size), Some(key)) => {
+            Credentials::Encrypted(FieldCipher::new(key.expose_secret(), size))
+        }
+        _ => Credentials::Plain,
+    };
+    let work = Request::parse(&body).map(|request| Work::SaasV2 {
+        request,
+        credentials,
+    });
     if let Ok(work) = &work {
-        let span = Span::current();
-        span.record("activity", work.activity());
-        if let Some(order_id) = work.order_id() {
-            span.record("order_id", order_id);
-        }
-        if let Some(instance_id) = work.instance_id() {
-            span.record("instance_id", instance_id);
-        }
+        answer::trace(work);
     }
     let answer = callback::process(
         &state.services,
@@ -73,5 +78,5 @@ pub async fn handle(
     )
     .await;
     Span::current().record("result_code", answer.code.as_str());
-    answer::signed(StatusCode::OK, keys.get(verified.key_index), answer.body)
+    answer::signed(StatusCode::OK, key, answer.body)
 }
