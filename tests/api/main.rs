@@ -4,5 +4,6 @@
 
 mod helpers;
 mod postgres;
+mod saas_v1;
 mod saas_v2;
 mod store;
