@@ -4,6 +4,7 @@
 use crate::config::{Keys, Settings};
 use crate::domain::callback::{self, Services};
 use crate::domain::provision::Provisioner;
+use crate::protocol::crypto::KeySize;
 use crate::routes;
 use crate::store::{self, PoolOptions, Store, StoreError};
 use axum::Router;
@@ -22,6 +23,12 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub accept_variant_b: bool,
     pub max_body_bytes: usize,
+    /// SaaS 1.0 field-encryption key size (`encryptType`).
+    pub saas_v1_key_size: KeySize,
+    /// D3: the SaaS 1.0 `timeStamp` window; 0 disables it.
+    pub saas_v1_window_secs: u64,
+    /// D6: the key size SaaS 2.0 `queryInstance` encrypts credentials with, if any.
+    pub saas_v2_key_size: Option<KeySize>,
 }
 
 impl AppState {
@@ -41,6 +48,13 @@ impl AppState {
             keys: Arc::new(settings.keys.clone()),
             accept_variant_b: settings.signature.accept_variant_b,
             max_body_bytes: settings.http.max_body_bytes,
+            saas_v1_key_size: settings
+                .saas_v1_key_size()
+                .expect("checked when the settings were loaded"),
+            saas_v1_window_secs: settings.saas_v1.timestamp_window_secs,
+            saas_v2_key_size: settings
+                .saas_v2_key_size()
+                .expect("checked when the settings were loaded"),
         }
     }
 }

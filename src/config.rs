@@ -3,6 +3,7 @@
 //! the environment or from files, and never print.
 
 use crate::domain::provision::TemplateProvisioner;
+use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::KeyRing;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub database: Database,
     pub http: Http,
     pub signature: Signature,
+    pub saas_v1: SaasV1,
+    pub saas_v2: SaasV2,
     pub log: Log,
     #[serde(skip)]
     pub keys: Keys,
@@ -69,6 +72,26 @@ pub struct Http {
 #[serde(deny_unknown_fields)]
 pub struct Signature {
     pub accept_variant_b: bool,
+}
+
+/// The SaaS 1.0 interface (spec §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaasV1 {
+    /// `"1"` (AES-256) or `"2"` (AES-128): the key size chosen when the product was
+    /// published (§2.5).
+    pub encrypt_type: String,
+    /// D3: how far `timeStamp` may be from server time; 0 disables the check.
+    pub timestamp_window_secs: u64,
+}
+
+/// The SaaS 2.0 interface (spec §3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaasV2 {
+    /// D6: empty returns `queryInstance` credentials in plain text; `"1"` or `"2"`
+    /// encrypts them as SaaS 1.0 does, with that key size.
+    pub encrypt_type: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,9 +175,28 @@ impl Settings {
                 "must be between 100 and 30000",
             ));
         }
+        self.saas_v1_key_size()?;
+        self.saas_v2_key_size()?;
         self.provisioner()
             .check()
             .map_err(|problem| err("frontend_url/admin_url/app", problem))
+    }
+
+    /// The key size of SaaS 1.0 field encryption (`saas_v1.encrypt_type`).
+    pub fn saas_v1_key_size(&self) -> Result<KeySize, ConfigError> {
+        KeySize::from_encrypt_type(self.saas_v1.encrypt_type.trim())
+            .map_err(|problem| err("saas_v1.encrypt_type", problem.to_string()))
+    }
+
+    /// The key size SaaS 2.0 `queryInstance` encrypts credentials with, or `None` for
+    /// plain text (`saas_v2.encrypt_type`, D6).
+    pub fn saas_v2_key_size(&self) -> Result<Option<KeySize>, ConfigError> {
+        match self.saas_v2.encrypt_type.trim() {
+            "" => Ok(None),
+            value => KeySize::from_encrypt_type(value)
+                .map(Some)
+                .map_err(|problem| err("saas_v2.encrypt_type", problem.to_string())),
+        }
     }
 
     /// The built-in provisioner these settings describe.
@@ -292,6 +334,25 @@ mod tests {
         assert!(s.database_url.starts_with("sqlite://"));
         assert!(s.keys.is_empty());
         assert_eq!(s.http.max_body_bytes, 65536);
+        assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes256);
+        assert_eq!(s.saas_v1.timestamp_window_secs, 600);
+        assert_eq!(s.saas_v2_key_size().unwrap(), None, "D6: plain by default");
+    }
+
+    #[test]
+    fn encryption_settings_come_from_the_environment() {
+        let s = load(
+            &[
+                ("KOOGATE_SAAS_V1_ENCRYPT_TYPE", "2"),
+                ("KOOGATE_SAAS_V1_TIMESTAMP_WINDOW_SECS", "0"),
+                ("KOOGATE_SAAS_V2_ENCRYPT_TYPE", "1"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes128);
+        assert_eq!(s.saas_v1.timestamp_window_secs, 0);
+        assert_eq!(s.saas_v2_key_size().unwrap(), Some(KeySize::Aes256));
     }
 
     #[test]
@@ -389,6 +450,21 @@ mod tests {
                 "frontend_url/admin_url/app",
             ),
             (vec![], Some("[http]\nmax_body = 1\n"), "http.max_body"),
+            (
+                vec![("KOOGATE_SAAS_V1_ENCRYPT_TYPE", "AES")],
+                None,
+                "saas_v1.encrypt_type",
+            ),
+            (
+                vec![("KOOGATE_SAAS_V2_ENCRYPT_TYPE", "3")],
+                None,
+                "saas_v2.encrypt_type",
+            ),
+            (
+                vec![("KOOGATE_SAAS_V1_TIMESTAMP_WINDOW_SECS", "soon")],
+                None,
+                "KOOGATE_SAAS_V1_TIMESTAMP_WINDOW_SECS",
+            ),
             (vec![], Some("listen = 8080\n"), "listen"),
         ];
         for (vars, file, key) in cases {

@@ -3,11 +3,13 @@
 //! when anything fails, an answer that says so and an audit record written on its own.
 
 use super::provision::Provisioner;
-use super::{license_code, saas_v2};
+use super::{license_code, saas_v1, saas_v2};
 use crate::protocol::codes::ResultCode;
+use crate::protocol::crypto::FieldCipher;
 use crate::protocol::fields::FieldError;
 use crate::protocol::license_code as license_code_protocol;
-use crate::protocol::reply::Reply;
+use crate::protocol::reply::{Credentials, Reply};
+use crate::protocol::saas_v1 as v1;
 use crate::protocol::saas_v2 as v2;
 use crate::protocol::signature::{AuthError, Verified};
 use crate::store::{CallbackRecord, Store, StoreError, StoreResult, StoredAnswer};
@@ -71,46 +73,61 @@ impl Answer {
     }
 }
 
-/// A parsed callback of any family.
+/// A parsed callback of any family, with what its answer needs from the key that
+/// verified it.
 #[derive(Debug, Clone)]
 pub enum Work {
-    SaasV2(v2::Request),
+    SaasV2 {
+        request: v2::Request,
+        /// How `queryInstance` returns credentials (D6).
+        credentials: Credentials,
+    },
+    SaasV1 {
+        request: v1::Request,
+        /// Encrypts the app-info credentials (§2.5).
+        cipher: FieldCipher,
+    },
     LicenseCode(license_code_protocol::Request),
 }
 
 impl Work {
     pub fn activity(&self) -> &'static str {
         match self {
-            Self::SaasV2(r) => r.activity.name(),
-            Self::LicenseCode(r) => r.activity.name(),
+            Self::SaasV2 { request, .. } => request.activity.name(),
+            Self::SaasV1 { request, .. } => request.activity.name(),
+            Self::LicenseCode(request) => request.activity.name(),
         }
     }
 
     pub fn test(&self) -> bool {
         match self {
-            Self::SaasV2(r) => r.test,
-            Self::LicenseCode(r) => r.test,
+            Self::SaasV2 { request, .. } => request.test,
+            Self::SaasV1 { request, .. } => request.test,
+            Self::LicenseCode(request) => request.test,
         }
     }
 
     pub fn order_id(&self) -> Option<&str> {
         match self {
-            Self::SaasV2(r) => r.activity.order_id(),
-            Self::LicenseCode(r) => r.activity.order_id(),
+            Self::SaasV2 { request, .. } => request.activity.order_id(),
+            Self::SaasV1 { request, .. } => request.activity.order_id(),
+            Self::LicenseCode(request) => request.activity.order_id(),
         }
     }
 
     pub fn instance_id(&self) -> Option<&str> {
         match self {
-            Self::SaasV2(r) => r.activity.instance_id(),
+            Self::SaasV2 { request, .. } => request.activity.instance_id(),
+            Self::SaasV1 { request, .. } => request.activity.instance_id(),
             // The audit record keeps a license code where an instance id would be.
-            Self::LicenseCode(r) => Some(r.activity.license()),
+            Self::LicenseCode(request) => Some(request.activity.license()),
         }
     }
 }
 
-/// Processes an authenticated callback. `nonce` is claimed in the same transaction as
-/// everything else; `work` is the parsed request, or why it could not be parsed.
+/// Processes an authenticated callback. `nonce` (SaaS 2.0; 1.0 has none) is claimed in
+/// the same transaction as everything else; `work` is the parsed request, or why it
+/// could not be parsed.
 pub async fn process(
     services: &Services,
     nonce: Option<&Verified>,
@@ -174,9 +191,17 @@ async fn run(
             tracing::warn!(%problem, "invalid request");
             Answer::reply(&Reply::new(ResultCode::InvalidParam, problem.to_string()))
         }
+        Ok(Work::SaasV2 {
+            request,
+            credentials,
+        }) => {
+            let provisioner = services.provisioner.as_ref();
+            saas_v2::act(tx.as_mut(), provisioner, request, &credentials, now_ms).await?
+        }
         Ok(Work::LicenseCode(request)) => license_code::act(tx.as_mut(), request, now_ms).await?,
-        Ok(Work::SaasV2(request)) => {
-            saas_v2::act(tx.as_mut(), services.provisioner.as_ref(), request, now_ms).await?
+        Ok(Work::SaasV1 { request, cipher }) => {
+            let provisioner = services.provisioner.as_ref();
+            saas_v1::act(tx.as_mut(), provisioner, request, &cipher, now_ms).await?
         }
     };
     fill(record, &answer, started);

@@ -5,4 +5,6 @@ pub mod callback;
 pub mod instance;
 pub mod license_code;
 pub mod provision;
+pub mod saas_v1;
 pub mod saas_v2;
+pub mod steps;

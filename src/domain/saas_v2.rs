@@ -1,18 +1,21 @@
 //! What each SaaS 2.0 activity does (spec §3, D7–D9), inside the callback's transaction.
 
 use super::callback::Answer;
-use super::instance::{Family, Gone, Instance};
-use super::provision::{ProvisionRequest, Provisioned, Provisioner};
+use super::instance::{Family, Instance};
+use super::provision::Provisioner;
+use super::steps::{self, change};
 use crate::protocol::codes::ResultCode;
-use crate::protocol::reply::{InstanceInfo, Reply};
+use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::{Activity, Request, StatusChange};
-use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
+use crate::store::{IdempotencyKey, StoreResult, Tx};
 
-/// Runs one verified, parsed SaaS 2.0 callback.
+/// Runs one verified, parsed SaaS 2.0 callback. `credentials` says how `queryInstance`
+/// returns app-info credentials (D6).
 pub async fn act(
     tx: &mut dyn Tx,
     provisioner: &dyn Provisioner,
     request: Request,
+    credentials: &Credentials,
     now_ms: i64,
 ) -> StoreResult<Answer> {
     let test = request.test;
@@ -34,25 +37,7 @@ pub async fn act(
             .await
         }
         Activity::QueryInstance { instance_ids } => {
-            let info: Vec<InstanceInfo> = tx
-                .instances(&instance_ids)
-                .await?
-                .into_iter()
-                .filter(|i| i.visible_to(test))
-                .map(|i| InstanceInfo {
-                    instance_id: i.id,
-                    app_info: i.app_info,
-                })
-                .collect();
-            if info.is_empty() {
-                return Ok(Answer::reply(&Reply::new(
-                    ResultCode::NotFound,
-                    "no such instance",
-                )));
-            }
-            let mut reply = Reply::success();
-            reply.info = Some(info);
-            Ok(Answer::reply(&reply))
+            steps::query(tx, &instance_ids, test, credentials).await
         }
         Activity::RefreshInstance {
             order_id,
@@ -111,10 +96,7 @@ pub async fn act(
                 .first()
             {
                 Some(i) if i.visible_to(test) => Ok(Answer::reply(&Reply::success())),
-                _ => Ok(Answer::reply(&Reply::new(
-                    ResultCode::NotFound,
-                    format!("instance {instance_id} does not exist"),
-                ))),
+                _ => Ok(steps::not_found(&instance_id)),
             }
         }
     }
@@ -136,84 +118,17 @@ async fn new_instance(
         // Both ids are at most 64 characters and never contain a newline.
         key: format!("{order_id}\n{order_line_id}"),
     };
-    if let Claim::Answered(stored) = tx.claim_idempotency(&key, now_ms).await? {
-        return Answer::replay(stored);
-    }
-    let mut instance = Instance::new(business_id, Family::SaasV2, order_id, test, now_ms);
-    instance.order_line_id = Some(order_line_id);
-    // businessId is unique per call, but an id that is somehow taken must not merge two
-    // orders: fall back to a UUID, which the spec allows (§1).
-    instance.app_info = provision(provisioner, &instance);
-    if !tx.insert_instance(&instance).await? {
-        instance.id = uuid::Uuid::new_v4().simple().to_string();
-        instance.app_info = provision(provisioner, &instance);
-        if !tx.insert_instance(&instance).await? {
-            tx.abandon_idempotency(&key).await?;
-            return Ok(Answer::reply(&Reply::new(
-                ResultCode::Internal,
-                "could not allocate an instance id",
-            )));
-        }
-    }
-    let code = if instance.app_info.is_some() {
-        ResultCode::Success
-    } else {
-        ResultCode::Processing
+    let build = || {
+        let mut instance = Instance::new(business_id, Family::SaasV2, order_id, test, now_ms);
+        instance.order_line_id = Some(order_line_id);
+        instance
     };
-    let msg = if code == ResultCode::Success {
-        "success."
-    } else {
-        "provisioning."
+    let answer = |instance: &Instance| {
+        let reply = match instance.app_info {
+            Some(_) => Reply::success(),
+            None => Reply::new(ResultCode::Processing, "provisioning."),
+        };
+        reply.with_instance_id(&instance.id)
     };
-    let answer = Answer::reply(&Reply::new(code, msg).with_instance_id(&instance.id));
-    tx.complete_idempotency(
-        &key,
-        &StoredAnswer {
-            result_code: code.as_str().to_owned(),
-            instance_id: Some(instance.id.clone()),
-            body: answer.body.clone(),
-        },
-    )
-    .await?;
-    Ok(answer.with_instance(instance.id))
-}
-
-fn provision(
-    provisioner: &dyn Provisioner,
-    instance: &Instance,
-) -> Option<crate::protocol::reply::AppInfo> {
-    match provisioner.provision(&ProvisionRequest {
-        instance_id: &instance.id,
-        order_id: &instance.order_id,
-        order_line_id: instance.order_line_id.as_deref(),
-        test: instance.test,
-    }) {
-        Provisioned::Ready(info) => Some(info),
-        Provisioned::Pending => None,
-    }
-}
-
-/// Applies a lifecycle change to one instance under its row lock.
-async fn change(
-    tx: &mut dyn Tx,
-    instance_id: &str,
-    apply: impl FnOnce(&mut Instance) -> Result<(), Gone>,
-) -> StoreResult<Answer> {
-    let not_found = || {
-        Answer::reply(&Reply::new(
-            ResultCode::NotFound,
-            format!("instance {instance_id} does not exist"),
-        ))
-    };
-    let Some(mut instance) = tx.instance_for_update(instance_id).await? else {
-        return Ok(not_found());
-    };
-    let before = instance.clone();
-    if apply(&mut instance).is_err() {
-        return Ok(not_found());
-    }
-    if instance != before {
-        tx.update_instance(&instance).await?;
-    }
-    Ok(Answer::reply(&Reply::success()))
+    steps::create_once(tx, provisioner, &key, now_ms, build, answer).await
 }

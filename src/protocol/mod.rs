@@ -9,6 +9,7 @@ pub mod fields;
 pub mod json;
 pub mod license_code;
 pub mod reply;
+pub mod saas_v1;
 pub mod saas_v2;
 pub mod signature;
 pub mod time;

@@ -1,6 +1,7 @@
 //! The JSON answers of the SaaS families (spec §3, §4): one shape, fields present as
 //! each activity's table requires, serialised once to the bytes that are signed and sent.
 
+use super::crypto::FieldCipher;
 use super::{codes::ResultCode, json};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,31 @@ impl Reply {
         self
     }
 
+    /// Adds the app info of a new instance, its credentials sealed as `credentials` says;
+    /// `encryptType` comes with it when they are encrypted.
+    pub fn with_app_info(mut self, info: &AppInfo, credentials: &Credentials) -> Self {
+        self.app_info = Some(credentials.seal(info));
+        self.encrypt_type = credentials.encrypt_type();
+        self
+    }
+
+    /// Adds the `info` list of a `queryInstance` answer, each entry's credentials sealed;
+    /// `encryptType` comes with it when any entry carries encrypted app info.
+    pub fn with_info(mut self, info: Vec<InstanceInfo>, credentials: &Credentials) -> Self {
+        let info: Vec<InstanceInfo> = info
+            .into_iter()
+            .map(|entry| InstanceInfo {
+                app_info: entry.app_info.map(|a| credentials.seal(&a)),
+                ..entry
+            })
+            .collect();
+        if info.iter().any(|entry| entry.app_info.is_some()) {
+            self.encrypt_type = credentials.encrypt_type();
+        }
+        self.info = Some(info);
+        self
+    }
+
     /// The exact bytes to sign, send and store.
     pub fn to_bytes(&self) -> Vec<u8> {
         json::to_ascii_vec(self)
@@ -90,6 +116,37 @@ impl AppInfo {
     }
 }
 
+/// How `appInfo.userName` and `appInfo.password` go out: in plain text (SaaS 2.0 unless
+/// configured otherwise, D6) or encrypted as spec §2.5 describes, under a fresh random IV
+/// each time (SaaS 1.0 always), with `encryptType` announcing the key size.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Plain,
+    Encrypted(FieldCipher),
+}
+
+impl Credentials {
+    /// The app info as it goes on the wire.
+    pub fn seal(&self, info: &AppInfo) -> AppInfo {
+        match self {
+            Self::Plain => info.clone(),
+            Self::Encrypted(cipher) => AppInfo {
+                user_name: info.user_name.as_deref().map(|v| cipher.encrypt(v)),
+                password: info.password.as_deref().map(|v| cipher.encrypt(v)),
+                ..info.clone()
+            },
+        }
+    }
+
+    /// The `encryptType` that goes with sealed app info.
+    pub fn encrypt_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::Encrypted(cipher) => Some(cipher.key_size().encrypt_type()),
+        }
+    }
+}
+
 /// One entry of a `queryInstance` answer.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,6 +169,52 @@ mod tests {
             std::str::from_utf8(&body).unwrap(),
             r#"{"resultCode":"000000","resultMsg":"success.","instanceId":"03pf80c2bae96vc49b80b917bea776d7"}"#
         );
+    }
+
+    fn app_info() -> AppInfo {
+        AppInfo {
+            front_end_url: "https://a/i-1".into(),
+            admin_url: None,
+            user_name: Some("admin".into()),
+            password: Some("secret".into()),
+            memo: Some("memo".into()),
+        }
+    }
+
+    #[test]
+    fn encrypted_credentials_come_with_their_encrypt_type() {
+        use crate::protocol::crypto::KeySize;
+        for size in [KeySize::Aes256, KeySize::Aes128] {
+            let cipher = FieldCipher::new("test-access-key-0001", size);
+            let credentials = Credentials::Encrypted(cipher.clone());
+
+            let reply = Reply::success().with_app_info(&app_info(), &credentials);
+
+            assert_eq!(reply.encrypt_type, Some(size.encrypt_type()));
+            let sealed = reply.app_info.unwrap();
+            assert_eq!(
+                (sealed.front_end_url.as_str(), sealed.memo.as_deref()),
+                ("https://a/i-1", Some("memo")),
+                "only the credentials are encrypted"
+            );
+            assert_eq!(cipher.decrypt(&sealed.user_name.unwrap()).unwrap(), "admin");
+            assert_eq!(cipher.decrypt(&sealed.password.unwrap()).unwrap(), "secret");
+        }
+    }
+
+    #[test]
+    fn plain_credentials_and_lists_without_app_info_carry_no_encrypt_type() {
+        let plain = Reply::success().with_app_info(&app_info(), &Credentials::Plain);
+        assert_eq!(plain.encrypt_type, None);
+        assert_eq!(plain.app_info, Some(app_info()));
+
+        let cipher = FieldCipher::new("k", crate::protocol::crypto::KeySize::Aes256);
+        let pending = InstanceInfo {
+            instance_id: "i".into(),
+            app_info: None,
+        };
+        let reply = Reply::success().with_info(vec![pending], &Credentials::Encrypted(cipher));
+        assert_eq!(reply.encrypt_type, None);
     }
 
     #[test]

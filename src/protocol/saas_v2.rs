@@ -202,9 +202,17 @@ impl Request {
 }
 
 fn instance_id_list(f: &Fields) -> Result<Vec<String>, FieldError> {
-    // The table gives String(100) for a list of up to 100 ids of 64 characters each;
-    // koogate bounds the count and each id rather than the whole string.
-    let raw = f.required("instanceId", MAX_QUERY_IDS * 65)?;
+    split_instance_ids(&f.required("instanceId", MAX_QUERY_IDS_LEN)?)
+}
+
+/// Longest `queryInstance` `instanceId` list accepted: the table gives String(100) for a
+/// list of up to 100 ids of 64 characters each, so koogate bounds the count and each id
+/// rather than the whole string.
+pub const MAX_QUERY_IDS_LEN: usize = MAX_QUERY_IDS * 65;
+
+/// Splits a `queryInstance` `instanceId` list (SaaS 2.0 §3.2 and 1.0 §4.2 alike): up
+/// to 100 comma-separated ids of at most 64 characters; blanks between commas are skipped.
+pub fn split_instance_ids(raw: &str) -> Result<Vec<String>, FieldError> {
     let ids: Vec<String> = raw
         .split(',')
         .map(str::trim)

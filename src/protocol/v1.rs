@@ -8,11 +8,14 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::Mac;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
+use super::codes::ResultCode;
 use super::crypto::hmac_sha256;
 
-const AUTH_TOKEN: &str = "authToken";
+/// The query parameter (GET form) or HTTP header (POST-body form) that carries the token.
+pub const AUTH_TOKEN: &str = "authToken";
 const TIME_STAMP: &str = "timeStamp";
 
 /// Why a V1 request failed authentication, or its POST body could not be read.
@@ -51,6 +54,17 @@ pub enum V1Error {
     UnsupportedValue(String),
 }
 
+impl V1Error {
+    /// The result code KooGallery gets for this problem (D5): a body that cannot be read is an invalid
+    /// request, `000002`; everything else is an authentication failure, `000001`.
+    pub fn result_code(&self) -> ResultCode {
+        match self {
+            Self::BadBody(_) | Self::UnsupportedValue(_) => ResultCode::InvalidParam,
+            _ => ResultCode::AuthFailed,
+        }
+    }
+}
+
 /// The decoded parameters of one V1 request together with the `authToken` it carries.
 ///
 /// Invariants: the parameters never include `authToken`; each name has one value (the first one received,
@@ -86,22 +100,27 @@ impl V1Request {
     /// `auth_token` is the value of the `authToken` HTTP header.
     ///
     /// Blank values (null, empty or whitespace-only, as Java's `StringUtils.isBlank`) are skipped. A number
-    /// or boolean takes part as serde_json writes it (`1`, `0.5`, `true`). A body field named `authToken`
-    /// is ignored: the token comes from the header.
+    /// or boolean takes part in its JSON text form exactly as received (`1`, `1.50`, `true`): KooGallery
+    /// signs the text it sent, and re-formatting a parsed number would turn `1.50` into `1.5`. A body field
+    /// named `authToken` is ignored: the token comes from the header.
     pub fn from_json_body(body: &[u8], auth_token: Option<&str>) -> Result<Self, V1Error> {
-        let fields = match serde_json::from_slice(body) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => return Err(V1Error::BadBody("it is valid JSON of another type".into())),
+        let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(body) {
+            Ok(fields) => fields,
+            Err(_) if serde_json::from_slice::<&RawValue>(body).is_ok() => {
+                return Err(V1Error::BadBody("it is valid JSON of another type".into()));
+            }
             Err(e) => return Err(V1Error::BadBody(e.to_string())),
         };
         let mut params = BTreeMap::new();
         for (name, value) in fields {
-            let text = match value {
-                Value::String(text) => text,
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                Value::Null => continue,
-                Value::Array(_) | Value::Object(_) => return Err(V1Error::UnsupportedValue(name)),
+            let raw = value.get();
+            let text = match raw.as_bytes().first() {
+                Some(b'"') => serde_json::from_str::<String>(raw)
+                    .map_err(|e| V1Error::BadBody(e.to_string()))?,
+                Some(b'n') => continue,
+                Some(b'[' | b'{') => return Err(V1Error::UnsupportedValue(name)),
+                // A number, `true` or `false`: its text as sent.
+                _ => raw.to_owned(),
             };
             if name != AUTH_TOKEN && !text.trim().is_empty() {
                 params.insert(name, text);
@@ -499,6 +518,41 @@ mod tests {
             V1Request::from_json_body(br#"{"appInfo":{"a":"b"}}"#, Some("t")),
             Err(V1Error::UnsupportedValue("appInfo".into()))
         );
+    }
+
+    #[test]
+    fn post_body_numbers_are_signed_as_sent_not_as_reformatted() {
+        let body = br#"{"timeStamp":"20200727073711903","orderAmount":1.50,"amount":1e3,"big":12345678901234567890123,"flag":true,"s":"say \"hi\""}"#;
+        let request = V1Request::from_json_body(body, Some("t")).expect("body is an object");
+        assert_eq!(
+            request.string_to_sign(),
+            "amount=1e3&big=12345678901234567890123&flag=true&orderAmount=1.50&s=say \"hi\"\
+             &timeStamp=20200727073711903"
+        );
+    }
+
+    #[test]
+    fn only_unreadable_bodies_are_invalid_parameters() {
+        assert_eq!(
+            V1Error::BadBody("x".into()).result_code(),
+            ResultCode::InvalidParam
+        );
+        assert_eq!(
+            V1Error::UnsupportedValue("x".into()).result_code(),
+            ResultCode::InvalidParam
+        );
+        for problem in [
+            V1Error::MissingAuthToken,
+            V1Error::MissingTimeStamp,
+            V1Error::MalformedTimeStamp,
+            V1Error::BadToken,
+            V1Error::StaleTimeStamp {
+                skew_ms: 1,
+                window_secs: 1,
+            },
+        ] {
+            assert_eq!(problem.result_code(), ResultCode::AuthFailed, "{problem}");
+        }
     }
 
     fn vector_7_params() -> Vec<ExtendParam> {

@@ -2,7 +2,7 @@
 //! (D4), HTTP 200 for every protocol answer and 405/413 only for requests that are not
 //! valid HTTP for the route (D5), and the audit record started for each callback.
 
-use crate::domain::callback::{self, Answer};
+use crate::domain::callback::{self, Answer, Work};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::Reply;
 use crate::protocol::signature::{self, KeyRing};
@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Span;
 
 /// The response header that carries the body signature.
 pub const BODY_SIGN: &str = "Body-Sign";
@@ -64,6 +65,18 @@ pub fn record(
         test: false,
         order_id: None,
         instance_id: None,
+    }
+}
+
+/// Adds what the parsed request says to the request's span.
+pub fn trace(work: &Work) {
+    let span = Span::current();
+    span.record("activity", work.activity());
+    if let Some(order_id) = work.order_id() {
+        span.record("order_id", order_id);
+    }
+    if let Some(instance_id) = work.instance_id() {
+        span.record("instance_id", instance_id);
     }
 }
 

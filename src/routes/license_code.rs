@@ -13,7 +13,7 @@ use axum::response::Response;
 const FAMILY: Family = Family {
     interface: "license_code",
     keys: |state| &state.keys.license_code,
-    parse: |body| Request::parse(body).map(Work::LicenseCode),
+    parse: |_, body, _| Request::parse(body).map(Work::LicenseCode),
 };
 
 pub async fn handle(

@@ -4,12 +4,18 @@
 mod answer;
 mod health;
 mod license_code;
+mod saas_v1;
 mod saas_v2;
 mod signed;
 
 use crate::app::AppState;
 use crate::protocol::signature::KeyRing;
+use crate::protocol::v1::AUTH_TOKEN;
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{MethodRouter, get, post};
 
 /// Where each interface family is served (spec §B).
@@ -19,7 +25,11 @@ pub const LICENSE_CODE_PATH: &str = "/koogallery/license-code";
 pub fn router(state: AppState) -> Router {
     let keys = state.keys.clone();
     Router::new()
-        .merge(family(SAAS_PATH, post(saas_v2::handle), &keys.saas))
+        .merge(family(
+            SAAS_PATH,
+            get(saas_v1::handle_get).post(saas_post),
+            &keys.saas,
+        ))
         .merge(family(
             LICENSE_CODE_PATH,
             post(license_code::handle),
@@ -39,4 +49,19 @@ fn family(path: &str, methods: MethodRouter<AppState>, keys: &KeyRing) -> Router
             methods.fallback(answer::method_not_allowed(keys.clone())),
         )
         .layer(answer::catch_panic(keys.clone()))
+}
+
+/// `POST /koogallery/saas` (spec §B): with an `authToken` header it is the SaaS 1.0
+/// POST-body form, otherwise SaaS 2.0.
+async fn saas_post(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if headers.contains_key(AUTH_TOKEN) {
+        saas_v1::handle_post(state, query.unwrap_or_default(), headers, body).await
+    } else {
+        saas_v2::handle(State(state), RawQuery(query), headers, body).await
+    }
 }

@@ -13,6 +13,7 @@ use crate::protocol::signature::{self, KeyRing, SignedParams, Variant};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use secrecy::SecretString;
 use std::time::Instant;
 use tracing::Span;
 
@@ -22,8 +23,9 @@ pub struct Family {
     pub interface: &'static str,
     /// The keys of the family's seller-center interface type.
     pub keys: fn(&AppState) -> &KeyRing,
-    /// Reads a verified body.
-    pub parse: fn(&[u8]) -> Result<Work, FieldError>,
+    /// Reads a verified body; the key that verified it is given for answers that
+    /// encrypt with it.
+    pub parse: fn(&AppState, &[u8], &SecretString) -> Result<Work, FieldError>,
 }
 
 /// Serves one signed callback of `family`.
@@ -66,16 +68,12 @@ pub async fn handle(
     }
     record.verdict = format!("ok:{:?}", verified.variant);
 
-    let work = (family.parse)(&body);
+    let key = keys
+        .get(verified.key_index)
+        .expect("the verifying key is in the ring");
+    let work = (family.parse)(state, &body, key);
     if let Ok(work) = &work {
-        let span = Span::current();
-        span.record("activity", work.activity());
-        if let Some(order_id) = work.order_id() {
-            span.record("order_id", order_id);
-        }
-        if let Some(instance_id) = work.instance_id() {
-            span.record("instance_id", instance_id);
-        }
+        answer::trace(work);
     }
     let answer = callback::process(
         &state.services,
@@ -87,5 +85,5 @@ pub async fn handle(
     )
     .await;
     Span::current().record("result_code", answer.code.as_str());
-    answer::signed(StatusCode::OK, keys.get(verified.key_index), answer.body)
+    answer::signed(StatusCode::OK, Some(key), answer.body)
 }

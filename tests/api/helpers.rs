@@ -7,6 +7,7 @@ use koogate::config::Settings;
 use koogate::domain::callback::Clock;
 use koogate::domain::provision::Provisioner;
 use koogate::protocol::signature::{self, Variant};
+use koogate::protocol::v1::V1Request;
 use koogate::store::Store;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -250,6 +251,48 @@ impl TestApp {
         Self::received(response).await
     }
 
+    /// GETs exactly this query string.
+    pub async fn get_raw(&self, path: &str, query: &str) -> Received {
+        let response = self
+            .client
+            .get(format!("{}?{query}", self.url(path)))
+            .send()
+            .await
+            .expect("server answers");
+        Self::received(response).await
+    }
+
+    /// A SaaS 1.0 GET callback, its authToken computed under the test key.
+    pub async fn v1_get(&self, params: &V1Params) -> Received {
+        self.get_raw("/koogallery/saas", &params.signed_query(KEY))
+            .await
+    }
+
+    /// A SaaS 1.0 POST-body callback of exactly these bytes, its authToken header computed
+    /// under the test key from the body's fields.
+    pub async fn v1_post(&self, body: &str) -> Received {
+        let token = V1Request::from_json_body(body.as_bytes(), None)
+            .expect("test body is a JSON object")
+            .sign(KEY)
+            .expect("test body has a timeStamp");
+        self.v1_post_raw(Some(&token), body.as_bytes().to_vec())
+            .await
+    }
+
+    /// POSTs these bytes to the SaaS path with this `authToken` header (none: an empty one).
+    pub async fn v1_post_raw(&self, token: Option<&str>, body: Vec<u8>) -> Received {
+        let response = self
+            .client
+            .post(self.url("/koogallery/saas"))
+            .header("authToken", token.unwrap_or_default())
+            .header("Content-Type", "application/json;charset=utf8")
+            .body(body)
+            .send()
+            .await
+            .expect("server answers");
+        Self::received(response).await
+    }
+
     pub async fn received(response: reqwest::Response) -> Received {
         let status = response.status().as_u16();
         let body_sign = response
@@ -278,4 +321,190 @@ pub fn order_id() -> String {
         "CS{}",
         &uuid::Uuid::new_v4().simple().to_string()[..15].to_uppercase()
     )
+}
+
+/// `yyyyMMddHHmmssSSS`, UTC, now: a fresh SaaS 1.0 `timeStamp`.
+pub fn v1_now() -> String {
+    koogate::protocol::time::format_millis(chrono::Utc::now())
+}
+
+/// The parameters of one SaaS 1.0 callback, in the order given.
+#[derive(Debug, Clone)]
+pub struct V1Params(Vec<(String, String)>);
+
+impl V1Params {
+    pub fn new(activity: &str) -> Self {
+        Self(vec![("activity".into(), activity.into())])
+    }
+
+    /// Sets a parameter, replacing an earlier value.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.0.retain(|(n, _)| n != name);
+        self.0.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.0.retain(|(n, _)| n != name);
+        self
+    }
+
+    /// The form-encoded query, with `timeStamp` = now unless set, and no authToken.
+    pub fn query(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in &self.0 {
+            query.append_pair(name, value);
+        }
+        if !self.0.iter().any(|(n, _)| n == "timeStamp") {
+            query.append_pair("timeStamp", &v1_now());
+        }
+        query.finish()
+    }
+
+    /// The query with the authToken KooGallery would append under `key`.
+    pub fn signed_query(&self, key: &str) -> String {
+        let query = self.query();
+        let token = V1Request::from_query(&query)
+            .sign(key)
+            .expect("the query has a timeStamp");
+        let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+        format!("{query}&authToken={token}")
+    }
+
+    /// The same parameters as a POST body of string fields, `timeStamp` = now unless set.
+    pub fn json(&self) -> String {
+        let mut body: serde_json::Map<String, Value> = self
+            .0
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+            .collect();
+        body.entry("timeStamp")
+            .or_insert_with(|| Value::String(v1_now()));
+        Value::Object(body).to_string()
+    }
+}
+
+/// The sensitive-field encryption of spec §2.5, written again from the spec for the test
+/// client, independently of the server's `protocol::crypto`: Java's SHA1PRNG as a state
+/// machine over signed bytes, CBC chaining and PKCS#5 padding by hand around the bare
+/// AES block cipher. Checked against the spec's vector 6 (Java's own output) in the tests.
+pub mod java_aes {
+    use aes::cipher::generic_array::GenericArray;
+    use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use rand::Rng;
+    use sha1::{Digest, Sha1};
+
+    /// The first `len` bytes of `SecureRandom.getInstance("SHA1PRNG")` seeded with `seed`.
+    pub fn sha1prng(seed: &[u8], len: usize) -> Vec<u8> {
+        let mut state: Vec<i8> = Sha1::digest(seed).iter().map(|&b| b as i8).collect();
+        let mut out = Vec::new();
+        while out.len() < len {
+            let bytes: Vec<u8> = state.iter().map(|&b| b as u8).collect();
+            let output: Vec<i8> = Sha1::digest(&bytes).iter().map(|&b| b as i8).collect();
+            // sun.security.provider.SecureRandom.updateState: state += output + 1, Java ints.
+            let mut last: i32 = 1;
+            let mut changed = false;
+            for (s, o) in state.iter_mut().zip(&output) {
+                let v = i32::from(*s) + i32::from(*o) + last;
+                let t = v as i8;
+                changed |= *s != t;
+                *s = t;
+                last = v >> 8;
+            }
+            if !changed {
+                state[0] = state[0].wrapping_add(1);
+            }
+            out.extend(output.iter().map(|&b| b as u8));
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn key(access_key: &str, encrypt_type: &str) -> Vec<u8> {
+        let bits = match encrypt_type {
+            "1" => 256,
+            "2" => 128,
+            other => panic!("encryptType {other:?}"),
+        };
+        sha1prng(access_key.as_bytes(), bits / 8)
+    }
+
+    fn blocks(key: &[u8], block: &mut [u8; 16], encrypt: bool) {
+        let block = GenericArray::from_mut_slice(block);
+        match (key.len(), encrypt) {
+            (16, true) => aes::Aes128::new(GenericArray::from_slice(key)).encrypt_block(block),
+            (16, false) => aes::Aes128::new(GenericArray::from_slice(key)).decrypt_block(block),
+            (32, true) => aes::Aes256::new(GenericArray::from_slice(key)).encrypt_block(block),
+            (32, false) => aes::Aes256::new(GenericArray::from_slice(key)).decrypt_block(block),
+            (n, _) => panic!("key of {n} bytes"),
+        }
+    }
+
+    /// `iv + Base64(AES-CBC-PKCS5(plaintext))` under the key derived from `access_key`.
+    pub fn encrypt_with_iv(
+        access_key: &str,
+        encrypt_type: &str,
+        iv: &str,
+        plaintext: &str,
+    ) -> String {
+        let key = key(access_key, encrypt_type);
+        let mut data = plaintext.as_bytes().to_vec();
+        let pad = 16 - data.len() % 16;
+        data.extend(std::iter::repeat_n(pad as u8, pad));
+        let mut previous: [u8; 16] = iv.as_bytes().try_into().expect("16-character IV");
+        let mut out = Vec::new();
+        for chunk in data.chunks(16) {
+            let mut block = [0u8; 16];
+            for i in 0..16 {
+                block[i] = chunk[i] ^ previous[i];
+            }
+            blocks(&key, &mut block, true);
+            out.extend_from_slice(&block);
+            previous = block;
+        }
+        format!("{iv}{}", STANDARD.encode(out))
+    }
+
+    /// As [`encrypt_with_iv`], with a random IV of 16 letters and digits.
+    pub fn encrypt(access_key: &str, encrypt_type: &str, plaintext: &str) -> String {
+        let iv: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(16)
+            .map(char::from)
+            .collect();
+        encrypt_with_iv(access_key, encrypt_type, &iv, plaintext)
+    }
+
+    /// Reverses [`encrypt_with_iv`]; panics on anything malformed (a test failure).
+    pub fn decrypt(access_key: &str, encrypt_type: &str, field: &str) -> String {
+        let key = key(access_key, encrypt_type);
+        let (iv, encoded) = field.split_at(16);
+        let data = STANDARD.decode(encoded).expect("Base64 after the IV");
+        assert!(
+            !data.is_empty() && data.len() % 16 == 0,
+            "whole blocks: {field}"
+        );
+        let mut previous: [u8; 16] = iv.as_bytes().try_into().expect("16-byte IV");
+        let mut out = Vec::new();
+        for chunk in data.chunks(16) {
+            let mut block: [u8; 16] = chunk.try_into().unwrap();
+            blocks(&key, &mut block, false);
+            for i in 0..16 {
+                out.push(block[i] ^ previous[i]);
+            }
+            previous = chunk.try_into().unwrap();
+        }
+        let pad = usize::from(*out.last().unwrap());
+        assert!((1..=16).contains(&pad), "PKCS#5 padding: {field}");
+        assert!(
+            out[out.len() - pad..]
+                .iter()
+                .all(|&b| usize::from(b) == pad),
+            "PKCS#5 padding"
+        );
+        out.truncate(out.len() - pad);
+        String::from_utf8(out).expect("UTF-8 plaintext")
+    }
 }

@@ -5,5 +5,6 @@
 mod helpers;
 mod license_code;
 mod postgres;
+mod saas_v1;
 mod saas_v2;
 mod store;

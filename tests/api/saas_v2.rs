@@ -1,6 +1,6 @@
 //! SaaS 2.0 over HTTP (spec §3, D1–D9), on SQLite and PostgreSQL.
 
-use crate::helpers::{Backend, Database, KEY, Options, TestApp, new_instance, order_id};
+use crate::helpers::{Backend, Database, KEY, Options, TestApp, java_aes, new_instance, order_id};
 use crate::on_both_backends;
 use koogate::protocol::signature::{self, Variant};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ on_both_backends!(
     answers_survive_a_restart,
     lifecycle_follows_active_frozen_released,
     query_answers_the_ids_that_exist,
+    query_encrypts_credentials_when_configured,
     refresh_upgrade_and_change_check,
     test_instances_keep_serving_dial_tests,
     bad_input_gets_000002_naming_the_problem,
@@ -207,7 +208,8 @@ async fn query_answers_the_ids_that_exist(backend: Backend) {
     let app_info = &info[0]["appInfo"];
     assert_eq!(app_info["frontEndUrl"], "https://app.example.net/q-2");
     assert_eq!(app_info["adminUrl"], "https://admin.example.net/q-2");
-    assert_eq!(app_info["userName"], "admin");
+    assert_eq!(app_info["userName"], "admin", "D6: plain text by default");
+    assert_eq!(answer.json().get("encryptType"), None);
     assert_eq!(app_info["password"].as_str().unwrap().len(), 16);
     assert_eq!(app_info["memo"], "欢迎使用");
     assert!(
@@ -219,6 +221,36 @@ async fn query_answers_the_ids_that_exist(backend: Backend) {
         .saas(r#"{"activity":"queryInstance","instanceId":"missing,q-gone"}"#)
         .await;
     assert_eq!(none.code(), "000003");
+}
+
+async fn query_encrypts_credentials_when_configured(backend: Backend) {
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        Options::default()
+            .env("KOOGATE_APP_USER_NAME", "admin")
+            .env("KOOGATE_APP_GENERATE_PASSWORD", "true")
+            .env("KOOGATE_SAAS_V2_ENCRYPT_TYPE", "2"),
+    )
+    .await;
+    let created = app.saas(&new_instance(&order_id(), "d6-1")).await;
+
+    let answer = app
+        .saas(r#"{"activity":"queryInstance","instanceId":"d6-1"}"#)
+        .await;
+
+    assert_eq!(
+        created.body, br#"{"resultCode":"000000","resultMsg":"success.","instanceId":"d6-1"}"#,
+        "newInstance carries no credentials"
+    );
+    let json = answer.json();
+    assert_eq!(json["encryptType"], "2", "D6: announced with the key size");
+    let app_info = &json["info"][0]["appInfo"];
+    let field = |name: &str| java_aes::decrypt(KEY, "2", app_info[name].as_str().unwrap());
+    assert_eq!(field("userName"), "admin");
+    let stored = app.store.instance("d6-1").await.unwrap().unwrap();
+    assert_eq!(Some(field("password")), stored.app_info.unwrap().password);
+    assert_eq!(app_info["frontEndUrl"], "https://app.example.net/d6-1");
+    assert!(answer.signed_with(KEY));
 }
 
 async fn refresh_upgrade_and_change_check(backend: Backend) {

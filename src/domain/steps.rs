@@ -1,0 +1,144 @@
+//! The steps both SaaS generations build their activities from, inside the callback's
+//! transaction: create an instance once per idempotency key (D7), apply a lifecycle
+//! change under the row lock (D9), and answer a query (D8).
+
+use super::callback::Answer;
+use super::instance::{Gone, Instance};
+use super::provision::{ProvisionRequest, Provisioned, Provisioner};
+use crate::protocol::codes::ResultCode;
+use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply};
+use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
+
+/// D7: the first call under `key` creates the instance `build` describes (its id is that
+/// call's `businessId`), provisions it and answers with `answer`; every later call under
+/// the same key replays the first answer byte for byte, without building anything.
+pub async fn create_once(
+    tx: &mut dyn Tx,
+    provisioner: &dyn Provisioner,
+    key: &IdempotencyKey,
+    now_ms: i64,
+    build: impl FnOnce() -> Instance,
+    answer: impl FnOnce(&Instance) -> Reply,
+) -> StoreResult<Answer> {
+    if let Some(earlier) = replay(tx, key, now_ms).await? {
+        return Ok(earlier);
+    }
+    let mut instance = build();
+    instance.app_info = provision(provisioner, &instance);
+    // businessId is unique per call, but an id that is somehow taken must not merge two
+    // orders: fall back to a UUID, which the spec allows (§1).
+    if !tx.insert_instance(&instance).await? {
+        instance.id = uuid::Uuid::new_v4().simple().to_string();
+        instance.app_info = provision(provisioner, &instance);
+        if !tx.insert_instance(&instance).await? {
+            tx.abandon_idempotency(key).await?;
+            return Ok(Answer::reply(&Reply::new(
+                ResultCode::Internal,
+                "could not allocate an instance id",
+            )));
+        }
+    }
+    let answer = Answer::reply(&answer(&instance)).with_instance(instance.id);
+    settle(tx, key, &answer).await?;
+    Ok(answer)
+}
+
+/// Claims `key` for this callback; `Some` is an earlier callback's answer, to replay
+/// byte for byte instead of acting again.
+pub async fn replay(
+    tx: &mut dyn Tx,
+    key: &IdempotencyKey,
+    now_ms: i64,
+) -> StoreResult<Option<Answer>> {
+    match tx.claim_idempotency(key, now_ms).await? {
+        Claim::Answered(stored) => Answer::replay(stored).map(Some),
+        Claim::Claimed => Ok(None),
+    }
+}
+
+/// Keeps `answer` under a key claimed with [`replay`] when KooGallery takes it as done
+/// (`000000`/`000004`); any other answer gives the claim up, so the retry runs afresh (D7).
+pub async fn settle(tx: &mut dyn Tx, key: &IdempotencyKey, answer: &Answer) -> StoreResult<()> {
+    if answer.code.is_accepted() {
+        tx.complete_idempotency(key, &stored(answer)).await
+    } else {
+        tx.abandon_idempotency(key).await
+    }
+}
+
+fn stored(answer: &Answer) -> StoredAnswer {
+    StoredAnswer {
+        result_code: answer.code.as_str().to_owned(),
+        instance_id: answer.instance_id.clone(),
+        body: answer.body.clone(),
+    }
+}
+
+fn provision(provisioner: &dyn Provisioner, instance: &Instance) -> Option<AppInfo> {
+    match provisioner.provision(&ProvisionRequest {
+        instance_id: &instance.id,
+        order_id: &instance.order_id,
+        order_line_id: instance.order_line_id.as_deref(),
+        test: instance.test,
+    }) {
+        Provisioned::Ready(info) => Some(info),
+        Provisioned::Pending => None,
+    }
+}
+
+/// Applies a lifecycle change to one instance under its row lock: `000003` when the
+/// instance is unknown or `apply` finds it gone (D9), `000000` otherwise.
+pub async fn change(
+    tx: &mut dyn Tx,
+    instance_id: &str,
+    apply: impl FnOnce(&mut Instance) -> Result<(), Gone>,
+) -> StoreResult<Answer> {
+    let Some(mut instance) = tx.instance_for_update(instance_id).await? else {
+        return Ok(not_found(instance_id));
+    };
+    let before = instance.clone();
+    if apply(&mut instance).is_err() {
+        return Ok(not_found(instance_id));
+    }
+    if instance != before {
+        tx.update_instance(&instance).await?;
+    }
+    Ok(Answer::reply(&Reply::success()))
+}
+
+/// `queryInstance` (D8, D9): `info` for the listed instances the caller can see, in the
+/// order asked, credentials sealed; `000003` when there is none.
+pub async fn query(
+    tx: &mut dyn Tx,
+    instance_ids: &[String],
+    test: bool,
+    credentials: &Credentials,
+) -> StoreResult<Answer> {
+    let info: Vec<InstanceInfo> = tx
+        .instances(instance_ids)
+        .await?
+        .into_iter()
+        .filter(|i| i.visible_to(test))
+        .map(|i| InstanceInfo {
+            instance_id: i.id,
+            app_info: i.app_info,
+        })
+        .collect();
+    if info.is_empty() {
+        return Ok(Answer::reply(&Reply::new(
+            ResultCode::NotFound,
+            "no such instance",
+        )));
+    }
+    Ok(Answer::reply(
+        &Reply::success().with_info(info, credentials),
+    ))
+}
+
+/// `000003` for an instance that does not exist, or no longer does (D9).
+pub fn not_found(instance_id: &str) -> Answer {
+    Answer::reply(&Reply::new(
+        ResultCode::NotFound,
+        format!("instance {instance_id} does not exist"),
+    ))
+}
