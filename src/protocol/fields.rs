@@ -76,6 +76,18 @@ impl Fields {
         }
     }
 
+    /// A mandatory `yyyyMMddHHmmss` time (D10: 17 digits are accepted too), as UTC.
+    pub fn compact_time(
+        &self,
+        field: &'static str,
+    ) -> Result<chrono::DateTime<chrono::Utc>, FieldError> {
+        let raw = self.required(field, 20)?;
+        super::time::parse_compact(&raw).ok_or_else(|| FieldError::Invalid {
+            field,
+            reason: format!("{raw:?} is not yyyyMMddHHmmss or yyyyMMddHHmmssSSS"),
+        })
+    }
+
     /// `status`: `FREEZE` or `UNFREEZE` (spec §3.4, §6.3).
     pub fn status(&self) -> Result<super::saas_v2::StatusChange, FieldError> {
         use super::saas_v2::StatusChange;

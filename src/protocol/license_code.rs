@@ -3,7 +3,6 @@
 
 use super::fields::{FieldError, Fields};
 use super::saas_v2::StatusChange;
-use super::time;
 use chrono::{DateTime, Utc};
 
 /// A parsed License-code callback.
@@ -91,13 +90,7 @@ impl Request {
                 order_line_id: f.required("orderLineId", 64)?,
                 license: f.required("license", 64)?,
                 product_id: f.optional("productId", 64)?,
-                expire_time: {
-                    let raw = f.required("expireTime", 20)?;
-                    time::parse_compact(&raw).ok_or_else(|| FieldError::Invalid {
-                        field: "expireTime",
-                        reason: format!("{raw:?} is not yyyyMMddHHmmss"),
-                    })?
-                },
+                expire_time: f.compact_time("expireTime")?,
             },
             "updateLicenseCodeStatus" => Activity::UpdateLicenseCodeStatus {
                 license: f.required("license", 64)?,

@@ -2,7 +2,6 @@
 //! read with the limits of its field table.
 
 use super::fields::{FieldError, Fields};
-use super::time;
 use chrono::{DateTime, Utc};
 
 /// Longest id in a `queryInstance` list, and most ids in one list (spec §3.2).
@@ -169,13 +168,7 @@ impl Request {
                 order_line_id: f.required("orderLineId", 64)?,
                 instance_id: f.required("instanceId", 64)?,
                 product_id: f.optional("productId", 64)?,
-                expire_time: {
-                    let raw = f.required("expireTime", 20)?;
-                    time::parse_compact(&raw).ok_or_else(|| FieldError::Invalid {
-                        field: "expireTime",
-                        reason: format!("{raw:?} is not yyyyMMddHHmmss or yyyyMMddHHmmssSSS"),
-                    })?
-                },
+                expire_time: f.compact_time("expireTime")?,
             },
             "updateInstanceStatus" => Activity::UpdateInstanceStatus {
                 instance_id: f.required("instanceId", 64)?,
