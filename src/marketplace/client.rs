@@ -364,6 +364,13 @@ pub struct Client {
     request_timeout: Duration,
 }
 
+/// A signed call, ready to send.
+#[derive(Debug)]
+struct Prepared {
+    url: Url,
+    headers: Vec<(String, String)>,
+}
+
 /// Why one host could not be used.
 enum HostError {
     /// No connection: the next host may work.
@@ -481,59 +488,13 @@ impl Client {
         request: &Request<'_>,
         credentials: &Credentials,
     ) -> Result<Answer, HostError> {
-        let prefix = base.path().trim_end_matches('/');
-        let path = format!("{prefix}{}", request.path);
-        let mut url = base.clone();
-        url.set_path(
-            &path
-                .split('/')
-                .map(apig::uri_encode)
-                .collect::<Vec<_>>()
-                .join("/"),
-        );
-        let query = apig::canonical_query(request.query);
-        url.set_query(Some(query.as_str()).filter(|q| !q.is_empty()));
-        let host = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => {
-                return Err(HostError::Other(MarketError::Request(format!(
-                    "{base} has no host"
-                ))));
-            }
-        };
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if let Some(content_type) = request.content_type {
-            headers.push(("Content-Type", content_type));
-        }
-        if let Some(stage) = &self.stage {
-            headers.push(("X-Stage", stage));
-        }
-        headers.extend_from_slice(request.headers);
         let sdk_date = apig::format_sdk_date(chrono::Utc::now());
-        let signed = apig::sign(
-            &HttpRequest {
-                method: request.method.as_str(),
-                path: &path,
-                query: request.query,
-                headers: &headers,
-                body: request.body,
-            },
-            &host,
-            &sdk_date,
-            &credentials.ak,
-            credentials.sk.expose_secret(),
-        )
-        .map_err(|e| HostError::Other(MarketError::Request(e.to_string())))?;
-
-        let mut builder = self
-            .http
-            .request(request.method.clone(), url)
-            .header(reqwest::header::HOST, &host)
-            .header("X-Sdk-Date", &sdk_date)
-            .header(reqwest::header::AUTHORIZATION, &signed.authorization);
-        for (name, value) in &headers {
-            builder = builder.header(*name, *value);
+        let prepared = self
+            .prepare(base, request, credentials, &sdk_date)
+            .map_err(HostError::Other)?;
+        let mut builder = self.http.request(request.method.clone(), prepared.url);
+        for (name, value) in &prepared.headers {
+            builder = builder.header(name, value);
         }
         if !request.body.is_empty() {
             builder = builder.body(request.body.to_vec());
@@ -549,6 +510,67 @@ impl Client {
             body: body.to_vec(),
             base: base.clone(),
         })
+    }
+
+    /// The URL and headers of a call to `base`, signed for `sdk_date`. The query is sent
+    /// in its canonical form, so the gateway decodes exactly what was signed.
+    fn prepare(
+        &self,
+        base: &Url,
+        request: &Request<'_>,
+        credentials: &Credentials,
+        sdk_date: &str,
+    ) -> Result<Prepared, MarketError> {
+        let prefix = base.path().trim_end_matches('/');
+        let path = format!("{prefix}{}", request.path);
+        let mut url = base.clone();
+        url.set_path(
+            &path
+                .split('/')
+                .map(apig::uri_encode)
+                .collect::<Vec<_>>()
+                .join("/"),
+        );
+        let query = apig::canonical_query(request.query);
+        url.set_query(Some(query.as_str()).filter(|q| !q.is_empty()));
+        let host = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(MarketError::Request(format!("{base} has no host"))),
+        };
+        let mut signed_headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(content_type) = request.content_type {
+            signed_headers.push(("Content-Type", content_type));
+        }
+        if let Some(stage) = &self.stage {
+            signed_headers.push(("X-Stage", stage));
+        }
+        signed_headers.extend_from_slice(request.headers);
+        let signed = apig::sign(
+            &HttpRequest {
+                method: request.method.as_str(),
+                path: &path,
+                query: request.query,
+                headers: &signed_headers,
+                body: request.body,
+            },
+            &host,
+            sdk_date,
+            &credentials.ak,
+            credentials.sk.expose_secret(),
+        )
+        .map_err(|e| MarketError::Request(e.to_string()))?;
+        let mut headers = vec![
+            ("Host".to_owned(), host),
+            ("X-Sdk-Date".to_owned(), sdk_date.to_owned()),
+        ];
+        headers.extend(
+            signed_headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        );
+        headers.push(("Authorization".to_owned(), signed.authorization));
+        Ok(Prepared { url, headers })
     }
 
     fn classify(&self, error: reqwest::Error) -> HostError {
@@ -737,6 +759,81 @@ mod tests {
             interpret(&answer(500, r#"{"resultCode":"MKT.0000"}"#)).is_err(),
             "a success code with HTTP 500 is not success"
         );
+    }
+
+    /// Calls as the client prepares them, checked against Huawei's official Python SDK
+    /// signer (`huaweicloudsdkcore.signer.Signer`, run offline on the same method, host,
+    /// path, query list, headers with `X-Sdk-Date: 20240317T144237Z`, and body): its
+    /// Authorization header and request URI are the expected values below.
+    #[test]
+    fn prepared_calls_match_the_official_sdk_signer() {
+        let settings = |url: &str| config::Marketplace {
+            url: url.into(),
+            fallback_url: String::new(),
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 1000,
+            stage: String::new(),
+        };
+        let credentials = Credentials {
+            ak: "HPUAEXAMPLEAK".into(),
+            sk: "sk-example-0001".into(),
+        };
+        let activate_body = br#"{"license":"LIC-1","real_effect_time":"20240317144237"}"#;
+        let cases: [(&str, Request<'_>, &str, &str); 2] = [
+            (
+                "https://mkt.myhuaweicloud.com",
+                Request {
+                    method: &Method::GET,
+                    path: paths::QUERY_ORDER,
+                    query: &[
+                        ("orderLineId", "MOCKPERIODYEARNEW-000001"),
+                        ("orderId", "MOCKPERIODYEARNEW"),
+                    ],
+                    content_type: None,
+                    headers: &[],
+                    body: b"",
+                },
+                "https://mkt.myhuaweicloud.com/api/mkp-openapi-public/global/v1/order/query\
+                 ?orderId=MOCKPERIODYEARNEW&orderLineId=MOCKPERIODYEARNEW-000001",
+                "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAK, SignedHeaders=host;x-sdk-date, \
+                 Signature=c235620bc338c4430f21b85d658cf25b7d49203894b86fdd4c2177ae5a104a92",
+            ),
+            (
+                "http://127.0.0.1:9090/",
+                Request {
+                    method: &Method::POST,
+                    path: paths::LICENSE_ACTIVATE,
+                    query: &[("lang", "zh_CN")],
+                    content_type: Some("application/json;charset=UTF-8"),
+                    headers: &[],
+                    body: activate_body,
+                },
+                "http://127.0.0.1:9090/api/mkp-openapi-public/global/v1/license/activate?lang=zh_CN",
+                "SDK-HMAC-SHA256 Access=HPUAEXAMPLEAK, SignedHeaders=content-type;host;x-sdk-date, \
+                 Signature=5c1f8a333c48a9160b15fc5d61683f1204ca9ad476fb4786dc76cc5986c7f251",
+            ),
+        ];
+        for (base, request, url, authorization) in cases {
+            let client = Client::new(&settings(base), Some(credentials.clone()));
+            let prepared = client
+                .prepare(
+                    &Url::parse(base).unwrap(),
+                    &request,
+                    &credentials,
+                    "20240317T144237Z",
+                )
+                .unwrap();
+            assert_eq!(prepared.url.as_str(), url);
+            let header = |name: &str| {
+                prepared
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(header("Authorization"), Some(authorization), "{url}");
+            assert_eq!(header("X-Sdk-Date"), Some("20240317T144237Z"));
+        }
     }
 
     #[test]

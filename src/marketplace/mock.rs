@@ -61,6 +61,7 @@ pub struct Call {
     pub query: String,
     /// The body as text (lossy for binary uploads).
     pub body: String,
+    /// The HTTP status answered; 0 while the answer is still being delayed.
     pub status: u16,
     /// The code answered (`MKT.0000`, `APIGW.0301`, …), or `-` for a non-JSON answer.
     pub code: String,
@@ -326,9 +327,22 @@ async fn open_api(
 ) -> Response {
     let path = percent_decode(uri.path());
     let query = uri.query().unwrap_or_default().to_owned();
-    let (delay, fail) = {
+    // Recorded on arrival, so that a test can see a call that is still being delayed.
+    let (index, delay, fail) = {
         let mut state = mock.state();
-        (Mock::take(&mut state.delay), Mock::take(&mut state.fail))
+        state.calls.push(Call {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: 0,
+            code: "(no answer yet)".into(),
+        });
+        (
+            state.calls.len() - 1,
+            Mock::take(&mut state.delay),
+            Mock::take(&mut state.fail),
+        )
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -354,14 +368,10 @@ async fn open_api(
         },
     };
     tracing::info!(%method, %path, status = reply.status.as_u16(), code = %reply.code, "mock marketplace call");
-    mock.state().calls.push(Call {
-        method: method.to_string(),
-        path,
-        query,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        status: reply.status.as_u16(),
-        code: reply.code.clone(),
-    });
+    if let Some(call) = mock.state().calls.get_mut(index) {
+        call.status = reply.status.as_u16();
+        call.code.clone_from(&reply.code);
+    }
     reply.into_response()
 }
 
