@@ -633,6 +633,36 @@ mod tests {
                 None,
                 "KOOGATE_SAAS_V1_TIMESTAMP_WINDOW_SECS",
             ),
+            (
+                vec![("KOOGATE_MARKETPLACE_URL", "http://mkt.example.com")],
+                None,
+                "marketplace.url",
+            ),
+            (
+                vec![("KOOGATE_MARKETPLACE_FALLBACK_URL", "ftp://mkt.example.com")],
+                None,
+                "marketplace.fallback_url",
+            ),
+            (
+                vec![("KOOGATE_JOBS_LEASE_MS", "1000")],
+                None,
+                "jobs.lease_ms",
+            ),
+            (
+                vec![("KOOGATE_JOBS_MAX_ATTEMPTS", "0")],
+                None,
+                "jobs.max_attempts",
+            ),
+            (
+                vec![("KOOGATE_MARKETPLACE_AK", "ak-only")],
+                None,
+                "KOOGATE_MARKETPLACE_SK",
+            ),
+            (
+                vec![],
+                Some("[marketplace]\nsk = \"x\"\n"),
+                "marketplace.sk",
+            ),
             (vec![], Some("listen = 8080\n"), "listen"),
         ];
         for (vars, file, key) in cases {
@@ -648,7 +678,49 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_keys() {
-        let s = load(&[("KOOGATE_ACCESS_KEY", "super-secret-key")], None).unwrap();
-        assert!(!format!("{s:?}").contains("super-secret-key"));
+        let s = load(
+            &[
+                ("KOOGATE_ACCESS_KEY", "super-secret-key"),
+                ("KOOGATE_MARKETPLACE_AK", "HPUAEXAMPLE"),
+                ("KOOGATE_MARKETPLACE_SK", "super-secret-sk"),
+            ],
+            None,
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("super-secret-key") && !debug.contains("super-secret-sk"));
+    }
+
+    #[test]
+    fn marketplace_settings_and_credentials() {
+        let defaults = load(&[], None).unwrap();
+        assert_eq!(defaults.marketplace.url, "https://mkt.myhuaweicloud.com");
+        assert_eq!(
+            defaults.marketplace.fallback_url,
+            "https://mkt.myhuaweicloud.cn"
+        );
+        assert!(defaults.marketplace_credentials.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let sk_file = dir.path().join("sk");
+        std::fs::write(&sk_file, "sk-from-file\n").unwrap();
+        let s = load(
+            &[
+                ("KOOGATE_MARKETPLACE_URL", "http://127.0.0.1:9090"),
+                ("KOOGATE_MARKETPLACE_AK", "HPUAEXAMPLE"),
+                ("KOOGATE_MARKETPLACE_SK_FILE", sk_file.to_str().unwrap()),
+                ("KOOGATE_JOBS_LEASE_MS", "17000"),
+            ],
+            None,
+        )
+        .unwrap();
+        let credentials = s.marketplace_credentials.as_ref().expect("both set");
+        assert_eq!(credentials.ak, "HPUAEXAMPLE");
+        assert_eq!(credentials.sk.expose_secret(), "sk-from-file");
+        assert_eq!(
+            s.marketplace.url, "http://127.0.0.1:9090",
+            "http on loopback is the mock"
+        );
+        assert_eq!(s.job_policy().attempt_timeout.as_millis(), 16_500);
     }
 }
