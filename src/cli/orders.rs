@@ -4,6 +4,7 @@
 use crate::domain::instance::Instance;
 use crate::marketplace::Client;
 use crate::protocol::order::OrderInfo;
+use crate::protocol::time;
 use crate::store::{Job, OrderLineRecord, Store, StoreResult};
 use std::fmt::Write;
 
@@ -88,13 +89,16 @@ fn summary(order: &OrderInfo, line_id: &str) -> String {
             text(product.and_then(|p| p.sku_code.as_deref())),
             text(product.and_then(|p| p.linear_value.as_deref())),
         ));
-        parts.push(format!(
-            "{} {}×{}",
-            text(line.charging_mode.as_deref()),
-            text(line.period_type.as_deref()),
-            line.period_number.map_or("-".into(), |n| n.to_string())
+        parts.push(charging(
+            line.charging_mode.as_deref(),
+            line.period_type.as_deref(),
+            line.period_number,
         ));
-        parts.push(format!("expires {}", text(line.expire_time.as_deref())));
+        if let Some(expire) = line.expire_time.as_deref() {
+            let shown = time::parse_compact(expire)
+                .map_or_else(|| expire.to_owned(), |t| at(t.timestamp_millis()));
+            parts.push(format!("expires {shown}"));
+        }
     }
     if let Some(buyer) = &order.buyer_info {
         parts.push(format!(
@@ -109,17 +113,23 @@ fn summary(order: &OrderInfo, line_id: &str) -> String {
 fn instance(out: &mut String, i: &Instance) {
     let _ = writeln!(
         out,
-        "  {}  line {}  {}{}  product {} sku {} {} {}×{} linear value {} expires {} buyer {} ({})",
+        "  {}  line {}  {}{}",
         i.id,
         text(i.order_line_id.as_deref()),
         i.state.as_str(),
         if i.test { " (test)" } else { "" },
+    );
+    let _ = writeln!(
+        out,
+        "    product {} sku {} linear value {}, {}, expires {}, buyer {} ({})",
         text(i.product_id.as_deref()),
         text(i.sku_code.as_deref()),
-        text(i.charging_mode.as_deref()),
-        text(i.period_type.as_deref()),
-        i.period_number.map_or("-".into(), |n| n.to_string()),
         text(i.linear_value.as_deref()),
+        charging(
+            i.charging_mode.as_deref(),
+            i.period_type.as_deref(),
+            i.period_number
+        ),
         i.expire_ms.map_or("-".into(), at),
         text(i.customer_name.as_deref()),
         text(i.customer_id.as_deref()),
@@ -143,6 +153,15 @@ fn job(out: &mut String, job: &Job) {
     );
     if let Some(error) = &job.last_error {
         let _ = writeln!(out, "    last error: {error}");
+    }
+}
+
+/// `PERIOD month×3`, or the charging mode alone when there is no period.
+fn charging(mode: Option<&str>, period_type: Option<&str>, period_number: Option<i64>) -> String {
+    match (period_type, period_number) {
+        (Some(kind), Some(n)) => format!("{} {kind}×{n}", text(mode)),
+        (Some(kind), None) => format!("{} {kind}", text(mode)),
+        _ => text(mode).to_owned(),
     }
 }
 
