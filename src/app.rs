@@ -3,7 +3,10 @@
 
 use crate::config::{Keys, Settings};
 use crate::domain::callback::{self, Services};
+use crate::domain::order;
 use crate::domain::provision::Provisioner;
+use crate::jobs::{self, Worker, order_fetch::OrderFetch};
+use crate::marketplace;
 use crate::protocol::crypto::KeySize;
 use crate::routes;
 use crate::store::{self, PoolOptions, Store, StoreError};
@@ -29,6 +32,9 @@ pub struct AppState {
     pub saas_v1_window_secs: u64,
     /// D6: the key size SaaS 2.0 `queryInstance` encrypts credentials with, if any.
     pub saas_v2_key_size: Option<KeySize>,
+    /// The open-API client the background jobs call KooGallery with.
+    pub marketplace: marketplace::Client,
+    pub job_policy: jobs::Policy,
 }
 
 impl AppState {
@@ -44,6 +50,7 @@ impl AppState {
                 provisioner,
                 deadline: settings.callback_deadline(),
                 clock: callback::system_clock(),
+                wake_jobs: Arc::new(tokio::sync::Notify::new()),
             },
             keys: Arc::new(settings.keys.clone()),
             accept_variant_b: settings.signature.accept_variant_b,
@@ -55,7 +62,26 @@ impl AppState {
             saas_v2_key_size: settings
                 .saas_v2_key_size()
                 .expect("checked when the settings were loaded"),
+            marketplace: marketplace::Client::from_settings(settings),
+            job_policy: settings.job_policy(),
         }
+    }
+
+    /// The job worker of this replica, with a handler for every job kind.
+    pub fn worker(&self) -> Worker {
+        let services = &self.services;
+        let order_fetch = OrderFetch {
+            client: self.marketplace.clone(),
+            store: services.store.clone(),
+            clock: services.clock.clone(),
+        };
+        Worker::new(
+            services.store.clone(),
+            self.job_policy.clone(),
+            services.clock.clone(),
+            services.wake_jobs.clone(),
+        )
+        .handle(order::FETCH_KIND, Arc::new(order_fetch))
     }
 }
 
@@ -79,19 +105,25 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then finishes the requests in flight and stops the
+/// background work. The server, the job worker and the nonce purger run in this one
+/// future, so dropping it (a crash) stops them all at once.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-    let purger = tokio::spawn(purge_nonces(state.services.store.clone(), stop_rx));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    drop(stop_tx);
-    let _ = purger.await;
+    let purger = purge_nonces(state.services.store.clone(), stop_rx.clone());
+    let worker = state.worker().run(stop_rx);
+    let server = async move {
+        let result = axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        drop(stop_tx);
+        result
+    };
+    let (result, (), ()) = tokio::join!(server, purger, worker);
     result
 }
 

@@ -1,8 +1,13 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
+pub mod orders;
+
 use crate::app::{self, AppState};
 use crate::config::Settings;
+use crate::marketplace::{self, mock};
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,6 +39,28 @@ pub enum Command {
     /// Exit 0 when the server on the configured listen address answers /healthz
     /// (the container health check; no curl needed in the image).
     Healthcheck,
+    /// What koogate knows of an order, and what the marketplace says of it.
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Run a local stand-in for the KooGallery open APIs (query order, license codes,
+    /// License upload, usage push), for trying koogate without a Huawei account.
+    MockMarketplace {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = mock::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// The order's lines (and what 查询订单 answered for them), its instances, and its
+    /// background jobs with their state, attempts and last error.
+    Show { order_id: String },
+    /// Query the marketplace for the order now (查询订单) and print its answer.
+    Fetch {
+        order_id: String,
+        order_line_id: Option<String>,
+    },
 }
 
 /// Runs a parsed command with loaded settings.
@@ -50,7 +77,59 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
             tracing::info!(database = %redact(&settings.database_url), "migrations applied");
             Ok(())
         }
+        Command::Orders(OrdersCommand::Show { order_id }) => {
+            let store = app::open_store(&settings).await?;
+            match orders::show(store.as_ref(), &order_id).await? {
+                Some(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                None => Err(format!("no order {order_id} is known here").into()),
+            }
+        }
+        Command::Orders(OrdersCommand::Fetch {
+            order_id,
+            order_line_id,
+        }) => {
+            let client = marketplace::Client::from_settings(&settings);
+            println!(
+                "{}",
+                orders::fetch(&client, &order_id, order_line_id.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::MockMarketplace { listen } => mock_marketplace(&settings, listen).await,
     }
+}
+
+/// The AK/SK a mock accepts when none is configured.
+const MOCK_AK: &str = "mock-ak";
+const MOCK_SK: &str = "mock-sk";
+
+async fn mock_marketplace(settings: &Settings, listen: SocketAddr) -> CommandResult {
+    let (ak, sk) = match &settings.marketplace_credentials {
+        Some(credentials) => (credentials.ak.clone(), credentials.sk.clone()),
+        None => {
+            tracing::warn!(
+                "no KOOGATE_MARKETPLACE_AK/KOOGATE_MARKETPLACE_SK set: the mock accepts AK {MOCK_AK:?} with SK \
+                 {MOCK_SK:?}; give koogate the same pair"
+            );
+            (MOCK_AK.to_owned(), SecretString::from(MOCK_SK))
+        }
+    };
+    let merchant_key = settings.keys.saas.primary().cloned();
+    let mock = mock::Mock::new(&ak, sk, merchant_key);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        "mock marketplace serving; point koogate at it with KOOGATE_MARKETPLACE_URL=http://{addr} \
+         KOOGATE_MARKETPLACE_FALLBACK_URL=\"\""
+    );
+    mock::serve(listener, mock, app::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> CommandResult {
@@ -102,6 +181,12 @@ fn warn_about_setup(settings: &Settings) {
                  Set KOOGATE_ACCESS_KEY (or {var}, or their _FILE forms) to the key bound in seller center"
             );
         }
+    }
+    if settings.marketplace_credentials.is_none() {
+        tracing::warn!(
+            "no KOOGATE_MARKETPLACE_AK/KOOGATE_MARKETPLACE_SK: callbacks are answered, but order details \
+             cannot be fetched from the open APIs; those jobs are parked as failed with that reason"
+        );
     }
     if settings.uses_placeholder_frontend() {
         tracing::warn!(

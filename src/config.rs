@@ -5,6 +5,7 @@
 use crate::domain::provision::TemplateProvisioner;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::KeyRing;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -41,9 +42,14 @@ pub struct Settings {
     pub signature: Signature,
     pub saas_v1: SaasV1,
     pub saas_v2: SaasV2,
+    pub marketplace: Marketplace,
+    pub jobs: Jobs,
     pub log: Log,
     #[serde(skip)]
     pub keys: Keys,
+    /// The AK/SK that signs calls to the open APIs; `None` when not configured.
+    #[serde(skip)]
+    pub marketplace_credentials: Option<Credentials>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +98,36 @@ pub struct SaasV2 {
     /// D6: empty returns `queryInstance` credentials in plain text; `"1"` or `"2"`
     /// encrypts them as SaaS 1.0 does, with that key size.
     pub encrypt_type: String,
+}
+
+/// Where and how koogate calls the KooGallery open APIs (spec §8).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marketplace {
+    pub url: String,
+    pub fallback_url: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub stage: String,
+}
+
+/// The durable background work: retries and how replicas share it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jobs {
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub poll_interval_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// The Huawei Cloud access key pair (spec §8.1). The AK names the account and is not
+/// secret; the SK never prints.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub ak: String,
+    pub sk: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +184,7 @@ impl Settings {
             .try_into()
             .map_err(|e: toml::de::Error| err("settings", e.message().to_owned()))?;
         settings.keys = load_keys(&env)?;
+        settings.marketplace_credentials = load_credentials(&env)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -177,6 +214,8 @@ impl Settings {
         }
         self.saas_v1_key_size()?;
         self.saas_v2_key_size()?;
+        self.validate_marketplace()?;
+        self.validate_jobs()?;
         self.provisioner()
             .check()
             .map_err(|problem| err("frontend_url/admin_url/app", problem))
@@ -199,6 +238,65 @@ impl Settings {
         }
     }
 
+    fn validate_marketplace(&self) -> Result<(), ConfigError> {
+        let m = &self.marketplace;
+        check_open_api_url("marketplace.url", &m.url)?;
+        if !m.fallback_url.is_empty() {
+            check_open_api_url("marketplace.fallback_url", &m.fallback_url)?;
+        }
+        if !(100..=60_000).contains(&m.connect_timeout_ms) {
+            return Err(err(
+                "marketplace.connect_timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if !(100..=300_000).contains(&m.request_timeout_ms) {
+            return Err(err(
+                "marketplace.request_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        let header_safe = |c: char| c.is_ascii_graphic();
+        if !m.stage.chars().all(header_safe) {
+            return Err(err(
+                "marketplace.stage",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_jobs(&self) -> Result<(), ConfigError> {
+        let j = &self.jobs;
+        if !(1..=1000).contains(&j.max_attempts) {
+            return Err(err("jobs.max_attempts", "must be between 1 and 1000"));
+        }
+        if j.backoff_base_ms == 0 || j.backoff_max_ms < j.backoff_base_ms {
+            return Err(err(
+                "jobs.backoff_max_ms",
+                "backoff_base_ms must be at least 1 and backoff_max_ms at least backoff_base_ms",
+            ));
+        }
+        if j.poll_interval_ms < 10 {
+            return Err(err("jobs.poll_interval_ms", "must be at least 10"));
+        }
+        // A job's attempt is cut off shortly before its lease ends, so that no other
+        // replica takes the job while it still runs: the lease must fit the slowest
+        // open-API call, a refused primary host followed by the fallback.
+        let m = &self.marketplace;
+        let slowest = 2 * m.connect_timeout_ms + m.request_timeout_ms + LEASE_MARGIN_MS;
+        if j.lease_ms < slowest {
+            return Err(err(
+                "jobs.lease_ms",
+                format!(
+                    "must be at least {slowest} (2 × marketplace.connect_timeout_ms + \
+                     marketplace.request_timeout_ms + {LEASE_MARGIN_MS})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The built-in provisioner these settings describe.
     pub fn provisioner(&self) -> TemplateProvisioner {
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
@@ -219,10 +317,56 @@ impl Settings {
         Duration::from_millis(self.http.callback_deadline_ms)
     }
 
+    /// How the job worker runs, from `[jobs]`.
+    pub fn job_policy(&self) -> crate::jobs::Policy {
+        let j = &self.jobs;
+        crate::jobs::Policy {
+            max_attempts: j.max_attempts,
+            backoff_base: Duration::from_millis(j.backoff_base_ms),
+            backoff_max: Duration::from_millis(j.backoff_max_ms),
+            poll_interval: Duration::from_millis(j.poll_interval_ms),
+            lease: Duration::from_millis(j.lease_ms),
+            attempt_timeout: Duration::from_millis(j.lease_ms - LEASE_MARGIN_MS),
+        }
+    }
+
     /// The frontend template still holds the placeholder domain of the defaults.
     pub fn uses_placeholder_frontend(&self) -> bool {
         self.frontend_url.contains("app.example.com")
     }
+}
+
+/// How long before its lease ends a job's attempt is cut off, in milliseconds.
+const LEASE_MARGIN_MS: u64 = 500;
+
+/// An open-API base URL: `https://…`, or `http://` on this machine only (the mock
+/// marketplace), since the open APIs carry the AK/SK signature and buyer details.
+fn check_open_api_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| err(key, format!("{url:?}: {e}")))?;
+    let loopback = parsed.host_str().is_some_and(|host| {
+        host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(err(
+                key,
+                format!("{url:?} must be https:// (http:// only for a mock on this machine)"),
+            ));
+        }
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || parsed.host().is_none() {
+        return Err(err(
+            key,
+            format!("{url:?} must be a scheme, a host and optionally a path"),
+        ));
+    }
+    Ok(())
 }
 
 /// Lays `overlay` over `base`, refusing keys the defaults do not know.
@@ -311,6 +455,30 @@ fn load_keys(env: &impl Fn(&str) -> Option<String>) -> Result<Keys, ConfigError>
         license_code: ring("KOOGATE_ACCESS_KEY_LICENSE_CODE")?,
         order_notify: ring("KOOGATE_ACCESS_KEY_ORDER_NOTIFY")?,
     })
+}
+
+/// `KOOGATE_MARKETPLACE_AK` and `KOOGATE_MARKETPLACE_SK` (or their `_FILE` forms):
+/// both or neither.
+fn load_credentials(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
+    let ak = secret("KOOGATE_MARKETPLACE_AK", env)?.filter(|s| !s.trim().is_empty());
+    let sk = secret("KOOGATE_MARKETPLACE_SK", env)?.filter(|s| !s.is_empty());
+    match (ak, sk) {
+        (Some(ak), Some(sk)) => Ok(Some(Credentials {
+            ak: ak.trim().to_owned(),
+            sk: SecretString::from(sk),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(err(
+            "KOOGATE_MARKETPLACE_SK",
+            "is missing: KOOGATE_MARKETPLACE_AK is set, and the pair goes together",
+        )),
+        (None, Some(_)) => Err(err(
+            "KOOGATE_MARKETPLACE_AK",
+            "is missing: KOOGATE_MARKETPLACE_SK is set, and the pair goes together",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -465,6 +633,36 @@ mod tests {
                 None,
                 "KOOGATE_SAAS_V1_TIMESTAMP_WINDOW_SECS",
             ),
+            (
+                vec![("KOOGATE_MARKETPLACE_URL", "http://mkt.example.com")],
+                None,
+                "marketplace.url",
+            ),
+            (
+                vec![("KOOGATE_MARKETPLACE_FALLBACK_URL", "ftp://mkt.example.com")],
+                None,
+                "marketplace.fallback_url",
+            ),
+            (
+                vec![("KOOGATE_JOBS_LEASE_MS", "1000")],
+                None,
+                "jobs.lease_ms",
+            ),
+            (
+                vec![("KOOGATE_JOBS_MAX_ATTEMPTS", "0")],
+                None,
+                "jobs.max_attempts",
+            ),
+            (
+                vec![("KOOGATE_MARKETPLACE_AK", "ak-only")],
+                None,
+                "KOOGATE_MARKETPLACE_SK",
+            ),
+            (
+                vec![],
+                Some("[marketplace]\nsk = \"x\"\n"),
+                "marketplace.sk",
+            ),
             (vec![], Some("listen = 8080\n"), "listen"),
         ];
         for (vars, file, key) in cases {
@@ -480,7 +678,49 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_keys() {
-        let s = load(&[("KOOGATE_ACCESS_KEY", "super-secret-key")], None).unwrap();
-        assert!(!format!("{s:?}").contains("super-secret-key"));
+        let s = load(
+            &[
+                ("KOOGATE_ACCESS_KEY", "super-secret-key"),
+                ("KOOGATE_MARKETPLACE_AK", "HPUAEXAMPLE"),
+                ("KOOGATE_MARKETPLACE_SK", "super-secret-sk"),
+            ],
+            None,
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("super-secret-key") && !debug.contains("super-secret-sk"));
+    }
+
+    #[test]
+    fn marketplace_settings_and_credentials() {
+        let defaults = load(&[], None).unwrap();
+        assert_eq!(defaults.marketplace.url, "https://mkt.myhuaweicloud.com");
+        assert_eq!(
+            defaults.marketplace.fallback_url,
+            "https://mkt.myhuaweicloud.cn"
+        );
+        assert!(defaults.marketplace_credentials.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let sk_file = dir.path().join("sk");
+        std::fs::write(&sk_file, "sk-from-file\n").unwrap();
+        let s = load(
+            &[
+                ("KOOGATE_MARKETPLACE_URL", "http://127.0.0.1:9090"),
+                ("KOOGATE_MARKETPLACE_AK", "HPUAEXAMPLE"),
+                ("KOOGATE_MARKETPLACE_SK_FILE", sk_file.to_str().unwrap()),
+                ("KOOGATE_JOBS_LEASE_MS", "17000"),
+            ],
+            None,
+        )
+        .unwrap();
+        let credentials = s.marketplace_credentials.as_ref().expect("both set");
+        assert_eq!(credentials.ak, "HPUAEXAMPLE");
+        assert_eq!(credentials.sk.expose_secret(), "sk-from-file");
+        assert_eq!(
+            s.marketplace.url, "http://127.0.0.1:9090",
+            "http on loopback is the mock"
+        );
+        assert_eq!(s.job_policy().attempt_timeout.as_millis(), 16_500);
     }
 }

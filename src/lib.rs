@@ -5,6 +5,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod jobs;
+pub mod marketplace;
 pub mod protocol;
 pub mod routes;
 pub mod store;

@@ -3,11 +3,12 @@
 //! when anything fails, an answer that says so and an audit record written on its own.
 
 use super::provision::Provisioner;
-use super::{license_code, saas_v1, saas_v2};
+use super::{license_code, order_notify, saas_v1, saas_v2};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::fields::FieldError;
 use crate::protocol::license_code as license_code_protocol;
+use crate::protocol::order::NotifyRequest;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v1 as v1;
 use crate::protocol::saas_v2 as v2;
@@ -27,6 +28,9 @@ pub struct Services {
     /// The current time in Unix milliseconds; a parameter so tests can replay the
     /// spec's signed vectors at the instant they were made.
     pub clock: Clock,
+    /// Woken after each committed callback, so that the jobs it enqueued start at once
+    /// rather than at the next poll.
+    pub wake_jobs: Arc<tokio::sync::Notify>,
 }
 
 /// A source of the current time in Unix milliseconds.
@@ -88,6 +92,7 @@ pub enum Work {
         cipher: FieldCipher,
     },
     LicenseCode(license_code_protocol::Request),
+    OrderNotify(NotifyRequest),
 }
 
 impl Work {
@@ -96,6 +101,7 @@ impl Work {
             Self::SaasV2 { request, .. } => request.activity.name(),
             Self::SaasV1 { request, .. } => request.activity.name(),
             Self::LicenseCode(request) => request.activity.name(),
+            Self::OrderNotify(_) => "orderNotify",
         }
     }
 
@@ -104,6 +110,7 @@ impl Work {
             Self::SaasV2 { request, .. } => request.test,
             Self::SaasV1 { request, .. } => request.test,
             Self::LicenseCode(request) => request.test,
+            Self::OrderNotify(r) => r.test,
         }
     }
 
@@ -112,6 +119,7 @@ impl Work {
             Self::SaasV2 { request, .. } => request.activity.order_id(),
             Self::SaasV1 { request, .. } => request.activity.order_id(),
             Self::LicenseCode(request) => request.activity.order_id(),
+            Self::OrderNotify(r) => Some(&r.order_id),
         }
     }
 
@@ -121,6 +129,7 @@ impl Work {
             Self::SaasV1 { request, .. } => request.activity.instance_id(),
             // The audit record keeps a license code where an instance id would be.
             Self::LicenseCode(request) => Some(request.activity.license()),
+            Self::OrderNotify(_) => None,
         }
     }
 }
@@ -203,10 +212,12 @@ async fn run(
             let provisioner = services.provisioner.as_ref();
             saas_v1::act(tx.as_mut(), provisioner, request, &cipher, now_ms).await?
         }
+        Ok(Work::OrderNotify(request)) => order_notify::act(tx.as_mut(), request, now_ms).await?,
     };
     fill(record, &answer, started);
     tx.record_callback(record).await?;
     tx.commit().await?;
+    services.wake_jobs.notify_one();
     Ok(Some(answer))
 }
 

@@ -4,6 +4,8 @@
 pub mod callback;
 pub mod instance;
 pub mod license_code;
+pub mod order;
+pub mod order_notify;
 pub mod provision;
 pub mod saas_v1;
 pub mod saas_v2;

@@ -2,6 +2,7 @@
 
 use super::callback::Answer;
 use super::instance::{Family, Instance};
+use super::order::{self, Fetch};
 use super::provision::Provisioner;
 use super::steps::{self, change};
 use crate::protocol::codes::ResultCode;
@@ -41,12 +42,13 @@ pub async fn act(
         }
         Activity::RefreshInstance {
             order_id,
+            order_line_id,
             instance_id,
             product_id,
             expire_time,
             ..
         } => {
-            change(tx, &instance_id, |i| {
+            let answer = change(tx, &instance_id, |i| {
                 i.refresh(
                     test,
                     &order_id,
@@ -55,7 +57,15 @@ pub async fn act(
                     now_ms,
                 )
             })
-            .await
+            .await?;
+            let fetch = fetch(
+                order_id,
+                order_line_id,
+                instance_id,
+                "refreshInstance",
+                test,
+            );
+            fetch_if_accepted(tx, answer, &fetch, now_ms).await
         }
         Activity::UpdateInstanceStatus {
             instance_id,
@@ -81,8 +91,18 @@ pub async fn act(
         Activity::UpgradeInstance {
             instance_id,
             order_id,
-            ..
-        } => change(tx, &instance_id, |i| i.upgrade(test, &order_id, now_ms)).await,
+            order_line_id,
+        } => {
+            let answer = change(tx, &instance_id, |i| i.upgrade(test, &order_id, now_ms)).await?;
+            let fetch = fetch(
+                order_id,
+                order_line_id,
+                instance_id,
+                "upgradeInstance",
+                test,
+            );
+            fetch_if_accepted(tx, answer, &fetch, now_ms).await
+        }
         Activity::ChangeInstanceCheck {
             instance_id,
             product,
@@ -119,8 +139,9 @@ async fn new_instance(
         key: format!("{order_id}\n{order_line_id}"),
     };
     let build = || {
-        let mut instance = Instance::new(business_id, Family::SaasV2, order_id, test, now_ms);
-        instance.order_line_id = Some(order_line_id);
+        let mut instance =
+            Instance::new(business_id, Family::SaasV2, order_id.clone(), test, now_ms);
+        instance.order_line_id = Some(order_line_id.clone());
         instance
     };
     let answer = |instance: &Instance| {
@@ -130,5 +151,46 @@ async fn new_instance(
         };
         reply.with_instance_id(&instance.id)
     };
-    steps::create_once(tx, provisioner, &key, now_ms, build, answer).await
+    let created = steps::create_once(tx, provisioner, &key, now_ms, build, answer).await?;
+    // A replayed answer names the same instance: its fetch is already enqueued, and
+    // enqueueing it again does nothing (the job is deduplicated).
+    match created.instance_id.clone() {
+        Some(instance_id) => {
+            let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
+            fetch_if_accepted(tx, created, &fetch, now_ms).await
+        }
+        None => Ok(created),
+    }
+}
+
+/// The order fetch that fills in an instance (spec §3.1, §3.3, §3.6: the order's details
+/// come from 查询订单).
+fn fetch(
+    order_id: String,
+    order_line_id: String,
+    instance_id: String,
+    source: &str,
+    test: bool,
+) -> Fetch {
+    Fetch {
+        order_id,
+        order_line_id,
+        instance_id: Some(instance_id),
+        source: source.to_owned(),
+        test,
+    }
+}
+
+/// Enqueues the fetch of the order behind an answer KooGallery takes as done; an answer
+/// that changed nothing (`000003`, `000005`) fetches nothing.
+async fn fetch_if_accepted(
+    tx: &mut dyn Tx,
+    answer: Answer,
+    fetch: &Fetch,
+    now_ms: i64,
+) -> StoreResult<Answer> {
+    if answer.code.is_accepted() {
+        order::remember_and_fetch(tx, fetch, now_ms).await?;
+    }
+    Ok(answer)
 }

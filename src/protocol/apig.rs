@@ -261,8 +261,9 @@ fn canonical_uri(path: &str) -> String {
     uri
 }
 
-/// Sorted by key, then by value (byte order, as the official Python SDK sorts), then encoded.
-fn canonical_query(query: &[(&str, &str)]) -> String {
+/// Sorted by key, then by value (byte order, as the official Python SDK sorts), then encoded. A client
+/// sends exactly this string as its query, so that what the gateway decodes is what was signed.
+pub fn canonical_query(query: &[(&str, &str)]) -> String {
     let mut pairs = query.to_vec();
     pairs.sort_unstable();
     let encoded: Vec<String> = pairs
@@ -273,7 +274,7 @@ fn canonical_query(query: &[(&str, &str)]) -> String {
 }
 
 /// Percent-encodes every UTF-8 byte except RFC 3986 unreserved characters, with upper-case hex.
-fn uri_encode(text: &str) -> String {
+pub fn uri_encode(text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut encoded = String::with_capacity(text.len());
     for &b in text.as_bytes() {

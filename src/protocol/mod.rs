@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod fields;
 pub mod json;
 pub mod license_code;
+pub mod order;
 pub mod reply;
 pub mod saas_v1;
 pub mod saas_v2;

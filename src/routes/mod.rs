@@ -4,6 +4,7 @@
 mod answer;
 mod health;
 mod license_code;
+mod order_notify;
 mod saas_v1;
 mod saas_v2;
 mod signed;
@@ -21,6 +22,7 @@ use axum::routing::{MethodRouter, get, post};
 /// Where each interface family is served (spec §B).
 pub const SAAS_PATH: &str = "/koogallery/saas";
 pub const LICENSE_CODE_PATH: &str = "/koogallery/license-code";
+pub const ORDER_NOTIFY_PATH: &str = "/koogallery/order-notify";
 
 pub fn router(state: AppState) -> Router {
     let keys = state.keys.clone();
@@ -34,6 +36,11 @@ pub fn router(state: AppState) -> Router {
             LICENSE_CODE_PATH,
             post(license_code::handle),
             &keys.license_code,
+        ))
+        .merge(family(
+            ORDER_NOTIFY_PATH,
+            post(order_notify::handle),
+            &keys.order_notify,
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

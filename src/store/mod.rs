@@ -75,6 +75,21 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
     /// One license code, for operational commands and tests.
     async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
+    /// The lines of an order koogate has heard of, by line id.
+    async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>>;
+    /// Takes the job that has been due longest — a pending job whose time has come, or a
+    /// running one whose lease has ended — marks it running under `lease`, counts the
+    /// attempt, and returns it. No two callers get the same job while its lease holds.
+    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>>;
+    /// Marks a job done; `false` when the lease was lost (another worker took it over).
+    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Records a failed attempt: the job is due again at `retry_at_ms`, or parked as
+    /// failed when that is `None`. `false` when the lease was lost.
+    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool>;
+    /// The jobs about a subject (an order id), oldest first.
+    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>>;
+    /// One job.
+    async fn job(&self, id: i64) -> StoreResult<Option<Job>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -107,6 +122,16 @@ pub trait Tx: Send {
     async fn update_license_code(&mut self, code: &LicenseCode) -> StoreResult<()>;
     /// Records the callback this transaction answers.
     async fn record_callback(&mut self, record: &CallbackRecord) -> StoreResult<()>;
+    /// Remembers an order line; `false` (and nothing changed) if it is already known.
+    async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool>;
+    /// Stores what 查询订单 answered for an order line, remembering the line if needed.
+    async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()>;
+    /// Enqueues a job, to be run once this transaction commits; `false` (and nothing
+    /// enqueued) if a job of the same kind and dedup key exists.
+    async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool>;
+    /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
+    /// completion commit together.
+    async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
@@ -155,6 +180,103 @@ pub struct CallbackRecord {
     pub test: bool,
     pub order_id: Option<String>,
     pub instance_id: Option<String>,
+}
+
+/// An order line koogate has heard of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLineRecord {
+    pub order_id: String,
+    pub order_line_id: String,
+    pub test: bool,
+    /// The activity that first named it.
+    pub source: String,
+    pub created_ms: i64,
+    /// `orderInfo` as 查询订单 answered it, as JSON.
+    pub order_info: Option<String>,
+    pub fetched_ms: Option<i64>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for its `run_at_ms`.
+    Pending,
+    /// Held by a worker until its lease ends.
+    Running,
+    Done,
+    /// Parked after its last attempt, with the reason; never dropped.
+    Failed,
+}
+
+impl JobState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Running, Self::Done, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Selects the handler.
+    pub kind: String,
+    /// The handler's input, as JSON.
+    pub payload: String,
+    /// A second job with the same kind and key is not enqueued.
+    pub dedup_key: Option<String>,
+    /// What the job is about (an order id), for lookups.
+    pub subject: Option<String>,
+    pub run_at_ms: i64,
+    pub created_ms: i64,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub dedup_key: Option<String>,
+    pub subject: Option<String>,
+    pub state: JobState,
+    /// Attempts started so far, the current one included.
+    pub attempts: i64,
+    pub run_at_ms: i64,
+    pub lease_token: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// What a worker asks for when it claims a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Unique per claim; finishing or failing the job needs it.
+    pub token: String,
+    pub now_ms: i64,
+    pub duration_ms: i64,
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure<'a> {
+    pub id: i64,
+    pub token: &'a str,
+    pub error: &'a str,
+    /// When to try again; `None` parks the job as failed.
+    pub retry_at_ms: Option<i64>,
+    pub now_ms: i64,
 }
 
 /// The stored answer behind an idempotency key that another transaction completed.

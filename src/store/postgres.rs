@@ -4,11 +4,12 @@
 //! take a row lock.
 
 use super::rows::{
-    CallbackRow, InstanceRow, LicenseCodeRow, bind_instance, bind_license_code, instance_columns,
-    license_code_columns,
+    CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
+    bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
 use super::{
-    CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+    CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
+    OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -38,6 +39,21 @@ const INSERT_LICENSE_CODE: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
 );
 const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = $1, order_line_id = $2, product_id = $3, state = $4, expire_ms = $5, last_order_id = $6, released_by_test = $7, updated_ms = $8, released_ms = $9 WHERE license = $10";
+
+/// Takes the oldest due job. `FOR UPDATE SKIP LOCKED` lets replicas claim side by side:
+/// a row another replica is claiming is skipped, and once claimed it is no longer due
+/// until its lease ends.
+const CLAIM_JOB: &str = concat!(
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = $1, updated_ms = $2, \
+     lease_until_ms = $3 WHERE id = (SELECT id FROM jobs WHERE (state = 'pending' AND run_at_ms <= $4) \
+     OR (state = 'running' AND lease_until_ms < $5) ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+     RETURNING ",
+    job_columns!()
+);
+const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
+     WHERE id = $2 AND lease_token = $3 AND state = 'running'";
+const FAIL_JOB: &str = "UPDATE jobs SET state = $1, run_at_ms = COALESCE($2, run_at_ms), last_error = $3, \
+     lease_token = NULL, lease_until_ms = NULL, updated_ms = $4 WHERE id = $5 AND lease_token = $6 AND state = 'running'";
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
@@ -138,6 +154,81 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(LicenseCodeRow::into_license_code).transpose()
+    }
+
+    async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>> {
+        let rows: Vec<OrderLineRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            order_line_columns!(),
+            " FROM order_lines WHERE order_id = $1 ORDER BY order_line_id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(OrderLineRecord::from).collect())
+    }
+
+    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(CLAIM_JOB)
+            .bind(&lease.token)
+            .bind(lease.now_ms)
+            .bind(lease.now_ms.saturating_add(lease.duration_ms))
+            .bind(lease.now_ms)
+            .bind(lease.now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(FINISH_JOB)
+            .bind(now_ms)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
+        let (state, run_at) = match failure.retry_at_ms {
+            Some(at) => (JobState::Pending, Some(at)),
+            None => (JobState::Failed, None),
+        };
+        let done = sqlx::query(FAIL_JOB)
+            .bind(state.as_str())
+            .bind(run_at)
+            .bind(failure.error)
+            .bind(failure.now_ms)
+            .bind(failure.id)
+            .bind(failure.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE subject = $1 ORDER BY id"
+        ))
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(JobRow::into_job).transpose()
     }
 }
 
@@ -262,6 +353,70 @@ impl Tx for PgTx {
 
     async fn record_callback(&mut self, record: &CallbackRecord) -> StoreResult<()> {
         insert_callback(&mut self.0, record).await
+    }
+
+    async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool> {
+        let done = sqlx::query(concat!(
+            "INSERT INTO order_lines (",
+            order_line_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&line.order_id)
+        .bind(&line.order_line_id)
+        .bind(line.test)
+        .bind(&line.source)
+        .bind(line.created_ms)
+        .bind(&line.order_info)
+        .bind(line.fetched_ms)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO order_lines (",
+            order_line_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, order_line_id) \
+             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms"
+        ))
+        .bind(&line.order_id)
+        .bind(&line.order_line_id)
+        .bind(line.test)
+        .bind(&line.source)
+        .bind(line.created_ms)
+        .bind(&line.order_info)
+        .bind(line.fetched_ms)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, state, attempts, run_at_ms, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(&job.dedup_key)
+        .bind(&job.subject)
+        .bind(job.run_at_ms)
+        .bind(job.created_ms)
+        .bind(job.created_ms)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(FINISH_JOB)
+            .bind(now_ms)
+            .bind(id)
+            .bind(token)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

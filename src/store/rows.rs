@@ -2,7 +2,7 @@
 //! column types (TEXT, 64-bit integers, booleans, bytes) decode the same way from
 //! SQLite and PostgreSQL, so the mapping is written once.
 
-use super::{CallbackRecord, StoreError, StoreResult};
+use super::{CallbackRecord, Job, JobState, OrderLineRecord, StoreError, StoreResult};
 use crate::domain::instance::{Family, Instance, State};
 use crate::domain::license_code::LicenseCode;
 
@@ -234,5 +234,86 @@ impl LicenseCodeRow {
             updated_ms: self.updated_ms,
             released_ms: self.released_ms,
         })
+    }
+}
+/// The columns of `jobs`, in the order of [`JobRow`].
+macro_rules! job_columns {
+    () => {
+        "id, kind, payload, dedup_key, subject, state, attempts, run_at_ms, lease_token, lease_until_ms, \
+         last_error, created_ms, updated_ms"
+    };
+}
+pub(super) use job_columns;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct JobRow {
+    id: i64,
+    kind: String,
+    payload: String,
+    dedup_key: Option<String>,
+    subject: Option<String>,
+    state: String,
+    attempts: i64,
+    run_at_ms: i64,
+    lease_token: Option<String>,
+    lease_until_ms: Option<i64>,
+    last_error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl JobRow {
+    pub(super) fn into_job(self) -> StoreResult<Job> {
+        let state = JobState::parse(&self.state).ok_or_else(|| {
+            StoreError::Corrupt(format!("job {}: state {:?}", self.id, self.state))
+        })?;
+        Ok(Job {
+            id: self.id,
+            kind: self.kind,
+            payload: self.payload,
+            dedup_key: self.dedup_key,
+            subject: self.subject,
+            state,
+            attempts: self.attempts,
+            run_at_ms: self.run_at_ms,
+            lease_token: self.lease_token,
+            lease_until_ms: self.lease_until_ms,
+            last_error: self.last_error,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+/// The columns of `order_lines`, in the order of [`OrderLineRow`].
+macro_rules! order_line_columns {
+    () => {
+        "order_id, order_line_id, test, source, created_ms, order_info, fetched_ms"
+    };
+}
+pub(super) use order_line_columns;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OrderLineRow {
+    order_id: String,
+    order_line_id: String,
+    test: bool,
+    source: String,
+    created_ms: i64,
+    order_info: Option<String>,
+    fetched_ms: Option<i64>,
+}
+
+impl From<OrderLineRow> for OrderLineRecord {
+    fn from(row: OrderLineRow) -> Self {
+        Self {
+            order_id: row.order_id,
+            order_line_id: row.order_line_id,
+            test: row.test,
+            source: row.source,
+            created_ms: row.created_ms,
+            order_info: row.order_info,
+            fetched_ms: row.fetched_ms,
+        }
     }
 }

@@ -5,11 +5,12 @@
 //! the busy timeout still covers other processes (a `koogate migrate`, say).
 
 use super::rows::{
-    CallbackRow, InstanceRow, LicenseCodeRow, bind_instance, bind_license_code, instance_columns,
-    license_code_columns,
+    CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
+    bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
 use super::{
-    CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+    CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
+    OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -43,6 +44,20 @@ const INSERT_LICENSE_CODE: &str = concat!(
     ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 );
 const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = ?, order_line_id = ?, product_id = ?, state = ?, expire_ms = ?, last_order_id = ?, released_by_test = ?, updated_ms = ?, released_ms = ? WHERE license = ?";
+
+/// Takes the oldest due job. A single statement, under this process's writer turn and
+/// SQLite's one writer lock, so two workers (even in two processes on one file) never
+/// take the same job.
+const CLAIM_JOB: &str = concat!(
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, updated_ms = ?, \
+     lease_until_ms = ? WHERE id = (SELECT id FROM jobs WHERE (state = 'pending' AND run_at_ms <= ?) \
+     OR (state = 'running' AND lease_until_ms < ?) ORDER BY run_at_ms, id LIMIT 1) RETURNING ",
+    job_columns!()
+);
+const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = ? \
+     WHERE id = ? AND lease_token = ? AND state = 'running'";
+const FAIL_JOB: &str = "UPDATE jobs SET state = ?, run_at_ms = COALESCE(?, run_at_ms), last_error = ?, \
+     lease_token = NULL, lease_until_ms = NULL, updated_ms = ? WHERE id = ? AND lease_token = ? AND state = 'running'";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and its folder.
@@ -162,6 +177,84 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(LicenseCodeRow::into_license_code).transpose()
+    }
+
+    async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>> {
+        let rows: Vec<OrderLineRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            order_line_columns!(),
+            " FROM order_lines WHERE order_id = ? ORDER BY order_line_id"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(OrderLineRecord::from).collect())
+    }
+
+    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
+        let _turn = self.writer.lock().await;
+        let row: Option<JobRow> = sqlx::query_as(CLAIM_JOB)
+            .bind(&lease.token)
+            .bind(lease.now_ms)
+            .bind(lease.now_ms.saturating_add(lease.duration_ms))
+            .bind(lease.now_ms)
+            .bind(lease.now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
+        let _turn = self.writer.lock().await;
+        let done = sqlx::query(FINISH_JOB)
+            .bind(now_ms)
+            .bind(id)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
+        let (state, run_at) = match failure.retry_at_ms {
+            Some(at) => (JobState::Pending, Some(at)),
+            None => (JobState::Failed, None),
+        };
+        let _turn = self.writer.lock().await;
+        let done = sqlx::query(FAIL_JOB)
+            .bind(state.as_str())
+            .bind(run_at)
+            .bind(failure.error)
+            .bind(failure.now_ms)
+            .bind(failure.id)
+            .bind(failure.token)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE subject = ? ORDER BY id"
+        ))
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(JobRow::into_job).transpose()
     }
 }
 
@@ -288,6 +381,70 @@ impl Tx for SqliteTx {
 
     async fn record_callback(&mut self, record: &CallbackRecord) -> StoreResult<()> {
         insert_callback(&mut self.tx, record).await
+    }
+
+    async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool> {
+        let done = sqlx::query(concat!(
+            "INSERT INTO order_lines (",
+            order_line_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&line.order_id)
+        .bind(&line.order_line_id)
+        .bind(line.test)
+        .bind(&line.source)
+        .bind(line.created_ms)
+        .bind(&line.order_info)
+        .bind(line.fetched_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()> {
+        sqlx::query(concat!(
+            "INSERT INTO order_lines (",
+            order_line_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id, order_line_id) \
+             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms"
+        ))
+        .bind(&line.order_id)
+        .bind(&line.order_line_id)
+        .bind(line.test)
+        .bind(&line.source)
+        .bind(line.created_ms)
+        .bind(&line.order_info)
+        .bind(line.fetched_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, state, attempts, run_at_ms, created_ms, updated_ms) \
+             VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(&job.dedup_key)
+        .bind(&job.subject)
+        .bind(job.run_at_ms)
+        .bind(job.created_ms)
+        .bind(job.created_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(FINISH_JOB)
+            .bind(now_ms)
+            .bind(id)
+            .bind(token)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

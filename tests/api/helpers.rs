@@ -52,6 +52,14 @@ pub struct Database {
 }
 
 impl Database {
+    /// The same database, for a second replica; the first keeps owning its files.
+    pub fn shared(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+
     pub async fn fresh(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
@@ -207,6 +215,24 @@ impl TestApp {
             .await
             .expect("server task")
             .expect("server stops cleanly");
+        std::mem::replace(
+            &mut self.db,
+            Database {
+                url: String::new(),
+                _dir: None,
+            },
+        )
+    }
+
+    /// Kills the server as a crash would, its job worker included (nothing finishes),
+    /// and gives back its database.
+    pub async fn crash(mut self) -> Database {
+        let server = self.server.take().expect("running");
+        server.abort();
+        assert!(
+            server.await.expect_err("aborted").is_cancelled(),
+            "the server was killed, not stopped"
+        );
         std::mem::replace(
             &mut self.db,
             Database {
@@ -506,5 +532,25 @@ pub mod java_aes {
         );
         out.truncate(out.len() - pad);
         String::from_utf8(out).expect("UTF-8 plaintext")
+    }
+}
+
+/// Waits until `probe` returns `Some`, polling every 20 ms for at most 20 s, and returns
+/// what it found; panics naming `what` when the time is up.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

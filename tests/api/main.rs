@@ -3,7 +3,11 @@
 //! protocol module the server uses.
 
 mod helpers;
+mod jobs;
 mod license_code;
+mod marketplace;
+mod mock_market;
+mod orders;
 mod postgres;
 mod saas_v1;
 mod saas_v2;

@@ -1,0 +1,25 @@
+//! `orderNotify` (spec §7): remember the order line once and fetch its details in the
+//! background; the answer never waits for the open API.
+
+use super::callback::Answer;
+use super::order::{self, Fetch};
+use crate::protocol::codes::ResultCode;
+use crate::protocol::order::NotifyRequest;
+use crate::protocol::reply::Reply;
+use crate::store::{StoreResult, Tx};
+
+/// Runs one verified, parsed order notification inside the callback's transaction.
+pub async fn act(tx: &mut dyn Tx, request: NotifyRequest, now_ms: i64) -> StoreResult<Answer> {
+    let fetch = Fetch {
+        order_id: request.order_id,
+        order_line_id: request.order_line_id,
+        instance_id: None,
+        source: "orderNotify".into(),
+        test: request.test,
+    };
+    if !order::remember_and_fetch(tx, &fetch, now_ms).await? {
+        tracing::info!("order line already known: answered again, nothing fetched again");
+    }
+    // §7 documents exactly this body.
+    Ok(Answer::reply(&Reply::new(ResultCode::Success, "success")))
+}

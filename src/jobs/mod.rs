@@ -1,0 +1,351 @@
+//! Durable background work. A job is a kind and a JSON payload, written through a
+//! [`Tx`](crate::store::Tx) in the same transaction as the callback that causes it, so it
+//! exists exactly when the callback's effects do. Every replica runs one [`Worker`]: it
+//! claims due jobs under a lease (no two replicas hold the same job), dispatches them to
+//! the [`Handler`] of their kind, retries failures with exponential backoff and jitter, and
+//! parks a job as failed, with its last error, after the last attempt. A replica that dies
+//! mid-job leaves a lease that ends; the job is then taken again.
+
+pub mod order_fetch;
+
+use crate::domain::callback::Clock;
+use crate::store::{Job, JobFailure, Lease, NewJob, Store, StoreResult, Tx};
+use async_trait::async_trait;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+/// How the worker runs and retries (`[jobs]` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Attempts before a job is parked as failed.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubles with each attempt after it.
+    pub backoff_base: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// How often to look for due jobs when not woken.
+    pub poll_interval: Duration,
+    /// How long a claimed job is held.
+    pub lease: Duration,
+    /// Longest an attempt may run: shorter than the lease, so that no other replica takes
+    /// a job while an attempt at it still runs.
+    pub attempt_timeout: Duration,
+}
+
+impl Policy {
+    /// The wait after `attempts` failed attempts: `base × 2^(attempts−1)`, capped at the
+    /// maximum, then drawn uniformly between half of it and all of it (jitter, so that
+    /// jobs failed together by one outage do not all come back at once).
+    pub fn backoff(&self, attempts: u32, rng: &mut impl Rng) -> Duration {
+        let exponent = attempts.saturating_sub(1);
+        let full = self
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.backoff_max);
+        let half = full / 2;
+        half + rng.random_range(Duration::ZERO..=full - half)
+    }
+}
+
+/// Why an attempt failed, and whether another attempt could succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// A failure another attempt may not have (a timeout, an outage).
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure every attempt would have: the job is parked at once.
+    pub fn park(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What a successful attempt leaves to the worker.
+pub enum Outcome {
+    /// The job is done; the worker records it.
+    Done,
+    /// The job's effects, uncommitted: the worker marks the job done in this same
+    /// transaction and commits, so effects and completion land together or not at all.
+    Commit(Box<dyn Tx>),
+}
+
+/// Runs the jobs of one kind.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn run(&self, job: &Job) -> Result<Outcome, JobError>;
+}
+
+/// A job to enqueue: `payload` is serialised to JSON.
+pub fn new_job(
+    kind: &str,
+    payload: &impl serde::Serialize,
+    dedup_key: Option<String>,
+    subject: Option<String>,
+    now_ms: i64,
+) -> NewJob {
+    NewJob {
+        kind: kind.to_owned(),
+        payload: serde_json::to_string(payload).expect("job payloads serialise"),
+        dedup_key,
+        subject,
+        run_at_ms: now_ms,
+        created_ms: now_ms,
+    }
+}
+
+/// Why an attempt did not succeed.
+enum Failure {
+    Job(JobError),
+    /// The worker is stopping: the job is due again at once.
+    Interrupted,
+}
+
+/// Claims and runs jobs, one at a time, dispatching on their kind.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    policy: Policy,
+    clock: Clock,
+    wake: Arc<Notify>,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+/// Aborts a spawned attempt when the worker stops waiting for it (shutdown, timeout, or
+/// the worker itself being dropped), so no attempt outlives its lease unobserved.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    /// A worker with no handlers; `wake` lets callbacks signal new jobs without waiting
+    /// for the next poll.
+    pub fn new(store: Arc<dyn Store>, policy: Policy, clock: Clock, wake: Arc<Notify>) -> Self {
+        Self {
+            store,
+            policy,
+            clock,
+            wake,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Registers the handler of a kind.
+    pub fn handle(mut self, kind: &str, handler: Arc<dyn Handler>) -> Self {
+        self.handlers.insert(kind.to_owned(), handler);
+        self
+    }
+
+    /// Runs due jobs until `stop` changes or its sender is dropped. An attempt running
+    /// then is cut short and made due again at once, for this or another replica.
+    pub async fn run(self, mut stop: watch::Receiver<()>) {
+        loop {
+            loop {
+                if stop.has_changed().unwrap_or(true) {
+                    return;
+                }
+                match self.run_one(&mut stop).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim or record jobs; trying again later");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.policy.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Claims one due job and runs it; `false` when no job was due.
+    async fn run_one(&self, stop: &mut watch::Receiver<()>) -> StoreResult<bool> {
+        let lease = Lease {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            now_ms: (self.clock)(),
+            duration_ms: i64::try_from(self.policy.lease.as_millis()).unwrap_or(i64::MAX),
+        };
+        let Some(job) = self.store.claim_job(&lease).await? else {
+            return Ok(false);
+        };
+        let span =
+            tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+        self.process(&job, &lease, stop).instrument(span).await?;
+        Ok(true)
+    }
+
+    async fn process(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        stop: &mut watch::Receiver<()>,
+    ) -> StoreResult<()> {
+        let max = i64::from(self.policy.max_attempts);
+        let result = if job.attempts > max {
+            // Its last attempt was claimed by a replica that died before recording it.
+            Err(Failure::Job(JobError::park(format!(
+                "abandoned: the replica running attempt {max} stopped before finishing it"
+            ))))
+        } else {
+            self.attempt(job, stop).await
+        };
+        match result {
+            Ok(Outcome::Done) => {
+                let recorded = self
+                    .store
+                    .finish_job(job.id, &lease.token, (self.clock)())
+                    .await?;
+                self.finished(job, recorded);
+            }
+            Ok(Outcome::Commit(mut tx)) => {
+                if tx.finish_job(job.id, &lease.token, (self.clock)()).await? {
+                    tx.commit().await?;
+                    self.finished(job, true);
+                } else {
+                    self.finished(job, false);
+                }
+            }
+            Err(failure) => self.failed(job, lease, failure).await?,
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, job: &Job, stop: &mut watch::Receiver<()>) -> Result<Outcome, Failure> {
+        let Some(handler) = self.handlers.get(&job.kind).cloned() else {
+            return Err(Failure::Job(JobError::retry(format!(
+                "this replica has no handler for jobs of kind {:?}",
+                job.kind
+            ))));
+        };
+        let owned = job.clone();
+        let mut task = AbortOnDrop(tokio::spawn(async move { handler.run(&owned).await }));
+        let timeout = self.policy.attempt_timeout;
+        let result = tokio::select! {
+            joined = &mut task.0 => match joined {
+                Ok(result) => result,
+                Err(error) if error.is_panic() => Err(JobError::retry("the handler panicked")),
+                Err(_) => Err(JobError::retry("the attempt was cancelled")),
+            },
+            _ = tokio::time::sleep(timeout) => Err(JobError::retry(format!(
+                "the attempt took longer than {} ms and was cut off",
+                timeout.as_millis()
+            ))),
+            _ = stop.changed() => return Err(Failure::Interrupted),
+        };
+        result.map_err(Failure::Job)
+    }
+
+    fn finished(&self, job: &Job, recorded: bool) {
+        if recorded {
+            tracing::info!(attempts = job.attempts, "job done");
+        } else {
+            tracing::warn!("job finished after its lease ended; another replica owns it now");
+        }
+    }
+
+    async fn failed(&self, job: &Job, lease: &Lease, failure: Failure) -> StoreResult<()> {
+        let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+        let now_ms = (self.clock)();
+        let (error, interrupted) = match failure {
+            Failure::Job(error) => (error, false),
+            Failure::Interrupted => (JobError::retry("interrupted: the replica shut down"), true),
+        };
+        let retry_at_ms = if interrupted {
+            Some(now_ms)
+        } else if error.retryable && attempts < self.policy.max_attempts {
+            let wait = self.policy.backoff(attempts, &mut rand::rng());
+            Some(now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
+        } else {
+            None
+        };
+        let recorded = self
+            .store
+            .fail_job(&JobFailure {
+                id: job.id,
+                token: &lease.token,
+                error: &error.message,
+                retry_at_ms,
+                now_ms,
+            })
+            .await?;
+        match (recorded, retry_at_ms) {
+            (false, _) => {
+                tracing::warn!(error = %error.message, "job failed after its lease ended; another replica owns it now")
+            }
+            (true, Some(at)) => tracing::warn!(
+                error = %error.message,
+                retry_in_ms = at - now_ms,
+                "job attempt failed; it will be retried"
+            ),
+            (true, None) => tracing::error!(
+                error = %error.message,
+                attempts,
+                "job parked as failed: `koogate orders show` lists it"
+            ),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn policy() -> Policy {
+        Policy {
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(29),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cases = [(1, 2), (2, 4), (3, 8), (5, 32), (6, 60), (40, 60), (0, 2)];
+        for (attempts, full_secs) in cases {
+            let full = Duration::from_secs(full_secs);
+            for _ in 0..200 {
+                let wait = policy().backoff(attempts, &mut rng);
+                assert!(
+                    wait >= full / 2 && wait <= full,
+                    "after {attempts} attempts: {wait:?} not in [{:?}, {full:?}]",
+                    full / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let waits: std::collections::HashSet<Duration> =
+            (0..20).map(|_| policy().backoff(3, &mut rng)).collect();
+        assert!(waits.len() > 10, "{waits:?}");
+    }
+}

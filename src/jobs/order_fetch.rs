@@ -1,0 +1,83 @@
+//! The `order.fetch` job: query an order line (查询订单, spec §8.2), store the answer, and
+//! fill in the instances it describes — in one transaction, with the job's completion.
+
+use super::{Handler, JobError, Outcome};
+use crate::domain::callback::Clock;
+use crate::domain::order::{self, Fetch};
+use crate::marketplace::{Client, MarketError};
+use crate::store::{Job, Store, StoreError};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Runs `order.fetch` jobs against the open APIs.
+pub struct OrderFetch {
+    pub client: Client,
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+}
+
+impl From<MarketError> for JobError {
+    fn from(error: MarketError) -> Self {
+        Self {
+            retryable: error.retryable(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(error: StoreError) -> Self {
+        Self::retry(error.to_string())
+    }
+}
+
+#[async_trait]
+impl Handler for OrderFetch {
+    async fn run(&self, job: &Job) -> Result<Outcome, JobError> {
+        let fetch: Fetch = serde_json::from_str(&job.payload)
+            .map_err(|e| JobError::park(format!("the job's payload is not an order fetch: {e}")))?;
+        let answer = self
+            .client
+            .query_order(&fetch.order_id, Some(&fetch.order_line_id))
+            .await?;
+        let line = answer
+            .order
+            .line(Some(&fetch.order_line_id))
+            .ok_or_else(|| {
+                JobError::park(format!(
+                    "the marketplace's answer has no order line {}",
+                    fetch.order_line_id
+                ))
+            })?;
+        let targets = match &fetch.instance_id {
+            Some(id) => vec![id.clone()],
+            None => self
+                .store
+                .instances_for_order(&fetch.order_id)
+                .await?
+                .into_iter()
+                .filter(|i| i.order_line_id.as_deref() == Some(fetch.order_line_id.as_str()))
+                .map(|i| i.id)
+                .collect(),
+        };
+        let now_ms = (self.clock)();
+        let mut tx = self.store.begin().await?;
+        let mut record = fetch.line_record(now_ms);
+        record.order_info = Some(answer.order_info_json.clone());
+        record.fetched_ms = Some(now_ms);
+        tx.store_order_info(&record).await?;
+        for id in targets {
+            // An instance deleted since has nothing to fill in.
+            let Some(mut instance) = tx.instance_for_update(&id).await? else {
+                continue;
+            };
+            let before = instance.clone();
+            order::apply(&mut instance, &answer.order, line, now_ms);
+            if instance != before {
+                tx.update_instance(&instance).await?;
+            }
+        }
+        tracing::info!(order_id = %fetch.order_id, order_line_id = %fetch.order_line_id, "order details stored");
+        Ok(Outcome::Commit(tx))
+    }
+}
