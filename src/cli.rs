@@ -4,6 +4,8 @@ pub mod orders;
 
 use crate::app::{self, AppState};
 use crate::config::Settings;
+use crate::domain::license_code::LicenseCode;
+use crate::marketplace::license::Activation;
 use crate::marketplace::{self, mock};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
@@ -42,6 +44,9 @@ pub enum Command {
     /// What koogate knows of an order, and what the marketplace says of it.
     #[command(subcommand)]
     Orders(OrdersCommand),
+    /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
+    #[command(subcommand)]
+    License(LicenseCommand),
     /// Run a local stand-in for the KooGallery open APIs (query order, license codes,
     /// License upload, usage push), for trying koogate without a Huawei account.
     MockMarketplace {
@@ -61,6 +66,20 @@ pub enum OrdersCommand {
         order_id: String,
         order_line_id: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Activate a license code through the open API (激活授权码) and remember it, so that
+    /// KooGallery's License-code callbacks about it are answered.
+    Activate {
+        license: String,
+        /// When the code was actually delivered, UTC `yyyyMMddHHmmss` (not before the order).
+        #[arg(long, value_name = "TIME")]
+        real_effect_time: Option<String>,
+    },
+    /// What koogate knows of a license code.
+    Show { license: String },
 }
 
 /// Runs a parsed command with loaded settings.
@@ -98,8 +117,71 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
             );
             Ok(())
         }
+        Command::License(LicenseCommand::Activate {
+            license,
+            real_effect_time,
+        }) => {
+            if let Some(t) = &real_effect_time
+                && crate::protocol::time::parse_compact(t).is_none()
+            {
+                return Err(format!("--real-effect-time {t:?} is not yyyyMMddHHmmss").into());
+            }
+            let store = app::open_store(&settings).await?;
+            let client = marketplace::Client::from_settings(&settings);
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let activation = marketplace::license::activate(
+                &client,
+                store.as_ref(),
+                &license,
+                real_effect_time.as_deref(),
+                now_ms,
+            )
+            .await?;
+            match activation {
+                Activation::New(code) => print!("activated\n{}", describe_license(&code)),
+                Activation::Known(code) => print!("already known\n{}", describe_license(&code)),
+            }
+            Ok(())
+        }
+        Command::License(LicenseCommand::Show { license }) => {
+            let store = app::open_store(&settings).await?;
+            match store.license_code(&license).await? {
+                Some(code) => {
+                    print!("{}", describe_license(&code));
+                    Ok(())
+                }
+                None => Err(
+                    format!("license code {license} is not known here: activate it first").into(),
+                ),
+            }
+        }
         Command::MockMarketplace { listen } => mock_marketplace(&settings, listen).await,
     }
+}
+
+/// A license code as `koogate license` prints it, one fact a line.
+pub fn describe_license(code: &LicenseCode) -> String {
+    let time = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    format!(
+        "license     {}\nstate       {}{}\norder       {}\nproduct     {}\nexpires     {}\nactivated   {}\nlast order  {}\n",
+        code.license,
+        code.state.as_str(),
+        if code.released_by_test {
+            " (by a test callback)"
+        } else {
+            ""
+        },
+        text(&code.order_id),
+        text(&code.product_id),
+        time(code.expire_ms),
+        time(Some(code.activated_ms)),
+        text(&code.last_order_id),
+    )
 }
 
 /// The AK/SK a mock accepts when none is configured.

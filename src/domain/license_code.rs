@@ -5,8 +5,10 @@ use super::callback::Answer;
 use super::instance::State;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::license_code::{Activity, Request};
+use crate::protocol::order::LicenseCodeInfo;
 use crate::protocol::reply::Reply;
 use crate::protocol::saas_v2::StatusChange;
+use crate::protocol::time;
 use crate::store::{StoreResult, Tx};
 
 /// A license code and where it is in its life (active ⇄ frozen → released).
@@ -44,6 +46,22 @@ impl LicenseCode {
             activated_ms: now_ms,
             updated_ms: now_ms,
             released_ms: None,
+        }
+    }
+
+    /// A code KooGallery has just activated, with the order, product and expiry its
+    /// activation answer gave.
+    pub fn from_activation(license: String, info: &LicenseCodeInfo, now_ms: i64) -> Self {
+        Self {
+            order_id: info.order_id.clone(),
+            product_id: info.product_id.clone(),
+            // An estimate only (spec §6.3); renewals bring the authoritative expiry.
+            expire_ms: info
+                .expire_time
+                .as_deref()
+                .and_then(time::parse_compact)
+                .map(|t| t.timestamp_millis()),
+            ..Self::activated(license, now_ms)
         }
     }
 

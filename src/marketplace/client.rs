@@ -5,7 +5,9 @@
 
 use crate::config::{self, Credentials, Settings};
 use crate::protocol::apig::{self, HttpRequest};
-use crate::protocol::order::{MKT_SUCCESS, OrderInfo, QueryOrderResponse, paths};
+use crate::protocol::order::{
+    ActivateRequest, LicenseCodeInfo, MKT_SUCCESS, OrderInfo, QueryOrderResponse, paths,
+};
 use reqwest::{Method, Url};
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -480,6 +482,42 @@ impl Client {
             order_info_json: json["orderInfo"].to_string(),
             body: answer.body,
         })
+    }
+
+    /// 激活授权码 (§6.3): activates a license code and returns what KooGallery knows of
+    /// it. `real_effect_time` (`yyyyMMddHHmmss`, UTC) is when it was actually delivered.
+    pub async fn activate_license(
+        &self,
+        license: &str,
+        real_effect_time: Option<&str>,
+    ) -> Result<LicenseCodeInfo, MarketError> {
+        let body = serde_json::to_vec(&ActivateRequest {
+            license: license.to_owned(),
+            real_effect_time: real_effect_time.map(str::to_owned),
+        })
+        .expect("the request serialises");
+        let answer = self
+            .send(&Request {
+                method: &Method::POST,
+                path: paths::LICENSE_ACTIVATE,
+                query: &[],
+                content_type: Some("application/json"),
+                headers: &[],
+                body: &body,
+            })
+            .await?;
+        let json = interpret(&answer)?;
+        // `license_code_info` is a JSON object sent as a JSON string.
+        json["data"]["license_code_info"]
+            .as_str()
+            .ok_or("data.license_code_info is not a string".to_owned())
+            .and_then(|info| {
+                serde_json::from_str(info).map_err(|e| format!("data.license_code_info: {e}"))
+            })
+            .map_err(|detail| MarketError::Malformed {
+                status: answer.status,
+                detail,
+            })
     }
 
     async fn send_to(

@@ -10,6 +10,7 @@ on_both_backends!(
     unknown_codes_and_bad_input_are_refused,
     a_test_release_keeps_the_dial_test_passing,
     the_license_code_key_is_its_own,
+    activation_through_the_open_api_makes_a_code_known,
 );
 
 const PATH: &str = "/koogallery/license-code";
@@ -153,4 +154,53 @@ async fn the_license_code_key_is_its_own(backend: Backend) {
     );
     assert_eq!(with_own_key.code(), "000000");
     assert!(with_own_key.signed_with("license-key-2026"));
+}
+
+/// The whole flow: the merchant's software hands koogate a code, koogate activates it
+/// with KooGallery (the mock), and KooGallery's later callbacks about it are answered.
+async fn activation_through_the_open_api_makes_a_code_known(backend: Backend) {
+    use crate::mock_market::{MockServer, options};
+    use koogate::marketplace::license::{Activation, activate};
+    use koogate::marketplace::mock::MOCK_LICENSE;
+    let mock = MockServer::start().await;
+    let settings_options = options(&mock);
+    let env = settings_options.env.clone();
+    let app = TestApp::spawn_with(Database::fresh(backend).await, settings_options).await;
+    let settings =
+        koogate::config::Settings::load_with(None, |name| env.get(name).cloned()).unwrap();
+    let client = koogate::marketplace::Client::from_settings(&settings);
+    let store = app.store.as_ref();
+
+    let unknown = activate(&client, store, "NOT-SOLD", None, 1)
+        .await
+        .unwrap_err();
+    let first = activate(&client, store, MOCK_LICENSE, Some("20241121100000"), 2)
+        .await
+        .unwrap();
+    let again = activate(&client, store, MOCK_LICENSE, None, 3)
+        .await
+        .unwrap();
+
+    assert!(unknown.to_string().contains("92020005"), "{unknown}");
+    assert_eq!(
+        store.license_code("NOT-SOLD").await.unwrap(),
+        None,
+        "a refused code is not stored"
+    );
+    let Activation::New(code) = first else {
+        panic!("first activation: {first:?}")
+    };
+    assert_eq!(code.order_id.as_deref(), Some("MOCKPERIODYEARNEW"));
+    assert!(code.expire_ms.is_some());
+    assert_eq!(again, Activation::Known(code.clone()));
+    let described = koogate::cli::describe_license(&code);
+    assert!(
+        described.contains("order       MOCKPERIODYEARNEW"),
+        "{described}"
+    );
+
+    let body = format!(
+        r#"{{"activity":"updateLicenseCodeStatus","license":"{MOCK_LICENSE}","status":"FREEZE"}}"#
+    );
+    assert_eq!(app.post_signed(PATH, KEY, &body).await.code(), "000000");
 }
