@@ -5,10 +5,6 @@
 use super::{Interface, Scenario};
 use serde::Serialize;
 use std::io::Write;
-use std::time::Duration;
-
-/// An answer slower than this is marked slow: half of KooGallery's 5 s leaves little margin.
-pub const SLOW: Duration = Duration::from_millis(2500);
 
 /// A request and its answer, kept for failed checks.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +34,7 @@ pub struct Check {
     pub problems: Vec<String>,
     /// The slowest answer the check waited for.
     pub duration_ms: u64,
+    /// Whether that answer took more than half of KooGallery's timeout: too little margin.
     pub slow: bool,
     /// What was sent and what came back; kept for failed checks only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -182,7 +179,7 @@ impl<W: Write> Sink for Human<W> {
         }
         let mark = if check.passed { '✓' } else { '✗' };
         let slow = if check.slow {
-            ", slow: KooGallery gives up at 5 s"
+            ", slow: KooGallery gives up after 5 s"
         } else {
             ""
         };

@@ -9,7 +9,7 @@ mod signed;
 
 use super::checks::{self, Answer, Credentials, Expect};
 use super::client::{self, Exchange, Failure, Request};
-use super::report::{Check, Exchanged, Report, SLOW, ScenarioReport, Sink};
+use super::report::{Check, Exchanged, Report, ScenarioReport, Sink};
 use super::{Interface, Options};
 use reqwest::Url;
 use secrecy::ExposeSecret;
@@ -191,7 +191,7 @@ impl<'a> Session<'a> {
             passed,
             problems,
             duration_ms: u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX),
-            slow: slowest > SLOW,
+            slow: slowest > self.options.timeout / 2,
             exchanges: if passed {
                 Vec::new()
             } else {
@@ -201,9 +201,10 @@ impl<'a> Session<'a> {
         self.sink.check(&check);
         self.checks.push(check);
         match exchanges.iter().find_map(|e| e.result.as_ref().err()) {
-            Some(Failure::Unreachable(cause)) => Err(Stopped(format!(
-                "{} cannot be reached ({cause})",
-                self.options.url
+            Some(failure @ Failure::Unreachable(_)) => Err(Stopped(format!(
+                "{}: {}",
+                self.options.url,
+                failure.describe()
             ))),
             _ => Ok(()),
         }
