@@ -8,13 +8,17 @@ mod fake;
 use crate::helpers::{Backend, KEY, TestApp};
 use crate::on_both_backends;
 use fake::Faults;
+use koogate::domain::license_code::LicenseCode;
 use koogate::simulate::{self, Interface, Options, Quiet, Report, Scenario};
 use reqwest::Url;
 use secrecy::SecretString;
 use std::process::Output;
 use std::time::Duration;
 
-on_both_backends!(every_saas_v2_check_passes_against_koogate);
+on_both_backends!(
+    every_saas_v2_check_passes_against_koogate,
+    every_license_code_check_passes_against_koogate,
+);
 
 fn options(url: &str, interface: Interface) -> Options {
     Options::new(
@@ -76,6 +80,23 @@ async fn every_saas_v2_check_passes_against_koogate(backend: Backend) {
             "{expected} missing from {names:#?}"
         );
     }
+}
+
+async fn every_license_code_check_passes_against_koogate(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let code = LicenseCode::activated("LIC-SIMULATE-0001".into(), 1_700_000_000_000);
+    assert!(app.store.insert_license_code(&code).await.unwrap());
+    let url = app.url("/koogallery/license-code");
+    let with_code = || Options {
+        license_code: Some(code.license.clone()),
+        ..options(&url, Interface::LicenseCode)
+    };
+
+    let first = simulate(&with_code()).await;
+    let again = simulate(&with_code()).await;
+
+    assert_all_passed(&first, 5);
+    assert_all_passed(&again, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
