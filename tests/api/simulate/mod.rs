@@ -5,7 +5,7 @@
 
 mod fake;
 
-use crate::helpers::{Backend, KEY, TestApp};
+use crate::helpers::{Backend, Database, KEY, TestApp};
 use crate::on_both_backends;
 use fake::Faults;
 use koogate::domain::license_code::LicenseCode;
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 on_both_backends!(
     every_saas_v2_check_passes_against_koogate,
+    every_saas_v1_check_passes_against_koogate,
     every_license_code_check_passes_against_koogate,
 );
 
@@ -78,6 +79,33 @@ async fn every_saas_v2_check_passes_against_koogate(backend: Backend) {
         assert!(
             names.contains(&expected),
             "{expected} missing from {names:#?}"
+        );
+    }
+}
+
+async fn every_saas_v1_check_passes_against_koogate(backend: Backend) {
+    // Credentials in every answer, so their encryption is checked, under both key sizes.
+    for encrypt_type in ["1", "2"] {
+        let settings = crate::helpers::Options::default()
+            .env("KOOGATE_APP_USER_NAME", "admin-{instanceId}")
+            .env("KOOGATE_APP_GENERATE_PASSWORD", "true")
+            .env("KOOGATE_SAAS_V1_ENCRYPT_TYPE", encrypt_type);
+        let app = TestApp::spawn_with(Database::fresh(backend).await, settings).await;
+        let url = app.url("/koogallery/saas");
+
+        let debugging = simulate(&options(&url, Interface::SaasV1)).await;
+        let real = simulate(&Options {
+            real: true,
+            ..options(&url, Interface::SaasV1)
+        })
+        .await;
+
+        assert_all_passed(&debugging, 5);
+        assert_all_passed(&real, 5);
+        let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
+        assert!(
+            names.contains(&"a timeStamp 661 s old (the window plus 61 s) gets 000001 (D3)"),
+            "{names:#?}"
         );
     }
 }
