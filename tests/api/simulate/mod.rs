@@ -2,6 +2,9 @@
 //! each interface; each deliberately broken server is named for its fault and fails the run; the
 //! binary answers usage errors with the valid choices and says through its exit status whether
 //! every check passed.
+//!
+//! Against koogate itself: `saas-v2`, `saas-v1` and `license-code`. Against the in-memory
+//! implementation in `fake.rs`: all four, `order-notify` included.
 
 mod fake;
 
