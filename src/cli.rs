@@ -106,7 +106,7 @@ pub struct SimulateArgs {
     pub verbose: bool,
     /// saas-v1: the timeStamp window the server applies, in seconds (decision D3); 0 when it
     /// does not check, which leaves out the stale-timeStamp checks.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    #[arg(long, default_value_t = simulate::DEFAULT_V1_WINDOW.as_secs(), value_name = "SECONDS")]
     pub v1_window: u64,
     /// license-code: a license code the server has activated (a test code from seller center),
     /// needed by the lifecycle, idempotency and dial-test scenarios.
@@ -117,11 +117,17 @@ pub struct SimulateArgs {
 /// `--scenario`: one scenario, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScenarioChoice {
+    /// new → query → renew → freeze → unfreeze → upgrade → release → release again
     Lifecycle,
+    /// a repeated newInstance, and many at the same moment: one instanceId, identical bytes
     Idempotency,
+    /// tampered, wrongly keyed, unsigned, stale, early and replayed requests: each 000001
     Security,
+    /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
     BadInput,
+    /// the saved debugging cases, replayed twice as the dial test replays them
     DialTest,
+    /// every scenario
     All,
 }
 
