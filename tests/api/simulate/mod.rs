@@ -3,8 +3,8 @@
 //! binary answers usage errors with the valid choices and says through its exit status whether
 //! every check passed.
 //!
-//! Against koogate itself: `saas-v2`, `saas-v1` and `license-code`. Against the in-memory
-//! implementation in `fake.rs`: all four, `order-notify` included.
+//! Every interface runs against koogate itself and against the in-memory implementation in
+//! `fake.rs`, which the faults then break.
 
 mod fake;
 
@@ -21,6 +21,7 @@ use std::time::Duration;
 on_both_backends!(
     every_saas_v2_check_passes_against_koogate,
     every_saas_v1_check_passes_against_koogate,
+    every_order_notify_check_passes_against_koogate,
     every_license_code_check_passes_against_koogate,
 );
 
@@ -111,6 +112,24 @@ async fn every_saas_v1_check_passes_against_koogate(backend: Backend) {
             "{names:#?}"
         );
     }
+}
+
+async fn every_order_notify_check_passes_against_koogate(backend: Backend) {
+    // The order details are fetched in the background, from the mock marketplace here.
+    let mock = crate::mock_market::MockServer::start().await;
+    let settings = crate::mock_market::options(&mock);
+    let app = TestApp::spawn_with(Database::fresh(backend).await, settings).await;
+    let url = app.url("/koogallery/order-notify");
+
+    let debugging = simulate(&options(&url, Interface::OrderNotify)).await;
+    let real = simulate(&Options {
+        real: true,
+        ..options(&url, Interface::OrderNotify)
+    })
+    .await;
+
+    assert_all_passed(&debugging, 5);
+    assert_all_passed(&real, 5);
 }
 
 async fn every_license_code_check_passes_against_koogate(backend: Backend) {
