@@ -7,11 +7,16 @@ use crate::config::Settings;
 use crate::domain::license_code::LicenseCode;
 use crate::marketplace::license::Activation;
 use crate::marketplace::{self, mock};
-use clap::{Parser, Subcommand};
+use crate::simulate::{self, Interface, Scenario};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+use reqwest::Url;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A command's outcome; an error is printed once by `main`, with exit status 1.
 pub type CommandResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -54,6 +59,9 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = mock::DEFAULT_LISTEN)]
         listen: SocketAddr,
     },
+    /// Play KooGallery against a production interface address, as seller center's debugging
+    /// page and dial test do, and check every answer. Exit status 0 only when every check passed.
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +90,146 @@ pub enum LicenseCommand {
     Show { license: String },
 }
 
+/// `koogate simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// The production interface address exactly as bound in seller center, path included
+    /// (e.g. https://merchant.example/koogallery/saas). Signature parameters are appended to it.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    pub url: Url,
+    /// The access key bound in seller center to this interface type. Prefer the environment
+    /// variable, which keeps the key out of the shell history and the process list.
+    #[arg(
+        long,
+        env = "KOOGATE_SIMULATE_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub key: String,
+    /// The interface family the address serves.
+    #[arg(long, value_enum, default_value = "saas-v2", value_name = "INTERFACE")]
+    pub interface: Interface,
+    /// Which named list of steps to run.
+    #[arg(long, value_enum, default_value = "all", value_name = "NAME")]
+    pub scenario: ScenarioChoice,
+    /// Send testFlag=0, as real orders do, instead of the debugging page's testFlag=1 (the
+    /// dial-test scenario always sends 1).
+    #[arg(long)]
+    pub real: bool,
+    /// Print the report as JSON (with --verbose, the requests go to standard error).
+    #[arg(long)]
+    pub json: bool,
+    /// Print each request as KooGallery sends it, as a curl command (compare with seller
+    /// center's 生成请求命令).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// saas-v1: the timeStamp window the server applies, in seconds (decision D3); 0 when it
+    /// does not check, which leaves out the stale-timeStamp checks.
+    #[arg(long, default_value_t = simulate::DEFAULT_V1_WINDOW.as_secs(), value_name = "SECONDS")]
+    pub v1_window: u64,
+    /// license-code: a license code the server has activated (a test code from seller center),
+    /// needed by the lifecycle, idempotency and dial-test scenarios.
+    #[arg(long, value_name = "CODE")]
+    pub license_code: Option<String>,
+}
+
+/// `--scenario`: one scenario, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScenarioChoice {
+    /// new → query → renew → freeze → unfreeze → upgrade → release → release again
+    Lifecycle,
+    /// a repeated newInstance, and many at the same moment: one instanceId, identical bytes
+    Idempotency,
+    /// tampered, wrongly keyed, unsigned, stale, early and replayed requests: each 000001
+    Security,
+    /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
+    BadInput,
+    /// the saved debugging cases, replayed twice as the dial test replays them
+    DialTest,
+    /// every scenario
+    All,
+}
+
+impl ScenarioChoice {
+    fn scenarios(self) -> Vec<Scenario> {
+        match self {
+            Self::Lifecycle => vec![Scenario::Lifecycle],
+            Self::Idempotency => vec![Scenario::Idempotency],
+            Self::Security => vec![Scenario::Security],
+            Self::BadInput => vec![Scenario::BadInput],
+            Self::DialTest => vec![Scenario::DialTest],
+            Self::All => Scenario::ALL.to_vec(),
+        }
+    }
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| {
+        format!("{e}: expected the full production address, e.g. https://merchant.example/koogallery/saas")
+    })?;
+    match url.scheme() {
+        "https" | "http" => Ok(url),
+        other => Err(format!(
+            "the scheme is {other}: expected https:// (or http:// for a local test)"
+        )),
+    }
+}
+
+/// Runs `koogate simulate`: the report on standard output, exit status 0 only when every
+/// check passed, 2 for a usage error.
+pub async fn simulate(args: SimulateArgs) -> ExitCode {
+    let scenarios = args.scenario.scenarios();
+    let needs_code = [
+        Scenario::Lifecycle,
+        Scenario::Idempotency,
+        Scenario::DialTest,
+    ];
+    if args.interface == Interface::LicenseCode
+        && args.license_code.is_none()
+        && scenarios.iter().any(|s| needs_code.contains(s))
+    {
+        let error = Cli::command().error(
+            ErrorKind::MissingRequiredArgument,
+            "--interface license-code needs --license-code CODE for the lifecycle, idempotency and \
+             dial-test scenarios: a license code your server has activated (request a test code \
+             in seller center); --scenario security and --scenario bad-input run without one",
+        );
+        let _ = error.print();
+        return ExitCode::from(2);
+    }
+    let options = simulate::Options {
+        scenarios,
+        real: args.real,
+        v1_window: Duration::from_secs(args.v1_window),
+        license_code: args.license_code,
+        ..simulate::Options::new(args.url, SecretString::from(args.key), args.interface)
+    };
+    let report = if args.json {
+        let report = if args.verbose {
+            simulate::run(
+                &options,
+                &mut simulate::Human::requests_only(std::io::stderr()),
+            )
+            .await
+        } else {
+            simulate::run(&options, &mut simulate::Quiet).await
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report always serialises")
+        );
+        report
+    } else {
+        let mut human = simulate::Human::report(std::io::stdout(), args.verbose);
+        simulate::run(&options, &mut human).await
+    };
+    if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// Runs a parsed command with loaded settings.
 pub async fn run(command: Command, settings: Settings) -> CommandResult {
     match command {
@@ -91,6 +239,14 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
             Ok(())
         }
         Command::Healthcheck => healthcheck(&settings).await,
+        Command::Simulate(args) => {
+            let code = simulate(args).await;
+            if code == ExitCode::SUCCESS {
+                Ok(())
+            } else {
+                Err("not every check passed".into())
+            }
+        }
         Command::Migrate => {
             app::open_store(&settings).await?;
             tracing::info!(database = %redact(&settings.database_url), "migrations applied");

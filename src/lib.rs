@@ -9,5 +9,6 @@ pub mod jobs;
 pub mod marketplace;
 pub mod protocol;
 pub mod routes;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;

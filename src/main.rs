@@ -1,13 +1,19 @@
 //! The `koogate` binary: parse the command line, load settings, start logging, run.
 
 use clap::Parser;
-use koogate::cli::{self, Cli};
+use koogate::cli::{self, Cli, Command};
 use koogate::config::Settings;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator plays KooGallery against another server: it needs none of this server's
+    // settings, and its report owns standard output.
+    let command = match cli.command {
+        Command::Simulate(args) => return cli::simulate(args).await,
+        command => command,
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
@@ -16,7 +22,7 @@ async fn main() -> ExitCode {
         }
     };
     koogate::telemetry::init(settings.log.format, &settings.log.filter);
-    match cli::run(cli.command, settings).await {
+    match cli::run(command, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("koogate: {error}");

@@ -11,4 +11,5 @@ mod orders;
 mod postgres;
 mod saas_v1;
 mod saas_v2;
+mod simulate;
 mod store;

@@ -1,0 +1,308 @@
+//! SaaS 2.0 (spec §3): POST JSON with `signature`/`timestamp`/`nonce` URL parameters.
+
+use super::{Flow, SIMULTANEOUS, Session, body, business_id, line, next_year, signed};
+use crate::simulate::Scenario;
+use crate::simulate::checks::{ACCEPTED, Expect, SUCCESS};
+
+/// The mock order the debugging cases use (spec §8.2, §9): KooGallery's 查询订单 answers it
+/// without a purchase.
+const DIAL_ORDER: &str = "MOCKPERIODYEARNEW";
+const DIAL_RENEWAL: &str = "MOCKMONTYRENEW";
+const DIAL_CHANGE: &str = "MOCKMONTYCHANGE";
+/// The businessId saved in the 创建实例 debugging case; a saved case never changes.
+const DIAL_BUSINESS_ID: &str = "koogate-simulate-dial-test";
+/// The expiry saved in the 更新实例 debugging case.
+const DIAL_EXPIRE: &str = "20991231235959";
+
+pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
+    match scenario {
+        Scenario::Lifecycle => lifecycle(s).await,
+        Scenario::Idempotency => idempotency(s).await,
+        Scenario::Security => security(s).await,
+        Scenario::BadInput => bad_input(s).await,
+        Scenario::DialTest => dial_test(s).await,
+    }
+}
+
+fn new_instance(order: &str, business_id: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "newInstance"),
+        ("businessId", business_id),
+        ("orderId", order),
+        ("orderLineId", &line(order)),
+        ("testFlag", flag),
+    ])
+}
+
+fn query(instance: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "queryInstance"),
+        ("instanceId", instance),
+        ("testFlag", flag),
+    ])
+}
+
+fn refresh(instance: &str, order: &str, expire: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "refreshInstance"),
+        ("expireTime", expire),
+        ("instanceId", instance),
+        ("orderId", order),
+        ("orderLineId", &line(order)),
+        ("scene", "RENEWAL"),
+        ("testFlag", flag),
+    ])
+}
+
+fn status(instance: &str, status: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "updateInstanceStatus"),
+        ("instanceId", instance),
+        ("status", status),
+        ("testFlag", flag),
+    ])
+}
+
+fn upgrade(instance: &str, order: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "upgradeInstance"),
+        ("instanceId", instance),
+        ("orderId", order),
+        ("orderLineId", &line(order)),
+        ("testFlag", flag),
+    ])
+}
+
+fn release(instance: &str, flag: &str) -> Vec<u8> {
+    body(&[
+        ("activity", "releaseInstance"),
+        ("instanceId", instance),
+        ("testFlag", flag),
+    ])
+}
+
+/// new → query → renew → freeze → unfreeze → upgrade → release → release again.
+async fn lifecycle(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let create = s.signed(new_instance(&order, &business_id(), flag));
+    let created = s
+        .step(
+            format!(
+                "newInstance for new order {order} answers 000000 or 000004 with an instanceId"
+            ),
+            create,
+            Expect::created(ACCEPTED),
+        )
+        .await?;
+    let Some(id) = created.instance_id else {
+        return s.skipped(
+            "the rest of the lifecycle",
+            "newInstance gave no instanceId to continue with",
+        );
+    };
+    let (renewal, upgrade_order) = (s.fresh_order(), s.fresh_order());
+    let steps = [
+        (
+            "queryInstance lists the new instance",
+            query(&id, flag),
+            Expect::query(&id),
+        ),
+        (
+            "refreshInstance RENEWAL answers 000000",
+            refresh(&id, &renewal, &next_year(), flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "updateInstanceStatus FREEZE answers 000000",
+            status(&id, "FREEZE", flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "updateInstanceStatus UNFREEZE answers 000000",
+            status(&id, "UNFREEZE", flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "upgradeInstance answers 000000",
+            upgrade(&id, &upgrade_order, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "releaseInstance answers 000000",
+            release(&id, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "releaseInstance again answers 000000 (D9)",
+            release(&id, flag),
+            Expect::plain(SUCCESS),
+        ),
+    ];
+    for (name, step, expect) in steps {
+        let request = s.signed(step);
+        s.step(name, request, expect).await?;
+    }
+    Ok(())
+}
+
+/// A repeat with a new businessId, then many identical calls at the same moment.
+async fn idempotency(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let first = s.signed(new_instance(&order, &business_id(), flag));
+    let first = s
+        .step(
+            format!("newInstance for new order {order} answers 000000 or 000004"),
+            first,
+            Expect::created(ACCEPTED),
+        )
+        .await?;
+    let again = s.signed(new_instance(&order, &business_id(), flag));
+    s.repeat(
+        "newInstance again with a new businessId answers the same instanceId, byte for byte",
+        &first,
+        again,
+        Expect::created(ACCEPTED),
+    )
+    .await?;
+
+    let order = s.fresh_order();
+    let together = (0..SIMULTANEOUS)
+        .map(|_| s.signed(new_instance(&order, &business_id(), flag)))
+        .collect();
+    s.simultaneous(
+        format!(
+            "{SIMULTANEOUS} newInstance calls for one new order line at the same moment answer one instanceId, byte for byte"
+        ),
+        together,
+        Expect::created(ACCEPTED),
+    )
+    .await
+}
+
+async fn security(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let forged = |marker: &str| new_instance(&order, marker, flag);
+    let valid = new_instance(&order, &business_id(), flag);
+    signed::security(s, &forged, valid, Expect::created(ACCEPTED)).await
+}
+
+async fn bad_input(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let long = "X".repeat(65);
+    let mut cases = signed::malformed("newInstance", flag);
+    cases.extend([
+        (
+            "newInstance without orderId gets 000002".to_owned(),
+            body(&[
+                ("activity", "newInstance"),
+                ("businessId", &business_id()),
+                ("orderLineId", &line(&order)),
+                ("testFlag", flag),
+            ]),
+        ),
+        (
+            "newInstance without businessId gets 000002".to_owned(),
+            body(&[
+                ("activity", "newInstance"),
+                ("orderId", &order),
+                ("orderLineId", &line(&order)),
+                ("testFlag", flag),
+            ]),
+        ),
+        (
+            "newInstance with a 65-character orderId gets 000002".to_owned(),
+            new_instance(&long, &business_id(), flag),
+        ),
+        (
+            "newInstance with a 65-character businessId gets 000002".to_owned(),
+            new_instance(&order, &long, flag),
+        ),
+        (
+            "updateInstanceStatus without status gets 000002".to_owned(),
+            body(&[
+                ("activity", "updateInstanceStatus"),
+                ("instanceId", &business_id()),
+                ("testFlag", flag),
+            ]),
+        ),
+    ]);
+    let after = (
+        "the server still answers: newInstance for a new order answers 000000 or 000004",
+        new_instance(&order, &business_id(), flag),
+        Expect::created(ACCEPTED),
+    );
+    signed::bad_input(s, cases, after).await
+}
+
+/// The saved debugging cases (创建实例, 查询实例, 更新实例, 更新实例状态, 实例升级, 释放实例), replayed
+/// twice as the morning and afternoon dial tests replay them: with the same bodies, freshly
+/// signed, always `testFlag=1`, on an instance that already exists the second time.
+async fn dial_test(s: &mut Session<'_>) -> Flow {
+    let flag = "1";
+    let mut first: Option<super::Answer> = None;
+    for round in 1..=2 {
+        let label = if round == 1 {
+            "dial test 1".to_owned()
+        } else {
+            "dial test 2, on the existing instance".to_owned()
+        };
+        let create = s.signed(new_instance(DIAL_ORDER, DIAL_BUSINESS_ID, flag));
+        let name =
+            format!("{label}: 创建实例 newInstance for {DIAL_ORDER} answers 000000 or 000004");
+        let created = match &first {
+            None => s.step(name, create, Expect::created(ACCEPTED)).await?,
+            Some(earlier) => {
+                s.repeat(name, earlier, create, Expect::created(ACCEPTED))
+                    .await?
+            }
+        };
+        let Some(id) = created.instance_id.clone() else {
+            return s.skipped(
+                format!("{label}: the other saved cases"),
+                "创建实例 gave no instanceId to replay them with",
+            );
+        };
+        first.get_or_insert(created);
+        let cases = [
+            (
+                "查询实例 queryInstance lists it",
+                query(&id, flag),
+                Expect::query(&id),
+            ),
+            (
+                "更新实例 refreshInstance answers 000000",
+                refresh(&id, DIAL_RENEWAL, DIAL_EXPIRE, flag),
+                Expect::plain(SUCCESS),
+            ),
+            (
+                "更新实例状态 FREEZE answers 000000",
+                status(&id, "FREEZE", flag),
+                Expect::plain(SUCCESS),
+            ),
+            (
+                "更新实例状态 UNFREEZE answers 000000",
+                status(&id, "UNFREEZE", flag),
+                Expect::plain(SUCCESS),
+            ),
+            (
+                "实例升级 upgradeInstance answers 000000",
+                upgrade(&id, DIAL_CHANGE, flag),
+                Expect::plain(SUCCESS),
+            ),
+            (
+                "释放实例 releaseInstance answers 000000",
+                release(&id, flag),
+                Expect::plain(SUCCESS),
+            ),
+        ];
+        for (name, case, expect) in cases {
+            let request = s.signed(case);
+            s.step(format!("{label}: {name}"), request, expect).await?;
+        }
+    }
+    Ok(())
+}

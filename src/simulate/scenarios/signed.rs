@@ -1,0 +1,145 @@
+//! The scenarios the families signed as in §2.2 share (SaaS 2.0, order notifications, License
+//! code): forged, stale and replayed requests must get `000001` (D1, D2), malformed ones
+//! `000002` (D5), and neither may stop the server answering.
+
+use super::{Flow, Session, body, now_ms};
+use crate::protocol::signature::{self, Variant, WINDOW_MS};
+use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID};
+use crate::simulate::client::{self, Request};
+
+/// The `security` scenario. `forged(marker)` builds a body carrying `marker` (in a field an
+/// instance would be named after, where there is one); `valid` is a body the server accepts
+/// as `accepted`. When `valid` creates an instance, its id must not be one of the forged
+/// markers: a refused request must change nothing.
+pub async fn security(
+    s: &mut Session<'_>,
+    forged: &dyn Fn(&str) -> Vec<u8>,
+    valid: Vec<u8>,
+    accepted: Expect,
+) -> Flow {
+    let key = s.key().to_owned();
+    let url = s.url().clone();
+    let mut markers = Vec::new();
+    let mut marker = |what: &str| {
+        let m = format!(
+            "forged-{what}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        markers.push(m.clone());
+        m
+    };
+    let refused = || Expect::plain(AUTH_FAILED);
+
+    let (signed_as, sent_as) = (marker("signed"), marker("sent"));
+    let timestamp = now_ms().to_string();
+    let nonce = client::nonce();
+    let sig = signature::sign(&key, &nonce, &timestamp, &forged(&signed_as), Variant::A);
+    let tampered = Request::post(
+        &url,
+        &format!("signature={sig}&timestamp={timestamp}&nonce={nonce}"),
+        forged(&sent_as),
+        timestamp,
+    );
+    s.step(
+        "a body changed after signing gets 000001",
+        tampered,
+        refused(),
+    )
+    .await?;
+
+    let other_key = uuid::Uuid::new_v4().to_string();
+    let wrong_key = Request::signed_post(&url, &other_key, forged(&marker("key")), now_ms());
+    s.step(
+        "a request signed with another key gets 000001",
+        wrong_key,
+        refused(),
+    )
+    .await?;
+
+    let timestamp = now_ms().to_string();
+    let unsigned = Request::post(
+        &url,
+        &format!("timestamp={timestamp}&nonce={}", client::nonce()),
+        forged(&marker("unsigned")),
+        timestamp,
+    );
+    s.step(
+        "a request without signature gets 000001",
+        unsigned,
+        refused(),
+    )
+    .await?;
+
+    let stale = Request::signed_post(
+        &url,
+        &key,
+        forged(&marker("old")),
+        now_ms() - WINDOW_MS - 1000,
+    );
+    s.step("a timestamp 61 s old gets 000001", stale, refused())
+        .await?;
+
+    let ahead = Request::signed_post(
+        &url,
+        &key,
+        forged(&marker("ahead")),
+        now_ms() + WINDOW_MS + 1000,
+    );
+    s.step("a timestamp 61 s ahead gets 000001", ahead, refused())
+        .await?;
+
+    let original = s.signed(valid);
+    let exchange = s.send(original.clone()).await;
+    let mut answer = s.inspect(&exchange, &accepted);
+    if let Some(id) = answer.instance_id.as_deref()
+        && markers.iter().any(|m| m == id)
+    {
+        answer.problems.push(format!(
+            "instance {id} was created by one of the refused requests above: a request that fails \
+             authentication must change nothing"
+        ));
+    }
+    s.record(
+        "a correctly signed request is accepted, and the refused ones changed nothing",
+        answer.problems,
+        &[&exchange],
+    )?;
+    s.step(
+        "the same request again with the same nonce (a replay) gets 000001",
+        original,
+        refused(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Bodies every family must refuse with `000002`: malformed JSON and an unknown activity.
+pub fn malformed(activity: &str, test_flag: &str) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "malformed JSON gets 000002".into(),
+            format!(r#"{{"activity":"{activity}","testFlag":"{test_flag}","#).into_bytes(),
+        ),
+        (
+            "an unknown activity gets 000002".into(),
+            body(&[("activity", "launchRocket"), ("testFlag", test_flag)]),
+        ),
+    ]
+}
+
+/// The `bad-input` scenario: each of `cases`, correctly signed, gets `000002`; then `after`
+/// still gets its answer.
+pub async fn bad_input(
+    s: &mut Session<'_>,
+    cases: Vec<(String, Vec<u8>)>,
+    after: (&str, Vec<u8>, Expect),
+) -> Flow {
+    for (name, bad) in cases {
+        let request = s.signed(bad);
+        s.step(name, request, Expect::plain(INVALID)).await?;
+    }
+    let (name, good, expect) = after;
+    let request = s.signed(good);
+    s.step(name, request, expect).await?;
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! A small in-memory merchant server for the simulator to test: every interface family, correct
+//! by default (built on the same protocol module as koogate), with faults that can be switched
+//! on one at a time to break it the ways real merchant servers break.
+
+use crate::helpers::KEY;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use koogate::protocol::codes::ResultCode;
+use koogate::protocol::crypto::{FieldCipher, KeySize};
+use koogate::protocol::fields::{FieldError, Fields};
+use koogate::protocol::reply::{AppInfo, InstanceInfo, Reply};
+use koogate::protocol::saas_v2::{Activity, Request};
+use koogate::protocol::signature::{self, KeyRing, SignedParams};
+use koogate::protocol::v1::V1Request;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The license code the fake has activated.
+pub const LICENSE: &str = "LICENSE-TEST-0001";
+
+/// Ways to break the fake, one per flag.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Body-Sign keyed with key + timestamp instead of the key alone.
+    pub body_sign_with_timestamp: bool,
+    /// Body-Sign over `{"a": "b"}` while `{"a":"b"}` is sent.
+    pub reserialised_after_signing: bool,
+    pub no_body_sign: bool,
+    /// A nonce may be used again.
+    pub accepts_replayed_nonce: bool,
+    /// The timestamp window is not checked.
+    pub accepts_stale_timestamp: bool,
+    /// Each newInstance creates an instance, duplicates included.
+    pub instance_per_call: bool,
+    /// Every answer is a proxy's HTML error page.
+    pub html: bool,
+    /// After answering one bad request, every answer is an HTTP 500.
+    pub breaks_after_bad_input: bool,
+    /// V1 credentials are sent in plain text.
+    pub plain_v1_credentials: bool,
+    /// Each answer waits this long first.
+    pub delay: Duration,
+}
+
+#[derive(Default)]
+struct Memory {
+    nonces: HashSet<String>,
+    /// Idempotency key → the first answer's bytes.
+    answers: HashMap<String, Vec<u8>>,
+    instances: HashSet<String>,
+    broken: bool,
+}
+
+#[derive(Clone)]
+struct Fake {
+    faults: Faults,
+    memory: Arc<Mutex<Memory>>,
+}
+
+/// Starts the fake on port 0 and returns its base URL (`http://127.0.0.1:PORT`). It serves
+/// `/saas` (V2 POST, V1 GET), `/order-notify` and `/license-code` until the test ends.
+pub async fn start(faults: Faults) -> String {
+    let fake = Fake {
+        faults,
+        memory: Arc::default(),
+    };
+    let router = Router::new()
+        .route("/saas", post(saas_v2).get(saas_v1))
+        .route("/order-notify", post(order_notify))
+        .route("/license-code", post(license_code))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+impl Fake {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().expect("fake memory")
+    }
+
+    /// §2.2 verification with the nonce store, unless a fault skips part of it: the signed
+    /// timestamp, or the bytes of the refusal.
+    fn verify(&self, query: &str, body: &[u8]) -> Result<String, Vec<u8>> {
+        let params = SignedParams::from_query(query);
+        let now = chrono::Utc::now().timestamp_millis();
+        let now = match (&params.timestamp, self.faults.accepts_stale_timestamp) {
+            (Some(ts), true) => signature::timestamp_millis(ts).unwrap_or(now),
+            _ => now,
+        };
+        let refused = |why: String| Reply::new(ResultCode::AuthFailed, why).to_bytes();
+        let verified = signature::verify(&KeyRing::from_list(KEY), &params, body, false, now)
+            .map_err(|e| refused(e.to_string()))?;
+        if !self.memory().nonces.insert(verified.nonce.clone())
+            && !self.faults.accepts_replayed_nonce
+        {
+            return Err(refused("nonce was already used".into()));
+        }
+        Ok(params.timestamp.unwrap_or_default())
+    }
+
+    fn invalid(&self, error: FieldError) -> Vec<u8> {
+        self.memory().broken |= self.faults.breaks_after_bad_input;
+        Reply::new(ResultCode::InvalidParam, error.to_string()).to_bytes()
+    }
+
+    /// Answers `body`, signed (or mis-signed) as the faults say.
+    async fn answer(&self, body: Vec<u8>, time: &str) -> Response {
+        tokio::time::sleep(self.faults.delay).await;
+        if self.faults.html {
+            let page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+            return ([(header::CONTENT_TYPE, "text/html")], page).into_response();
+        }
+        let signed_bytes = if self.faults.reserialised_after_signing {
+            String::from_utf8_lossy(&body)
+                .replace("\":", "\": ")
+                .replace(",\"", ", \"")
+                .into_bytes()
+        } else {
+            body.clone()
+        };
+        let key = if self.faults.body_sign_with_timestamp {
+            format!("{KEY}{time}")
+        } else {
+            KEY.to_owned()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
+        if !self.faults.no_body_sign {
+            let value = signature::body_sign(&key, &signed_bytes);
+            headers.insert("Body-Sign", HeaderValue::from_str(&value).expect("ASCII"));
+        }
+        (StatusCode::OK, headers, body).into_response()
+    }
+
+    fn broken(&self) -> bool {
+        self.memory().broken
+    }
+
+    fn exists(&self, id: &str) -> Reply {
+        if self.memory().instances.contains(id) {
+            Reply::success()
+        } else {
+            Reply::new(
+                ResultCode::NotFound,
+                format!("instance {id} does not exist"),
+            )
+        }
+    }
+
+    /// D7: the first answer for `key`, made by `first` and stored, or the stored one.
+    fn once(&self, key: String, id: &str, first: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+        let mut memory = self.memory();
+        if self.faults.instance_per_call {
+            memory.instances.insert(id.to_owned());
+            return first();
+        }
+        if let Some(stored) = memory.answers.get(&key) {
+            return stored.clone();
+        }
+        let bytes = first();
+        memory.instances.insert(id.to_owned());
+        memory.answers.insert(key, bytes.clone());
+        bytes
+    }
+}
+
+fn app_info(id: &str) -> AppInfo {
+    AppInfo {
+        front_end_url: format!("https://app.example.net/{id}"),
+        admin_url: None,
+        user_name: None,
+        password: None,
+        memo: None,
+    }
+}
+
+const SERVER_ERROR: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "");
+
+async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    if fake.broken() {
+        return SERVER_ERROR.into_response();
+    }
+    let time = match fake.verify(query.as_deref().unwrap_or_default(), &body) {
+        Ok(time) => time,
+        Err(refusal) => return fake.answer(refusal, "").await,
+    };
+    let bytes = match Request::parse(&body) {
+        Err(error) => fake.invalid(error),
+        Ok(request) => match request.activity {
+            Activity::NewInstance {
+                order_id,
+                order_line_id,
+                business_id,
+            } => fake.once(format!("{order_id}\n{order_line_id}"), &business_id, || {
+                Reply::success().with_instance_id(&business_id).to_bytes()
+            }),
+            Activity::QueryInstance { instance_ids } => {
+                let known = fake.memory().instances.clone();
+                let info: Vec<InstanceInfo> = instance_ids
+                    .into_iter()
+                    .filter(|id| known.contains(id))
+                    .map(|id| InstanceInfo {
+                        app_info: Some(app_info(&id)),
+                        instance_id: id,
+                    })
+                    .collect();
+                if info.is_empty() {
+                    Reply::new(ResultCode::NotFound, "no such instance").to_bytes()
+                } else {
+                    let mut reply = Reply::success();
+                    reply.info = Some(info);
+                    reply.to_bytes()
+                }
+            }
+            other => fake
+                .exists(other.instance_id().unwrap_or_default())
+                .to_bytes(),
+        },
+    };
+    fake.answer(bytes, &time).await
+}
+
+async fn saas_v1(State(fake): State<Fake>, RawQuery(query): RawQuery) -> Response {
+    if fake.broken() {
+        return SERVER_ERROR.into_response();
+    }
+    let request = V1Request::from_query(query.as_deref().unwrap_or_default());
+    let time = request.get("timeStamp").unwrap_or_default().to_owned();
+    if let Err(error) = request.verify([KEY], chrono::Utc::now(), 600) {
+        let reply = Reply::new(ResultCode::AuthFailed, error.to_string());
+        return fake.answer(reply.to_bytes(), &time).await;
+    }
+    let bytes = match v1_activity(&fake, &request) {
+        Ok(bytes) => bytes,
+        Err(error) => fake.invalid(error),
+    };
+    fake.answer(bytes, &time).await
+}
+
+fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> {
+    let required = |field: &'static str| match request.get(field) {
+        None | Some("") => Err(FieldError::Missing(field)),
+        Some(value) if value.chars().count() > 64 => Err(FieldError::TooLong { field, max: 64 }),
+        Some(value) => Ok(value.to_owned()),
+    };
+    let cipher = FieldCipher::new(KEY, KeySize::Aes256);
+    let credentials = |id: &str| {
+        let mut info = app_info(id);
+        let seal = |text: &str| {
+            if fake.faults.plain_v1_credentials {
+                text.to_owned()
+            } else {
+                cipher.encrypt(text)
+            }
+        };
+        info.user_name = Some(seal("admin"));
+        info.password = Some(seal("s3cret-pass"));
+        info
+    };
+    let activity = required("activity")?;
+    Ok(match activity.as_str() {
+        "newInstance" => {
+            let (order, id) = (required("orderId")?, required("businessId")?);
+            required("customerId")?;
+            fake.once(order, &id, || {
+                let mut reply = Reply::success().with_instance_id(&id);
+                reply.encrypt_type = Some("1");
+                reply.app_info = Some(credentials(&id));
+                reply.to_bytes()
+            })
+        }
+        "queryInstance" => {
+            let id = required("instanceId")?;
+            if !fake.memory().instances.contains(&id) {
+                return Ok(fake.exists(&id).to_bytes());
+            }
+            let mut reply = Reply::success();
+            reply.encrypt_type = Some("1");
+            reply.info = Some(vec![InstanceInfo {
+                app_info: Some(credentials(&id)),
+                instance_id: id,
+            }]);
+            reply.to_bytes()
+        }
+        "refreshInstance" | "expireInstance" | "instanceStatus" | "upgrade" | "releaseInstance" => {
+            fake.exists(&required("instanceId")?).to_bytes()
+        }
+        _ => return Err(FieldError::UnknownActivity(activity)),
+    })
+}
+
+async fn order_notify(
+    State(fake): State<Fake>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    if fake.broken() {
+        return SERVER_ERROR.into_response();
+    }
+    let time = match fake.verify(query.as_deref().unwrap_or_default(), &body) {
+        Ok(time) => time,
+        Err(refusal) => return fake.answer(refusal, "").await,
+    };
+    let parsed = Fields::parse(&body).and_then(|f| {
+        match f.required("activity", 20)?.as_str() {
+            "orderNotify" => {}
+            other => return Err(FieldError::UnknownActivity(other.to_owned())),
+        }
+        f.required("orderId", 64)?;
+        f.required("orderLineId", 64)?;
+        f.test_flag()
+    });
+    let bytes = match parsed {
+        Ok(_) => Reply::new(ResultCode::Success, "success").to_bytes(),
+        Err(error) => fake.invalid(error),
+    };
+    fake.answer(bytes, &time).await
+}
+
+async fn license_code(
+    State(fake): State<Fake>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    if fake.broken() {
+        return SERVER_ERROR.into_response();
+    }
+    let time = match fake.verify(query.as_deref().unwrap_or_default(), &body) {
+        Ok(time) => time,
+        Err(refusal) => return fake.answer(refusal, "").await,
+    };
+    let parsed = Fields::parse(&body).and_then(|f| {
+        let license = f.required("license", 64)?;
+        match f.required("activity", 32)?.as_str() {
+            "refreshLicenseCode" => {
+                for field in ["scene", "orderId", "orderLineId", "expireTime"] {
+                    f.required(field, 64)?;
+                }
+            }
+            "updateLicenseCodeStatus" => {
+                f.required("status", 32)?;
+            }
+            "releaseLicenseCode" => {}
+            other => return Err(FieldError::UnknownActivity(other.to_owned())),
+        }
+        Ok(license)
+    });
+    let bytes = match parsed {
+        Ok(license) if license == LICENSE => Reply::success().to_bytes(),
+        Ok(license) => Reply::new(
+            ResultCode::NotFound,
+            format!("license code {license} does not exist"),
+        )
+        .to_bytes(),
+        Err(error) => fake.invalid(error),
+    };
+    fake.answer(bytes, &time).await
+}
