@@ -5,7 +5,7 @@
 use super::callback::Answer;
 use super::instance::{Family, Instance};
 use super::provision::Provisioner;
-use super::steps::{self, change};
+use super::steps::{self, Created, change};
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v1::{Activity, ChargingMode, Linear, NewInstance, Refresh, Upgrade};
@@ -97,7 +97,9 @@ async fn new_instance(
             None => reply,
         }
     };
-    steps::create_once(tx, provisioner, &key, now_ms, build, answer).await
+    match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
+        Created::Fresh(answer) | Created::Replayed(answer) => Ok(answer),
+    }
 }
 
 fn instance_for(order: NewInstance, test: bool, now_ms: i64) -> Instance {

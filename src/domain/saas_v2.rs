@@ -4,7 +4,7 @@ use super::callback::Answer;
 use super::instance::{Family, Instance};
 use super::order::{self, Fetch};
 use super::provision::Provisioner;
-use super::steps::{self, change};
+use super::steps::{self, Created, change};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::{Activity, Request, StatusChange};
@@ -151,15 +151,17 @@ async fn new_instance(
         };
         reply.with_instance_id(&instance.id)
     };
-    let created = steps::create_once(tx, provisioner, &key, now_ms, build, answer).await?;
-    // A replayed answer names the same instance: its fetch is already enqueued, and
-    // enqueueing it again does nothing (the job is deduplicated).
-    match created.instance_id.clone() {
-        Some(instance_id) => {
-            let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
-            fetch_if_accepted(tx, created, &fetch, now_ms).await
-        }
-        None => Ok(created),
+    // Only the call that created the instance enqueues its order fetch: a replay (every
+    // retry, and every buyer who opens the resource details) stays a read and one insert.
+    match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
+        Created::Fresh(created) => match created.instance_id.clone() {
+            Some(instance_id) => {
+                let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
+                fetch_if_accepted(tx, created, &fetch, now_ms).await
+            }
+            None => Ok(created),
+        },
+        Created::Replayed(earlier) => Ok(earlier),
     }
 }
 

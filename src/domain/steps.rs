@@ -9,6 +9,14 @@ use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply};
 use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
 
+/// What [`create_once`] did.
+pub enum Created {
+    /// This call created (or tried and failed to create) the instance.
+    Fresh(Answer),
+    /// An earlier call did: its answer, to send again byte for byte.
+    Replayed(Answer),
+}
+
 /// D7: the first call under `key` creates the instance `build` describes (its id is that
 /// call's `businessId`), provisions it and answers with `answer`; every later call under
 /// the same key replays the first answer byte for byte, without building anything.
@@ -19,9 +27,9 @@ pub async fn create_once(
     now_ms: i64,
     build: impl FnOnce() -> Instance,
     answer: impl FnOnce(&Instance) -> Reply,
-) -> StoreResult<Answer> {
+) -> StoreResult<Created> {
     if let Some(earlier) = replay(tx, key, now_ms).await? {
-        return Ok(earlier);
+        return Ok(Created::Replayed(earlier));
     }
     let mut instance = build();
     instance.app_info = provision(provisioner, &instance);
@@ -32,15 +40,15 @@ pub async fn create_once(
         instance.app_info = provision(provisioner, &instance);
         if !tx.insert_instance(&instance).await? {
             tx.abandon_idempotency(key).await?;
-            return Ok(Answer::reply(&Reply::new(
+            return Ok(Created::Fresh(Answer::reply(&Reply::new(
                 ResultCode::Internal,
                 "could not allocate an instance id",
-            )));
+            ))));
         }
     }
     let answer = Answer::reply(&answer(&instance)).with_instance(instance.id);
     settle(tx, key, &answer).await?;
-    Ok(answer)
+    Ok(Created::Fresh(answer))
 }
 
 /// Claims `key` for this callback; `Some` is an earlier callback's answer, to replay
