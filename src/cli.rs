@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
+pub mod jobs;
 pub mod orders;
 
 use crate::app::{self, AppState};
@@ -49,6 +50,9 @@ pub enum Command {
     /// What koogate knows of an order, and what the marketplace says of it.
     #[command(subcommand)]
     Orders(OrdersCommand),
+    /// Background jobs parked as failed: list them, or queue them again.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
     #[command(subcommand)]
     License(LicenseCommand),
@@ -73,6 +77,22 @@ pub enum OrdersCommand {
     Fetch {
         order_id: String,
         order_line_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The jobs parked as failed after their last attempt, with their last error.
+    Failed,
+    /// Queue parked jobs again (due now, attempts counted afresh) once the cause is fixed;
+    /// a running server picks them up at its next poll.
+    Retry {
+        /// The ids to queue again (as `orders show` and `jobs failed` print them).
+        #[arg(required_unless_present = "all_failed")]
+        ids: Vec<i64>,
+        /// Queue every failed job again.
+        #[arg(long, conflicts_with = "ids")]
+        all_failed: bool,
     },
 }
 
@@ -270,6 +290,20 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
             println!(
                 "{}",
                 orders::fetch(&client, &order_id, order_line_id.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Failed) => {
+            let store = app::open_store(&settings).await?;
+            print!("{}", jobs::failed(store.as_ref()).await?);
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Retry { ids, all_failed }) => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            print!(
+                "{}",
+                jobs::retry(store.as_ref(), &ids, all_failed, now_ms).await?
             );
             Ok(())
         }

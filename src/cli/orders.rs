@@ -136,7 +136,7 @@ fn instance(out: &mut String, i: &Instance) {
     );
 }
 
-fn job(out: &mut String, job: &Job) {
+pub(super) fn job(out: &mut String, job: &Job) {
     let _ = writeln!(
         out,
         "  #{} {}  {}  attempts {}  {}",

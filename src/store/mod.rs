@@ -90,6 +90,11 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>>;
     /// One job.
     async fn job(&self, id: i64) -> StoreResult<Option<Job>>;
+    /// Jobs parked as failed, oldest first.
+    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Puts a parked job back in the queue, due now, with a fresh count of attempts (its
+    /// last error is kept until the next attempt); `false` if it is not parked.
+    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.

@@ -230,6 +230,31 @@ impl Store for PgStore {
         .await?;
         row.map(JobRow::into_job).transpose()
     }
+
+    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE state = 'failed' ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(JobRow::into_job).collect()
+    }
+
+    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', attempts = 0, run_at_ms = $1, updated_ms = $2 \
+             WHERE id = $3 AND state = 'failed'",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 struct PgTx(Transaction<'static, Postgres>);

@@ -5,7 +5,7 @@ use crate::helpers::{Backend, Database, KEY, TestApp, eventually, order_id};
 use crate::mock_market::{self, MockServer, order};
 use crate::on_both_backends;
 use crate::orders::settled_job;
-use koogate::cli::orders;
+use koogate::cli::{jobs, orders};
 use koogate::store::{JobState, PoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +107,36 @@ async fn a_job_that_keeps_failing_is_parked_and_shown(backend: Backend) {
     let job = settled_job(&app, &foreign).await;
     assert_eq!((job.state, job.attempts), (JobState::Failed, 1));
     assert!(job.last_error.unwrap().contains("MKT.0150"));
+
+    // Once the cause is fixed, an operator lists the parked jobs and queues one again.
+    let store = app.store.as_ref();
+    let listing = jobs::failed(store).await.unwrap();
+    for subject in [&order_id, &foreign] {
+        assert!(listing.contains(&format!("about {subject}")), "{listing}");
+    }
+    let parked = app.store.jobs_about(&order_id).await.unwrap()[0].id;
+    let now = chrono::Utc::now().timestamp_millis();
+    let retried = jobs::retry(store, &[parked, 999_999], false, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        retried,
+        format!("#{parked}  queued again\n#999999  no such job\n")
+    );
+    let done = eventually("the queued-again job to finish", || async {
+        let job = store.job(parked).await.unwrap().unwrap();
+        (job.state == JobState::Done).then_some(job)
+    })
+    .await;
+    assert_eq!(done.attempts, 1, "attempts are counted afresh");
+    let again = jobs::retry(store, &[parked], false, now).await.unwrap();
+    assert_eq!(again, format!("#{parked}  not failed: left as it is\n"));
+    assert!(
+        !jobs::failed(store)
+            .await
+            .unwrap()
+            .contains(&format!("about {order_id}"))
+    );
 }
 
 async fn without_credentials_fetches_are_parked_with_the_reason(backend: Backend) {
