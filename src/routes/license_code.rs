@@ -1,26 +1,12 @@
 //! `POST /koogallery/license-code`: License-code 2.0 renewals, freezes and releases
 //! (spec §6.3), signed as in §2.2 with the License授权码交付接口 key.
 
-use super::signed::{self, Family};
-use crate::app::AppState;
+use super::signed::Family;
 use crate::domain::callback::Work;
 use crate::protocol::license_code::Request;
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
 
-const FAMILY: Family = Family {
+pub const FAMILY: Family = Family {
     interface: "license_code",
     keys: |state| &state.keys.license_code,
     parse: |_, body, _| Request::parse(body).map(Work::LicenseCode),
 };
-
-pub async fn handle(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    signed::handle(&state, &FAMILY, query, headers, body).await
-}

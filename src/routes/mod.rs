@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get};
 
 /// Where each interface family is served (spec §B).
 pub const SAAS_PATH: &str = "/koogallery/saas";
@@ -34,12 +34,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .merge(family(
             LICENSE_CODE_PATH,
-            post(license_code::handle),
+            signed::post_route(&license_code::FAMILY),
             &keys.license_code,
         ))
         .merge(family(
             ORDER_NOTIFY_PATH,
-            post(order_notify::handle),
+            signed::post_route(&order_notify::FAMILY),
             &keys.order_notify,
         ))
         .route("/healthz", get(health::healthz))

@@ -11,8 +11,10 @@ use crate::protocol::fields::FieldError;
 use crate::protocol::reply::Reply;
 use crate::protocol::signature::{self, KeyRing, SignedParams, Variant};
 use axum::body::Body;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use axum::routing::{MethodRouter, post};
 use secrecy::SecretString;
 use std::time::Instant;
 use tracing::Span;
@@ -26,6 +28,16 @@ pub struct Family {
     /// Reads a verified body; the key that verified it is given for answers that
     /// encrypt with it.
     pub parse: fn(&AppState, &[u8], &SecretString) -> Result<Work, FieldError>,
+}
+
+/// The POST route of a family that has nothing else on its path.
+pub fn post_route(family: &'static Family) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              RawQuery(query): RawQuery,
+              headers: HeaderMap,
+              body: Body| async move { handle(&state, family, query, headers, body).await },
+    )
 }
 
 /// Serves one signed callback of `family`.
