@@ -763,3 +763,100 @@ async fn the_load_generator_counts_every_answer() {
         "half of the callbacks re-delivered an order"
     );
 }
+
+/// Graceful shutdown: a callback already being processed when the server is told to stop
+/// is finished and answered, and stored; only then does `serve` return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_callbacks_in_flight() {
+    use koogate::domain::provision::{ProvisionRequest, Provisioned, Provisioner};
+    use koogate::protocol::reply::AppInfo;
+    /// Takes its time, and says when it has started.
+    struct Slow(tokio::sync::mpsc::UnboundedSender<()>);
+    impl Provisioner for Slow {
+        fn provision(&self, request: &ProvisionRequest<'_>) -> Provisioned {
+            let _ = self.0.send(());
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            Provisioned::Ready(AppInfo {
+                front_end_url: format!("https://slow.example.net/{}", request.instance_id),
+                admin_url: None,
+                user_name: None,
+                password: None,
+                memo: None,
+            })
+        }
+    }
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let options = Options {
+        provisioner: Some(Arc::new(Slow(started_tx))),
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Database::fresh(Backend::Sqlite).await, options).await;
+    let store = app.store.clone();
+    let url = app.url("/koogallery/saas");
+    let body = new_instance(&order_id(), "in-flight");
+    let ts = chrono::Utc::now().timestamp_millis().to_string();
+    let sig = signature::sign(KEY, "n-in-flight", &ts, body.as_bytes(), Variant::A);
+    let request = app
+        .client
+        .post(format!(
+            "{url}?signature={sig}&timestamp={ts}&nonce=n-in-flight"
+        ))
+        .body(body)
+        .send();
+    let in_flight =
+        tokio::spawn(async move { TestApp::received(request.await.expect("answered")).await });
+
+    started
+        .recv()
+        .await
+        .expect("the callback reached the provisioner");
+    app.stop().await;
+
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.code(), "000000", "{}", answer.msg());
+    assert!(store.instance("in-flight").await.unwrap().is_some());
+}
+
+/// The binary stops on SIGTERM, as an orchestrator stops it, and exits cleanly.
+#[tokio::test]
+async fn the_server_process_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_koogate"))
+        .arg("serve")
+        .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "KOOGATE_DATABASE_URL",
+            format!("sqlite://{}/k.db", dir.path().display()),
+        )
+        .env("KOOGATE_ACCESS_KEY", KEY)
+        .env("KOOGATE_LOG_FILTER", "warn")
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    crate::helpers::eventually("the server to answer /healthz", || async {
+        client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .ok()
+    })
+    .await;
+
+    let pid = server.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = crate::helpers::eventually("the server to exit", || {
+        let exited = server.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "exit status {status}");
+}
