@@ -67,6 +67,14 @@ pub async fn remember_and_fetch(tx: &mut dyn Tx, fetch: &Fetch, now_ms: i64) -> 
     Ok(new)
 }
 
+/// Whether `order_id` is the order an instance follows now: its latest renewal, upgrade
+/// or unsubscribe order, else the order that created it. Fetches are retried with
+/// jitter and can be queued again by hand, so one of an older order can finish after a
+/// newer one; applying it would roll the newer expiry or SKU back.
+pub fn is_current_order(instance: &Instance, order_id: &str) -> bool {
+    instance.last_order_id.as_deref().unwrap_or(&instance.order_id) == order_id
+}
+
 /// Copies what an order line says onto an instance: product, SKU, linear value, charging
 /// mode, period, expiry and buyer. Facts the answer leaves out keep their stored value.
 pub fn apply(instance: &mut Instance, order: &OrderInfo, line: &OrderLine, now_ms: i64) {

@@ -62,15 +62,29 @@ impl Handler for OrderFetch {
         };
         let now_ms = (self.clock)();
         let mut tx = self.store.begin().await?;
+        // Instances first, then the order line: callbacks lock in the same order (a
+        // refresh locks its instance, then records its order line), so a job and a
+        // callback about the same order cannot deadlock.
+        let mut instances = Vec::with_capacity(targets.len());
+        for id in targets {
+            // An instance deleted since has nothing to fill in.
+            if let Some(instance) = tx.instance_for_update(&id).await? {
+                instances.push(instance);
+            }
+        }
         let mut record = fetch.line_record(now_ms);
         record.order_info = Some(answer.order_info_json.clone());
         record.fetched_ms = Some(now_ms);
         tx.store_order_info(&record).await?;
-        for id in targets {
-            // An instance deleted since has nothing to fill in.
-            let Some(mut instance) = tx.instance_for_update(&id).await? else {
+        for mut instance in instances {
+            if !order::is_current_order(&instance, &fetch.order_id) {
+                tracing::info!(
+                    order_id = %fetch.order_id,
+                    instance_id = %instance.id,
+                    "a newer order has changed the instance since: its facts are kept"
+                );
                 continue;
-            };
+            }
             let before = instance.clone();
             order::apply(&mut instance, &answer.order, line, now_ms);
             if instance != before {
