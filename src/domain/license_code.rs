@@ -78,6 +78,9 @@ impl LicenseCode {
                 self.released_by_test = test;
                 self.released_ms = Some(now_ms);
                 self.last_order_id = order_id.clone().or(self.last_order_id.take());
+            } else if !test {
+                // A real release is final, whatever test release came before it.
+                self.released_by_test = false;
             }
             self.updated_ms = now_ms;
             return true;
@@ -182,6 +185,15 @@ mod tests {
             !code.apply(true, &status(StatusChange::Unfreeze), 5),
             "a real release is final for tests too"
         );
+    }
+
+    #[test]
+    fn a_real_release_after_a_test_release_is_final() {
+        let mut code = LicenseCode::activated("L".into(), 0);
+        assert!(code.apply(true, &release(), 1));
+        assert!(code.apply(false, &release(), 2));
+        assert!(!code.visible_to(true));
+        assert!(!code.apply(true, &status(StatusChange::Unfreeze), 3));
     }
 
     #[test]

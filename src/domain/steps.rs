@@ -122,8 +122,15 @@ pub async fn query(
     test: bool,
     credentials: &Credentials,
 ) -> StoreResult<Answer> {
+    // An id listed twice is answered once, on either store.
+    let mut unique: Vec<String> = Vec::with_capacity(instance_ids.len());
+    for id in instance_ids {
+        if !unique.contains(id) {
+            unique.push(id.clone());
+        }
+    }
     let info: Vec<InstanceInfo> = tx
-        .instances(instance_ids)
+        .instances(&unique)
         .await?
         .into_iter()
         .filter(|i| i.visible_to(test))

@@ -191,7 +191,7 @@ async fn query_answers_the_ids_that_exist(backend: Backend) {
         .await;
 
     let answer = app
-        .saas(r#"{"activity":"queryInstance","instanceId":"q-2,missing,q-gone,q-1"}"#)
+        .saas(r#"{"activity":"queryInstance","instanceId":"q-2,missing,q-2,q-gone,q-1"}"#)
         .await;
 
     assert_eq!(answer.code(), "000000");
@@ -203,7 +203,7 @@ async fn query_answers_the_ids_that_exist(backend: Backend) {
     assert_eq!(
         ids,
         ["q-2", "q-1"],
-        "existing ids in the order asked; released ones left out (D8, D9)"
+        "existing ids once each, in the order asked; released ones left out (D8, D9)"
     );
     let app_info = &info[0]["appInfo"];
     assert_eq!(app_info["frontEndUrl"], "https://app.example.net/q-2");
