@@ -212,6 +212,14 @@ impl Settings {
                 "must be between 100 and 30000",
             ));
         }
+        if self.database.acquire_timeout_ms >= self.http.callback_deadline_ms {
+            // Otherwise a database outage makes callbacks wait out the whole deadline for a
+            // connection, and their 000005 arrives after KooGallery has given up.
+            return Err(err(
+                "database.acquire_timeout_ms",
+                "must be shorter than http.callback_deadline_ms",
+            ));
+        }
         self.saas_v1_key_size()?;
         self.saas_v2_key_size()?;
         self.validate_marketplace()?;
@@ -611,6 +619,11 @@ mod tests {
                 vec![("KOOGATE_DATABASE_URL", "mysql://x")],
                 None,
                 "database_url",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "4000")],
+                None,
+                "database.acquire_timeout_ms",
             ),
             (
                 vec![("KOOGATE_FRONTEND_URL", "app/{instanceId}")],

@@ -161,7 +161,7 @@ pub async fn process(
                 AuthError::ReplayedNonce.to_string(),
             ));
             record.verdict = "replayed-nonce".into();
-            return refuse(services.store.as_ref(), record, answer, started).await;
+            return refuse(services, record, answer, started).await;
         }
         Ok(Err(error)) => {
             tracing::error!(%error, "callback failed");
@@ -176,7 +176,7 @@ pub async fn process(
         }
     };
     let answer = Answer::reply(&Reply::new(ResultCode::Internal, failure));
-    refuse(services.store.as_ref(), record, answer, started).await
+    refuse(services, record, answer, started).await
 }
 
 async fn run(
@@ -221,18 +221,31 @@ async fn run(
     Ok(Some(answer))
 }
 
+/// How long recording a refused or failed callback may take past the deadline.
+const RECORD_GRACE: Duration = Duration::from_millis(250);
+
 /// Answers a callback that changes nothing (refused signature, replayed nonce, failure)
-/// and records it on its own. A database that is down cannot take the record: that is
-/// logged, and the answer still goes out.
+/// and records it on its own. The record may take what is left of the deadline and a
+/// short grace, no more, so that a database that is down or overloaded never holds the
+/// answer past KooGallery's 5 s; a record that cannot be written is logged instead.
 pub async fn refuse(
-    store: &dyn Store,
+    services: &Services,
     mut record: CallbackRecord,
     answer: Answer,
     started: Instant,
 ) -> Answer {
     fill(&mut record, &answer, started);
-    if let Err(error) = store.record_callback(&record).await {
-        tracing::error!(%error, "could not record the callback");
+    let left = services
+        .deadline
+        .saturating_sub(started.elapsed())
+        .max(RECORD_GRACE);
+    match tokio::time::timeout(left, services.store.record_callback(&record)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "could not record the callback"),
+        Err(_) => tracing::error!(
+            waited_ms = left.as_millis() as u64,
+            "could not record the callback in time"
+        ),
     }
     answer
 }

@@ -72,7 +72,11 @@ pub async fn remember_and_fetch(tx: &mut dyn Tx, fetch: &Fetch, now_ms: i64) -> 
 /// jitter and can be queued again by hand, so one of an older order can finish after a
 /// newer one; applying it would roll the newer expiry or SKU back.
 pub fn is_current_order(instance: &Instance, order_id: &str) -> bool {
-    instance.last_order_id.as_deref().unwrap_or(&instance.order_id) == order_id
+    instance
+        .last_order_id
+        .as_deref()
+        .unwrap_or(&instance.order_id)
+        == order_id
 }
 
 /// Copies what an order line says onto an instance: product, SKU, linear value, charging

@@ -2,14 +2,15 @@
 //! (D4), HTTP 200 for every protocol answer and 405/413 only for requests that are not
 //! valid HTTP for the route (D5), and the audit record started for each callback.
 
-use crate::domain::callback::{self, Answer, Work};
+use crate::domain::callback::{self, Answer, Services, Work};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::Reply;
 use crate::protocol::signature::{self, KeyRing};
-use crate::store::{CallbackRecord, Store};
+use crate::store::CallbackRecord;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -80,34 +81,48 @@ pub fn trace(work: &Work) {
     }
 }
 
-/// Reads the body up to `limit` bytes. A larger body is answered 413 (D5) as soon as
-/// the limit is passed, without reading the rest.
+/// Reads the body up to `limit` bytes, within the callback deadline. A larger body is
+/// answered 413 (D5) as soon as the limit is passed, without reading the rest; a body
+/// that breaks off or does not arrive in time is answered 400 or 408. All three answers
+/// are signed JSON, and recorded.
 pub async fn read_body(
-    store: &dyn Store,
+    services: &Services,
     body: Body,
     limit: usize,
     keys: &KeyRing,
     mut record: CallbackRecord,
     started: Instant,
 ) -> Result<(Bytes, CallbackRecord), Response> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok((bytes, record)),
-        Err(_) => {
-            tracing::warn!(limit, "request body over the limit refused");
-            record.verdict = "not-checked".into();
-            record.http_status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
-            let reply = Reply::new(
-                ResultCode::InvalidParam,
-                format!("request body is larger than {limit} bytes"),
-            );
-            let answer = callback::refuse(store, record, Answer::reply(&reply), started).await;
-            Err(signed(
+    let read = tokio::time::timeout(services.deadline, axum::body::to_bytes(body, limit)).await;
+    let (status, problem) = match read {
+        Ok(Ok(bytes)) => return Ok((bytes, record)),
+        Ok(Err(error))
+            if std::error::Error::source(&error)
+                .is_some_and(|cause| cause.is::<LengthLimitError>()) =>
+        {
+            (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                keys.primary(),
-                answer.body,
-            ))
+                format!("request body is larger than {limit} bytes"),
+            )
         }
-    }
+        Ok(Err(_)) => (
+            StatusCode::BAD_REQUEST,
+            "request body could not be read".to_owned(),
+        ),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body did not arrive within {} ms",
+                services.deadline.as_millis()
+            ),
+        ),
+    };
+    tracing::warn!(%problem, "request refused before its signature was checked");
+    record.verdict = "not-checked".into();
+    record.http_status = status.as_u16();
+    let reply = Reply::new(ResultCode::InvalidParam, problem);
+    let answer = callback::refuse(services, record, Answer::reply(&reply), started).await;
+    Err(signed(status, keys.primary(), answer.body))
 }
 
 /// Answers a method the route does not serve with 405 and a signed JSON body (D5).

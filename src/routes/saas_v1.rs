@@ -42,14 +42,21 @@ pub async fn handle_post(
 ) -> Response {
     let started = Instant::now();
     let now_ms = (state.services.clock)();
-    let store = state.services.store.as_ref();
     let keys = &state.keys.saas;
     let record = answer::record("saas_v1", &Method::POST, &query, &headers, now_ms);
-    let (body, mut record) =
-        match answer::read_body(store, body, state.max_body_bytes, keys, record, started).await {
-            Ok(read) => read,
-            Err(response) => return response,
-        };
+    let (body, mut record) = match answer::read_body(
+        &state.services,
+        body,
+        state.max_body_bytes,
+        keys,
+        record,
+        started,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
     record.raw_body = body.to_vec();
     // A token that is not visible ASCII cannot match a Base64 HMAC: treat it as absent.
     let token = headers.get(AUTH_TOKEN).and_then(|v| v.to_str().ok());
@@ -84,14 +91,13 @@ async fn respond(
         Ok(verified) => verified,
         Err((code, problem)) => {
             tracing::warn!(%problem, "SaaS 1.0 request refused");
-            record.verdict = problem.clone();
+            record.refused(&problem);
             let msg = match code {
                 ResultCode::AuthFailed => format!("authentication failed: {problem}"),
                 _ => problem,
             };
             let refused = Answer::reply(&Reply::new(code, msg));
-            let answer =
-                callback::refuse(state.services.store.as_ref(), record, refused, started).await;
+            let answer = callback::refuse(&state.services, record, refused, started).await;
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

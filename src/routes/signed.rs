@@ -51,14 +51,21 @@ pub async fn handle(
     let started = Instant::now();
     let now_ms = (state.services.clock)();
     let keys = (family.keys)(state);
-    let store = state.services.store.as_ref();
     let query = query.unwrap_or_default();
     let record = answer::record(family.interface, &Method::POST, &query, &headers, now_ms);
-    let (body, mut record) =
-        match answer::read_body(store, body, state.max_body_bytes, keys, record, started).await {
-            Ok(read) => read,
-            Err(response) => return response,
-        };
+    let (body, mut record) = match answer::read_body(
+        &state.services,
+        body,
+        state.max_body_bytes,
+        keys,
+        record,
+        started,
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
     record.raw_body = body.to_vec();
 
     let params = SignedParams::from_query(&query);
@@ -66,12 +73,13 @@ pub async fn handle(
         Ok(verified) => verified,
         Err(problem) => {
             tracing::warn!(%problem, "signature refused");
-            record.verdict = problem.to_string();
+            record.refused(&problem);
             let reply = Reply::new(
                 ResultCode::AuthFailed,
                 format!("authentication failed: {problem}"),
             );
-            let answer = callback::refuse(store, record, Answer::reply(&reply), started).await;
+            let answer =
+                callback::refuse(&state.services, record, Answer::reply(&reply), started).await;
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

@@ -165,6 +165,10 @@ pub struct StoredAnswer {
     pub body: Vec<u8>,
 }
 
+/// How much of a request's body is kept when its signature was refused: enough to see
+/// what was sent, without letting unauthenticated senders fill the disk.
+pub const REFUSED_BODY_KEPT: usize = 4096;
+
 /// The audit record of one callback: everything needed to see later what KooGallery
 /// sent and what koogate answered. Keys are never part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +189,21 @@ pub struct CallbackRecord {
     pub test: bool,
     pub order_id: Option<String>,
     pub instance_id: Option<String>,
+}
+
+impl CallbackRecord {
+    /// Marks the request as refused before verification, keeping at most
+    /// [`REFUSED_BODY_KEPT`] bytes of its body (the verdict says how many there were).
+    pub fn refused(&mut self, problem: impl std::fmt::Display) {
+        let len = self.raw_body.len();
+        self.verdict = problem.to_string();
+        if len > REFUSED_BODY_KEPT {
+            self.raw_body.truncate(REFUSED_BODY_KEPT);
+            self.verdict.push_str(&format!(
+                " (body of {len} bytes, first {REFUSED_BODY_KEPT} kept)"
+            ));
+        }
+    }
 }
 
 /// An order line koogate has heard of.

@@ -304,13 +304,19 @@ async fn callbacks_never_wait_for_the_marketplace(backend: Backend) {
 /// hand) must not roll back what a newer renewal brought.
 async fn a_late_fetch_of_an_older_order_keeps_the_newer_facts(backend: Backend) {
     let mock = MockServer::start().await;
-    let app = TestApp::spawn_with(Database::fresh(backend).await, mock_market::options(&mock)).await;
+    let app =
+        TestApp::spawn_with(Database::fresh(backend).await, mock_market::options(&mock)).await;
     let (first, renewal) = (order_id(), order_id());
-    mock.register(order(&first, "sku-first", "20270101000000")).await;
-    mock.register(order(&renewal, "sku-renewed", "20300101000000")).await;
+    mock.register(order(&first, "sku-first", "20270101000000"))
+        .await;
+    mock.register(order(&renewal, "sku-renewed", "20300101000000"))
+        .await;
 
     mock.fail_next("mkt0999", 4).await;
-    assert_eq!(app.saas(&new_instance(&first, "late-1")).await.code(), "000000");
+    assert_eq!(
+        app.saas(&new_instance(&first, "late-1")).await.code(),
+        "000000"
+    );
     let parked = settled_job(&app, &first).await;
     assert_eq!(parked.state, JobState::Failed);
     mock.fail_next("mkt0999", 0).await;
@@ -321,12 +327,25 @@ async fn a_late_fetch_of_an_older_order_keeps_the_newer_facts(backend: Backend) 
     assert_eq!(app.saas(&refresh).await.code(), "000000");
     assert_eq!(settled_job(&app, &renewal).await.state, JobState::Done);
     let now = chrono::Utc::now().timestamp_millis();
-    koogate::cli::jobs::retry(app.store.as_ref(), &[parked.id], false, now).await.unwrap();
+    koogate::cli::jobs::retry(app.store.as_ref(), &[parked.id], false, now)
+        .await
+        .unwrap();
     assert_eq!(settled_job(&app, &first).await.state, JobState::Done);
 
     let instance = app.store.instance("late-1").await.unwrap().unwrap();
     assert_eq!(instance.sku_code.as_deref(), Some("sku-renewed"));
-    assert_eq!(instance.expire_ms, Some(1_893_456_000_000), "2030-01-01, not 2027");
+    assert_eq!(
+        instance.expire_ms,
+        Some(1_893_456_000_000),
+        "2030-01-01, not 2027"
+    );
     let first_line = &app.store.order_lines(&first).await.unwrap()[0];
-    assert!(first_line.order_info.as_deref().unwrap().contains("sku-first"), "the older order is still stored");
+    assert!(
+        first_line
+            .order_info
+            .as_deref()
+            .unwrap()
+            .contains("sku-first"),
+        "the older order is still stored"
+    );
 }

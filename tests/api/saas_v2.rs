@@ -860,3 +860,65 @@ async fn the_server_process_stops_cleanly_on_sigterm() {
     .await;
     assert!(status.success(), "exit status {status}");
 }
+
+/// Unauthenticated senders cannot fill the audit table: a refused request keeps a
+/// bounded prefix of its body, and says how long it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_keeps_only_a_prefix_of_its_body() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let body = format!(
+        r#"{{"activity":"newInstance","pad":"{}"}}"#,
+        "x".repeat(10_000)
+    );
+    let answer = app
+        .post_signed("/koogallery/saas", "not-the-key", &body)
+        .await;
+    assert_eq!(answer.code(), "000001");
+
+    let record = &app.store.recent_callbacks(1).await.unwrap()[0];
+    assert_eq!(
+        record.raw_body,
+        body.as_bytes()[..koogate::store::REFUSED_BODY_KEPT].to_vec()
+    );
+    assert_eq!(
+        record.verdict,
+        format!(
+            "signature does not match (body of {} bytes, first 4096 kept)",
+            body.len()
+        )
+    );
+}
+
+/// A body that does not arrive within the deadline is answered (408, signed JSON)
+/// instead of holding the connection and the task forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_that_never_arrives_is_answered_in_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = Options::default()
+        .env("KOOGATE_HTTP_CALLBACK_DEADLINE_MS", "300")
+        .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "200");
+    let app = TestApp::spawn_with(Database::fresh(Backend::Sqlite).await, options).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"POST /koogallery/saas?signature=AA&timestamp=1&nonce=n HTTP/1.1\r\nHost: koogate\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"activity\"")
+        .await
+        .unwrap();
+
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut raw),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(read.is_ok(), "no answer within 5 s");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("body-sign: sign_type=\"HMAC-SHA256\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""resultMsg":"request body did not arrive within 300 ms""#),
+        "{text}"
+    );
+}
