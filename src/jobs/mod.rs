@@ -286,6 +286,7 @@ impl Worker {
                 token: &lease.token,
                 error: &error.message,
                 retry_at_ms,
+                uncounted: interrupted,
                 now_ms,
             })
             .await?;

@@ -300,6 +300,9 @@ pub struct JobFailure<'a> {
     pub error: &'a str,
     /// When to try again; `None` parks the job as failed.
     pub retry_at_ms: Option<i64>,
+    /// The attempt was cut short by a shutdown rather than failing: it is not counted,
+    /// so rolling restarts do not use up a job's attempts.
+    pub uncounted: bool,
     pub now_ms: i64,
 }
 

@@ -53,7 +53,8 @@ const CLAIM_JOB: &str = concat!(
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
      WHERE id = $2 AND lease_token = $3 AND state = 'running'";
 const FAIL_JOB: &str = "UPDATE jobs SET state = $1, run_at_ms = COALESCE($2, run_at_ms), last_error = $3, \
-     lease_token = NULL, lease_until_ms = NULL, updated_ms = $4 WHERE id = $5 AND lease_token = $6 AND state = 'running'";
+     lease_token = NULL, lease_until_ms = NULL, updated_ms = $4, attempts = attempts - $7 \
+     WHERE id = $5 AND lease_token = $6 AND state = 'running'";
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
@@ -202,6 +203,7 @@ impl Store for PgStore {
             .bind(failure.now_ms)
             .bind(failure.id)
             .bind(failure.token)
+            .bind(i64::from(failure.uncounted))
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

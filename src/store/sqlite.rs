@@ -57,7 +57,8 @@ const CLAIM_JOB: &str = concat!(
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = ? \
      WHERE id = ? AND lease_token = ? AND state = 'running'";
 const FAIL_JOB: &str = "UPDATE jobs SET state = ?, run_at_ms = COALESCE(?, run_at_ms), last_error = ?, \
-     lease_token = NULL, lease_until_ms = NULL, updated_ms = ? WHERE id = ? AND lease_token = ? AND state = 'running'";
+     lease_token = NULL, lease_until_ms = NULL, updated_ms = ?, attempts = attempts - ? \
+     WHERE id = ? AND lease_token = ? AND state = 'running'";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and its folder.
@@ -226,6 +227,7 @@ impl Store for SqliteStore {
             .bind(run_at)
             .bind(failure.error)
             .bind(failure.now_ms)
+            .bind(i64::from(failure.uncounted))
             .bind(failure.id)
             .bind(failure.token)
             .execute(&self.pool)

@@ -16,6 +16,7 @@ on_both_backends!(
     without_credentials_fetches_are_parked_with_the_reason,
     two_replicas_never_run_the_same_job_twice,
     a_job_whose_replica_died_mid_attempt_is_taken_again,
+    an_attempt_cut_short_by_a_stop_is_not_counted,
 );
 
 async fn notify(app: &TestApp, order_id: &str) {
@@ -246,4 +247,41 @@ async fn app_job_state(db: &Database, order_id: &str) -> JobState {
     };
     let store = koogate::store::connect(&db.url, &options).await.unwrap();
     store.jobs_about(order_id).await.unwrap()[0].state
+}
+
+/// A graceful stop (a rolling deploy) cuts an attempt short without counting it: the
+/// job is due again at once, and the next replica runs it as if nothing happened.
+async fn an_attempt_cut_short_by_a_stop_is_not_counted(backend: Backend) {
+    let mock = MockServer::start().await;
+    let app =
+        TestApp::spawn_with(Database::fresh(backend).await, mock_market::options(&mock)).await;
+    let order_id = order_id();
+    mock.register(order(&order_id, "sku-stop", "20270101000000"))
+        .await;
+    mock.delay_next(10_000, 1).await;
+
+    notify(&app, &order_id).await;
+    eventually("the replica to be mid-attempt", || async {
+        let calls = mock.queries_for(&order_id).await;
+        (calls.len() == 1 && calls[0].status == 0).then_some(())
+    })
+    .await;
+    let db = app.stop().await;
+    let store = koogate::store::connect(
+        &db.url,
+        &PoolOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
+    let job = store.jobs_about(&order_id).await.unwrap().remove(0);
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0), "{job:?}");
+    assert!(job.last_error.unwrap().contains("interrupted"));
+    drop(store);
+
+    let restarted = TestApp::spawn_with(db, mock_market::options(&mock)).await;
+    let job = settled_job(&restarted, &order_id).await;
+    assert_eq!((job.state, job.attempts), (JobState::Done, 1), "{job:?}");
 }
