@@ -2,6 +2,7 @@
 //! merchant's own system can provision asynchronously (answering `000004`) instead of
 //! the built-in provisioner, which renders app info from templates.
 
+use crate::protocol::crypto;
 use crate::protocol::reply::AppInfo;
 use rand::distr::{Alphanumeric, SampleString};
 
@@ -39,6 +40,9 @@ pub struct TemplateProvisioner {
     pub memo: Option<String>,
 }
 
+/// `appInfo.userName` and `password` are String(128) on the wire (spec §3.2, §4.1).
+const MAX_CREDENTIAL_CHARS: usize = 128;
+
 /// Placeholder replaced by the instance id in every template.
 pub const INSTANCE_ID_PLACEHOLDER: &str = "{instanceId}";
 
@@ -63,7 +67,25 @@ impl TemplateProvisioner {
             }
         }
         let widest = self.app_info(&"x".repeat(64));
-        widest.check_limits()
+        widest.check_limits()?;
+        // SaaS 1.0 always sends the credentials encrypted (and SaaS 2.0 may, D6): the
+        // encrypted form must fit the same 128 characters.
+        for (name, value) in [
+            ("user_name", &widest.user_name),
+            ("password", &widest.password),
+        ] {
+            if let Some(value) = value
+                && crypto::encrypted_len(value.len()) > MAX_CREDENTIAL_CHARS
+            {
+                return Err(format!(
+                    "app.{name} renders to up to {} bytes; encrypted it would exceed \
+                     {MAX_CREDENTIAL_CHARS} characters (keep it within {} bytes)",
+                    value.len(),
+                    crypto::MAX_PLAINTEXT_FOR_128
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn app_info(&self, instance_id: &str) -> AppInfo {
@@ -123,6 +145,19 @@ mod tests {
         );
         assert_eq!(info.user_name.as_deref(), Some("admin-abc"));
         assert_eq!(info.password.as_ref().map(String::len), Some(16));
+    }
+
+    #[test]
+    fn user_names_must_fit_once_encrypted() {
+        let mut p = provisioner();
+        p.user_name = Some(format!("{}{{instanceId}}", "u".repeat(15)));
+        assert!(p.check().is_ok(), "15 + 64 = 79 bytes fit");
+        p.user_name = Some(format!("{}{{instanceId}}", "u".repeat(16)));
+        let problem = p.check().unwrap_err();
+        assert!(
+            problem.contains("app.user_name renders to up to 80 bytes"),
+            "{problem}"
+        );
     }
 
     #[test]

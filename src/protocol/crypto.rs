@@ -22,6 +22,16 @@ pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
     Hmac::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length")
 }
 
+/// The length of a field once encrypted: the 16-character IV, then Base64 of the
+/// PKCS#5-padded ciphertext (always at least one byte of padding).
+pub const fn encrypted_len(plaintext_bytes: usize) -> usize {
+    let ciphertext = (plaintext_bytes / 16 + 1) * 16;
+    16 + ciphertext.div_ceil(3) * 4
+}
+
+/// The longest plaintext whose encrypted form fits 128 characters.
+pub const MAX_PLAINTEXT_FOR_128: usize = 79;
+
 /// Why an encrypted field could not be read, or an `encryptType` / IV was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {
@@ -215,6 +225,17 @@ fn update_state(state: &mut [u8; 20], output: &[u8; 20]) {
 mod tests {
     use super::*;
     use aes::cipher::block_padding::NoPadding;
+
+    #[test]
+    fn encrypted_lengths_match_real_ciphertexts() {
+        let cipher = FieldCipher::new("test-access-key-0001", KeySize::Aes256);
+        for n in [0, 1, 15, 16, 17, 47, 48, 79, 80, 100] {
+            let field = cipher.encrypt(&"a".repeat(n));
+            assert_eq!(field.len(), encrypted_len(n), "{n} bytes");
+        }
+        assert!(encrypted_len(MAX_PLAINTEXT_FOR_128) <= 128);
+        assert!(encrypted_len(MAX_PLAINTEXT_FOR_128 + 1) > 128);
+    }
 
     const KEY_1: &str = "test-access-key-0001";
     const KEY_2: &str = "9fa6c870-8bb0-4e9b-b71e-4c223300156f";
