@@ -353,7 +353,9 @@ pub fn body_sign_problem(key: &str, received: &Received, time: &str) -> Option<S
         );
     };
     let body = &received.body;
-    if signature::verify_body_sign(key, body, header) {
+    // The documented form exactly (spec §2.4, D4): KooGallery's parser is not public, so
+    // only the documented spelling is known to be accepted.
+    if header.trim() == signature::body_sign(key, body) {
         return None;
     }
     let Some(normalised) = lenient_header(header) else {

@@ -31,6 +31,8 @@ pub struct Faults {
     /// Body-Sign over `{"a": "b"}` while `{"a":"b"}` is sent.
     pub reserialised_after_signing: bool,
     pub no_body_sign: bool,
+    /// Body-Sign written `signature="…"`, without the documented space.
+    pub body_sign_without_space: bool,
     /// A nonce may be used again.
     pub accepts_replayed_nonce: bool,
     /// The timestamp window is not checked.
@@ -138,7 +140,10 @@ impl Fake {
             HeaderValue::from_static("application/json;charset=UTF-8"),
         );
         if !self.faults.no_body_sign {
-            let value = signature::body_sign(&key, &signed_bytes);
+            let mut value = signature::body_sign(&key, &signed_bytes);
+            if self.faults.body_sign_without_space {
+                value = value.replace("signature= ", "signature=");
+            }
             headers.insert("Body-Sign", HeaderValue::from_str(&value).expect("ASCII"));
         }
         (StatusCode::OK, headers, body).into_response()

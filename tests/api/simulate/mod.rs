@@ -242,6 +242,16 @@ async fn broken_servers_are_named_for_their_fault() {
         ),
         (
             Faults {
+                body_sign_without_space: true,
+                ..Faults::default()
+            },
+            Interface::SaasV2,
+            Scenario::Lifecycle,
+            "newInstance for new order",
+            "carries the right signature in the wrong format",
+        ),
+        (
+            Faults {
                 no_body_sign: true,
                 ..Faults::default()
             },
