@@ -2,7 +2,7 @@
 
 use super::{Flow, SIMULTANEOUS, Session, body, business_id, line, next_year, signed};
 use crate::simulate::Scenario;
-use crate::simulate::checks::{ACCEPTED, Expect, SUCCESS};
+use crate::simulate::checks::{ACCEPTED, Expect, NOT_FOUND, SUCCESS};
 
 /// The mock order the debugging cases use (spec §8.2, §9): KooGallery's 查询订单 answers it
 /// without a purchase.
@@ -102,11 +102,22 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
         );
     };
     let (renewal, upgrade_order) = (s.fresh_order(), s.fresh_order());
-    let steps = [
+    let unknown = format!("{}-unknown", business_id());
+    let mut steps = vec![
         (
             "queryInstance lists the new instance",
             query(&id, flag),
             Expect::query(&id),
+        ),
+        (
+            "queryInstance for it and an unknown id answers 000000 and lists it (D8)",
+            query(&format!("{id},{unknown}"), flag),
+            Expect::query(&id),
+        ),
+        (
+            "updateInstanceStatus for an unknown instance answers 000003",
+            status(&unknown, "FREEZE", flag),
+            Expect::plain(NOT_FOUND),
         ),
         (
             "refreshInstance RENEWAL answers 000000",
@@ -139,6 +150,16 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
             Expect::plain(SUCCESS),
         ),
     ];
+    // A real release is final (D9). After a debugging release, koogate keeps a test
+    // instance for later test callbacks so the dial test keeps passing (spec §9), so the
+    // check is made on real callbacks only.
+    if s.options.real {
+        steps.push((
+            "updateInstanceStatus on the released instance answers 000003 (D9)",
+            status(&id, "UNFREEZE", flag),
+            Expect::plain(NOT_FOUND),
+        ));
+    }
     for (name, step, expect) in steps {
         let request = s.signed(step);
         s.step(name, request, expect).await?;

@@ -488,7 +488,7 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 8 checks, 8 passed, 0 failed\n"),
+        stdout.ends_with("summary: 10 checks, 10 passed, 0 failed\n"),
         "{stdout}"
     );
 
