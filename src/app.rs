@@ -35,6 +35,8 @@ pub struct AppState {
     /// The open-API client the background jobs call KooGallery with.
     pub marketplace: marketplace::Client,
     pub job_policy: jobs::Policy,
+    /// How long callback records are kept, if not for ever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
                 .expect("checked when the settings were loaded"),
             marketplace: marketplace::Client::from_settings(settings),
             job_policy: settings.job_policy(),
+            audit_retention: settings.audit_retention(),
         }
     }
 
@@ -114,7 +117,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-    let purger = purge_nonces(state.services.store.clone(), stop_rx.clone());
+    let purger = maintain(
+        state.services.store.clone(),
+        state.audit_retention,
+        stop_rx.clone(),
+    );
     let worker = state.worker().run(stop_rx);
     let server = async move {
         let result = axum::serve(listener, router(state))
@@ -127,21 +134,50 @@ pub async fn serve(
     result
 }
 
-/// Forgets expired nonces once a minute, so the shared nonce table stays small.
-async fn purge_nonces(store: Arc<dyn Store>, mut stop: tokio::sync::watch::Receiver<()>) {
+/// Callback records deleted per statement, so that a purge never holds the (SQLite)
+/// writer long enough to delay a callback.
+const PURGE_BATCH: u32 = 1_000;
+
+/// Background maintenance, once a minute: forgets expired nonces, so the shared nonce
+/// table stays small, and deletes callback records older than the retention, if any.
+async fn maintain(
+    store: Arc<dyn Store>,
+    retention: Option<Duration>,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match store
-            .purge_nonces(chrono::Utc::now().timestamp_millis())
-            .await
-        {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        match store.purge_nonces(now_ms).await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces forgotten"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge expired nonces"),
+        }
+        let Some(retention) = retention else { continue };
+        let before_ms =
+            now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let mut purged = 0;
+        loop {
+            match store.purge_callbacks(before_ms, PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < u64::from(PURGE_BATCH) {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not delete old callback records");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "callback records past the retention deleted");
         }
     }
 }

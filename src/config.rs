@@ -44,6 +44,7 @@ pub struct Settings {
     pub saas_v2: SaasV2,
     pub marketplace: Marketplace,
     pub jobs: Jobs,
+    pub audit: Audit,
     pub log: Log,
     #[serde(skip)]
     pub keys: Keys,
@@ -128,6 +129,13 @@ pub struct Jobs {
 pub struct Credentials {
     pub ak: String,
     pub sk: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// Days to keep callback records; 0 keeps them all.
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +329,12 @@ impl Settings {
         Duration::from_millis(self.database.acquire_timeout_ms)
     }
 
+    /// How long callback records are kept, if not for ever.
+    pub fn audit_retention(&self) -> Option<Duration> {
+        (self.audit.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.audit.retention_days) * 86_400))
+    }
+
     pub fn callback_deadline(&self) -> Duration {
         Duration::from_millis(self.http.callback_deadline_ms)
     }
@@ -509,6 +523,11 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.database_url.starts_with("sqlite://"));
         assert!(s.keys.is_empty());
+        assert_eq!(
+            s.audit_retention(),
+            None,
+            "records are kept unless told otherwise"
+        );
         assert_eq!(s.http.max_body_bytes, 65536);
         assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes256);
         assert_eq!(s.saas_v1.timestamp_window_secs, 600);
@@ -547,6 +566,7 @@ mod tests {
                 ),
                 ("KOOGATE_DATABASE_MAX_CONNECTIONS", "4"),
                 ("KOOGATE_SIGNATURE_ACCEPT_VARIANT_B", "true"),
+                ("KOOGATE_AUDIT_RETENTION_DAYS", "30"),
                 ("KOOGATE_ACCESS_KEY", "k1,k2"),
                 ("KOOGATE_ACCESS_KEY_ORDER_NOTIFY", "notify-key"),
             ],
@@ -556,6 +576,7 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.database.max_connections, 4);
         assert!(s.signature.accept_variant_b);
+        assert_eq!(s.audit_retention(), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(
             s.provisioner().admin_url.as_deref(),
             Some("https://admin.example.net/{instanceId}")

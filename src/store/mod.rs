@@ -65,6 +65,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
     /// Forgets nonces whose replay window has passed; returns how many.
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Deletes at most `batch` callback records received before `before_ms`, oldest
+    /// first; returns how many.
+    async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// One instance, for operational commands and tests.
     async fn instance(&self, id: &str) -> StoreResult<Option<Instance>>;
     /// Instances created for an order (any line), oldest first.

@@ -125,6 +125,19 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM callbacks WHERE id IN \
+             (SELECT id FROM callbacks WHERE received_ms < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn instance(&self, id: &str) -> StoreResult<Option<Instance>> {
         let row: Option<InstanceRow> = sqlx::query_as(concat!(
             "SELECT ",

@@ -19,6 +19,7 @@ on_both_backends!(
     concurrent_claims_of_one_key_see_one_winner,
     callbacks_round_trip,
     migrating_twice_is_harmless,
+    old_callback_records_are_purged_in_batches,
 );
 
 async fn open(db: &Database) -> Arc<dyn Store> {
@@ -287,4 +288,35 @@ async fn migrating_twice_is_harmless(backend: Backend) {
             "postgres"
         }
     );
+}
+
+async fn old_callback_records_are_purged_in_batches(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    for (id, received_ms) in [
+        ("old-1", 100),
+        ("old-2", 200),
+        ("old-3", 300),
+        ("new", 1_000),
+    ] {
+        let mut r = record(id);
+        r.received_ms = received_ms;
+        store.record_callback(&r).await.unwrap();
+    }
+
+    assert_eq!(
+        store.purge_callbacks(500, 2).await.unwrap(),
+        2,
+        "one batch at a time"
+    );
+    assert_eq!(store.purge_callbacks(500, 2).await.unwrap(), 1);
+    assert_eq!(store.purge_callbacks(500, 2).await.unwrap(), 0);
+    let left: Vec<String> = store
+        .recent_callbacks(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(left, ["new"]);
 }
