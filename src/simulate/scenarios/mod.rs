@@ -359,3 +359,42 @@ pub fn business_id() -> String {
 pub fn next_year() -> String {
     crate::protocol::time::format_compact(chrono::Utc::now() + chrono::Duration::days(365))
 }
+
+/// The saved debugging cases replayed twice, as the morning and afternoon dial tests
+/// replay them (spec §9): the saved create case (`create`, its check named `create_name`),
+/// byte-identical in the second round, then the other saved cases, which `cases` builds
+/// from the instanceId the create case answered.
+pub async fn dial_test_rounds(
+    s: &mut Session<'_>,
+    create_name: &str,
+    create: impl Fn(&Session<'_>) -> Request,
+    created_codes: &'static [&'static str],
+    cases: impl Fn(&Session<'_>, &str) -> Vec<(&'static str, Request, Expect)>,
+) -> Flow {
+    let mut first: Option<Answer> = None;
+    for label in ["dial test 1", "dial test 2, on the existing instance"] {
+        let name = format!("{label}: {create_name}");
+        let request = create(s);
+        let created = match &first {
+            None => {
+                s.step(name, request, Expect::created(created_codes))
+                    .await?
+            }
+            Some(earlier) => {
+                s.repeat(name, earlier, request, Expect::created(created_codes))
+                    .await?
+            }
+        };
+        let Some(id) = created.instance_id.clone() else {
+            return s.skipped(
+                format!("{label}: the other saved cases"),
+                "the create case gave no instanceId to replay them with",
+            );
+        };
+        first.get_or_insert(created);
+        for (name, request, expect) in cases(s, &id) {
+            s.step(format!("{label}: {name}"), request, expect).await?;
+        }
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! all of them (§2.1). Credentials in `appInfo` come back encrypted (§2.5). There is no nonce,
 //! so a replayed request is legitimate here (the dial test replays), and no JSON body to break.
 
-use super::{Flow, SIMULTANEOUS, Session, business_id, next_year};
+use super::{Flow, SIMULTANEOUS, Session, business_id, dial_test_rounds, next_year};
 use crate::protocol::time;
 use crate::simulate::Scenario;
 use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, SUCCESS};
@@ -356,63 +356,45 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
 /// as the dial test does, always with `testFlag=1`.
 async fn dial_test(s: &mut Session<'_>) -> Flow {
     let flag = "1";
-    let mut first: Option<super::Answer> = None;
-    for round in 1..=2 {
-        let label = if round == 1 {
-            "dial test 1".to_owned()
-        } else {
-            "dial test 2, on the existing instance".to_owned()
-        };
-        let create = get(
-            s,
-            &new_instance(DIAL_ORDER, DIAL_BUSINESS_ID, DIAL_EXPIRE, flag),
-        );
-        let name = format!("{label}: 新购商品 newInstance for {DIAL_ORDER} answers 000000");
-        let created = match &first {
-            None => s.step(name, create, Expect::created(SUCCESS)).await?,
-            Some(earlier) => {
-                s.repeat(name, earlier, create, Expect::created(SUCCESS))
-                    .await?
-            }
-        };
-        let Some(id) = created.instance_id.clone() else {
-            return s.skipped(
-                format!("{label}: the other saved cases"),
-                "新购商品 gave no instanceId to replay them with",
-            );
-        };
-        first.get_or_insert(created);
-        let cases = [
-            (
-                "查询实例 queryInstance lists it",
-                query(&id, flag),
-                Expect::query(&id),
-            ),
-            (
-                "商品续费 refreshInstance answers 000000",
-                refresh(&id, DIAL_ORDER, DIAL_EXPIRE, flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "商品升级 upgrade answers 000000",
-                upgrade(&id, DIAL_ORDER, flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "商品过期 expireInstance answers 000000",
-                expire(&id, DIAL_ORDER, flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "资源释放 releaseInstance answers 000000",
-                release(&id, DIAL_ORDER, flag),
-                Expect::plain(SUCCESS),
-            ),
-        ];
-        for (name, case, expect) in cases {
-            let request = get(s, &case);
-            s.step(format!("{label}: {name}"), request, expect).await?;
-        }
-    }
-    Ok(())
+    dial_test_rounds(
+        s,
+        &format!("新购商品 newInstance for {DIAL_ORDER} answers 000000"),
+        |s| {
+            get(
+                s,
+                &new_instance(DIAL_ORDER, DIAL_BUSINESS_ID, DIAL_EXPIRE, flag),
+            )
+        },
+        SUCCESS,
+        |s, id| {
+            vec![
+                (
+                    "查询实例 queryInstance lists it",
+                    get(s, &query(id, flag)),
+                    Expect::query(id),
+                ),
+                (
+                    "商品续费 refreshInstance answers 000000",
+                    get(s, &refresh(id, DIAL_ORDER, DIAL_EXPIRE, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "商品升级 upgrade answers 000000",
+                    get(s, &upgrade(id, DIAL_ORDER, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "商品过期 expireInstance answers 000000",
+                    get(s, &expire(id, DIAL_ORDER, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "资源释放 releaseInstance answers 000000",
+                    get(s, &release(id, DIAL_ORDER, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+            ]
+        },
+    )
+    .await
 }

@@ -1,6 +1,8 @@
 //! SaaS 2.0 (spec §3): POST JSON with `signature`/`timestamp`/`nonce` URL parameters.
 
-use super::{Flow, SIMULTANEOUS, Session, body, business_id, line, next_year, signed};
+use super::{
+    Flow, SIMULTANEOUS, Session, body, business_id, dial_test_rounds, line, next_year, signed,
+};
 use crate::simulate::Scenario;
 use crate::simulate::checks::{ACCEPTED, Expect, NOT_FOUND, SUCCESS};
 
@@ -264,66 +266,45 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
 /// signed, always `testFlag=1`, on an instance that already exists the second time.
 async fn dial_test(s: &mut Session<'_>) -> Flow {
     let flag = "1";
-    let mut first: Option<super::Answer> = None;
-    for round in 1..=2 {
-        let label = if round == 1 {
-            "dial test 1".to_owned()
-        } else {
-            "dial test 2, on the existing instance".to_owned()
-        };
-        let create = s.signed(new_instance(DIAL_ORDER, DIAL_BUSINESS_ID, flag));
-        let name =
-            format!("{label}: 创建实例 newInstance for {DIAL_ORDER} answers 000000 or 000004");
-        let created = match &first {
-            None => s.step(name, create, Expect::created(ACCEPTED)).await?,
-            Some(earlier) => {
-                s.repeat(name, earlier, create, Expect::created(ACCEPTED))
-                    .await?
-            }
-        };
-        let Some(id) = created.instance_id.clone() else {
-            return s.skipped(
-                format!("{label}: the other saved cases"),
-                "创建实例 gave no instanceId to replay them with",
-            );
-        };
-        first.get_or_insert(created);
-        let cases = [
-            (
-                "查询实例 queryInstance lists it",
-                query(&id, flag),
-                Expect::query(&id),
-            ),
-            (
-                "更新实例 refreshInstance answers 000000",
-                refresh(&id, DIAL_RENEWAL, DIAL_EXPIRE, flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "更新实例状态 FREEZE answers 000000",
-                status(&id, "FREEZE", flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "更新实例状态 UNFREEZE answers 000000",
-                status(&id, "UNFREEZE", flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "实例升级 upgradeInstance answers 000000",
-                upgrade(&id, DIAL_CHANGE, flag),
-                Expect::plain(SUCCESS),
-            ),
-            (
-                "释放实例 releaseInstance answers 000000",
-                release(&id, flag),
-                Expect::plain(SUCCESS),
-            ),
-        ];
-        for (name, case, expect) in cases {
-            let request = s.signed(case);
-            s.step(format!("{label}: {name}"), request, expect).await?;
-        }
-    }
-    Ok(())
+    dial_test_rounds(
+        s,
+        &format!("创建实例 newInstance for {DIAL_ORDER} answers 000000 or 000004"),
+        |s| s.signed(new_instance(DIAL_ORDER, DIAL_BUSINESS_ID, flag)),
+        ACCEPTED,
+        |s, id| {
+            vec![
+                (
+                    "查询实例 queryInstance lists it",
+                    s.signed(query(id, flag)),
+                    Expect::query(id),
+                ),
+                (
+                    "更新实例 refreshInstance answers 000000",
+                    s.signed(refresh(id, DIAL_RENEWAL, DIAL_EXPIRE, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "更新实例状态 FREEZE answers 000000",
+                    s.signed(status(id, "FREEZE", flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "更新实例状态 UNFREEZE answers 000000",
+                    s.signed(status(id, "UNFREEZE", flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "实例升级 upgradeInstance answers 000000",
+                    s.signed(upgrade(id, DIAL_CHANGE, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+                (
+                    "释放实例 releaseInstance answers 000000",
+                    s.signed(release(id, flag)),
+                    Expect::plain(SUCCESS),
+                ),
+            ]
+        },
+    )
+    .await
 }
