@@ -81,7 +81,7 @@ pub fn trace(work: &Work) {
     }
 }
 
-/// Reads the body up to `limit` bytes, within the callback deadline. A larger body is
+/// Reads the body up to `limit` bytes, within the callback deadline, into the record too. A larger body is
 /// answered 413 (D5) as soon as the limit is passed, without reading the rest; a body
 /// that breaks off or does not arrive in time is answered 400 or 408. All three answers
 /// are signed JSON, and recorded.
@@ -95,7 +95,10 @@ pub async fn read_body(
 ) -> Result<(Bytes, CallbackRecord), Response> {
     let read = tokio::time::timeout(services.deadline, axum::body::to_bytes(body, limit)).await;
     let (status, problem) = match read {
-        Ok(Ok(bytes)) => return Ok((bytes, record)),
+        Ok(Ok(bytes)) => {
+            record.raw_body = bytes.to_vec();
+            return Ok((bytes, record));
+        }
         Ok(Err(error))
             if std::error::Error::source(&error)
                 .is_some_and(|cause| cause.is::<LengthLimitError>()) =>

@@ -44,7 +44,7 @@ pub async fn handle_post(
     let now_ms = (state.services.clock)();
     let keys = &state.keys.saas;
     let record = answer::record("saas_v1", &Method::POST, &query, &headers, now_ms);
-    let (body, mut record) = match answer::read_body(
+    let (body, record) = match answer::read_body(
         &state.services,
         body,
         state.max_body_bytes,
@@ -57,7 +57,6 @@ pub async fn handle_post(
         Ok(read) => read,
         Err(response) => return response,
     };
-    record.raw_body = body.to_vec();
     // A token that is not visible ASCII cannot match a Base64 HMAC: treat it as absent.
     let token = headers.get(AUTH_TOKEN).and_then(|v| v.to_str().ok());
     let request = V1Request::from_json_body(&body, token);

@@ -66,7 +66,6 @@ pub async fn handle(
         Ok(read) => read,
         Err(response) => return response,
     };
-    record.raw_body = body.to_vec();
 
     let params = SignedParams::from_query(&query);
     let verified = match signature::verify(keys, &params, &body, state.accept_variant_b, now_ms) {
