@@ -16,3 +16,4 @@ pub mod signature;
 pub mod time;
 pub mod usage;
 pub mod v1;
+pub mod webhook;
