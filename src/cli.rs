@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
+pub mod events;
 pub mod jobs;
 pub mod orders;
 
@@ -16,7 +17,6 @@ use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A command's outcome; an error is printed once by `main`, with exit status 1.
@@ -53,6 +53,10 @@ pub enum Command {
     /// Background jobs parked as failed: list them, or queue them again.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Events to the merchant's app: make a signing secret, list parked deliveries, send
+    /// them again.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
     #[command(subcommand)]
     License(LicenseCommand),
@@ -94,6 +98,25 @@ pub enum JobsCommand {
         #[arg(long, conflicts_with = "ids")]
         all_failed: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print a new secret for KOOGATE_EVENTS_SECRET (give the same one to your app).
+    Secret,
+    /// The deliveries parked after their retry schedule, and the endpoint's pause.
+    Failed,
+    /// Send parked deliveries again (due now, the schedule afresh), each subject in order.
+    Retry {
+        /// Event ids (the webhook-id of the deliveries).
+        #[arg(required_unless_present = "all_failed")]
+        ids: Vec<String>,
+        /// Every parked delivery.
+        #[arg(long, conflicts_with = "ids")]
+        all_failed: bool,
+    },
+    /// Lift a pause (a 410 Gone) and send every waiting and parked delivery again.
+    Resume,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +316,30 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
             );
             Ok(())
         }
+        Command::Events(EventsCommand::Secret) => {
+            println!("{}", events::secret());
+            Ok(())
+        }
+        Command::Events(EventsCommand::Failed) => {
+            let store = app::open_store(&settings).await?;
+            print!("{}", events::failed(store.as_ref()).await?);
+            Ok(())
+        }
+        Command::Events(EventsCommand::Retry { ids, all_failed }) => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            print!(
+                "{}",
+                events::retry(store.as_ref(), &ids, all_failed, now_ms).await?
+            );
+            Ok(())
+        }
+        Command::Events(EventsCommand::Resume) => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            print!("{}", events::resume(store.as_ref(), now_ms).await?);
+            Ok(())
+        }
         Command::Jobs(JobsCommand::Failed) => {
             let store = app::open_store(&settings).await?;
             print!("{}", jobs::failed(store.as_ref()).await?);
@@ -407,16 +454,33 @@ async fn mock_marketplace(settings: &Settings, listen: SocketAddr) -> CommandRes
 async fn serve(settings: Settings) -> CommandResult {
     warn_about_setup(&settings);
     let store = app::open_store(&settings).await?;
-    let state = AppState::new(&settings, store, Arc::new(settings.provisioner()));
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let state = AppState::new(&settings, store, settings.configured_provisioner());
+    let public = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        .map_err(|e| format!("cannot listen on {} (KOOGATE_LISTEN): {e}", settings.listen))?;
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (KOOGATE_ADMIN_LISTEN): {e}",
+                settings.admin_listen
+            )
+        })?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %public.local_addr()?,
+        admin_listen = %admin.local_addr()?,
         database = %redact(&settings.database_url),
         "koogate is serving the KooGallery production interface"
     );
-    app::serve(listener, state, app::shutdown_signal()).await?;
+    if settings.api_tokens.0.is_empty() {
+        tracing::warn!("KOOGATE_API_TOKEN is not set: the management API answers 503 until it is");
+    }
+    app::serve(
+        app::Listeners { public, admin },
+        state,
+        app::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

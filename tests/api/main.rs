@@ -2,6 +2,8 @@
 //! PostgreSQL. Each drives the real server over HTTP with requests signed by the same
 //! protocol module the server uses.
 
+mod api;
+mod events;
 mod helpers;
 mod jobs;
 mod license_code;
@@ -9,6 +11,8 @@ mod marketplace;
 mod mock_market;
 mod orders;
 mod postgres;
+mod provisioning;
+mod receiver;
 mod saas_v1;
 mod saas_v2;
 mod simulate;
