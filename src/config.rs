@@ -871,6 +871,107 @@ mod tests {
     }
 
     #[test]
+    fn event_and_api_settings_are_checked_at_start() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let ok = load(
+            &[
+                ("KOOGATE_EVENTS_URL", "https://app.example.com/hooks"),
+                ("KOOGATE_EVENTS_SECRET", &format!("{secret}, {secret}")),
+                ("KOOGATE_EVENTS_RETRY_SCHEDULE", "5s, 1m"),
+                ("KOOGATE_API_TOKEN", "t1,t2"),
+                ("KOOGATE_ADMIN_LISTEN", "127.0.0.1:9001"),
+                ("KOOGATE_PROVISIONING", "app"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.event_secrets.len(), 2);
+        assert_eq!(ok.api_tokens.0.len(), 2);
+        assert_eq!(ok.provisioning, ProvisioningMode::App);
+        assert_eq!(
+            ok.event_schedule().unwrap().waits,
+            Some(vec![Duration::from_secs(5), Duration::from_secs(60)])
+        );
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("MfKQ9r8") && !shown.contains("t1,t2"),
+            "{shown}"
+        );
+
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("KOOGATE_EVENTS_URL", "http://app.example.com/hooks"),
+                    ("KOOGATE_EVENTS_SECRET", secret),
+                ],
+                "events.url",
+                "must be https://",
+            ),
+            (
+                &[("KOOGATE_EVENTS_URL", "https://app.example.com/hooks")],
+                "KOOGATE_EVENTS_SECRET",
+                "is missing",
+            ),
+            (
+                &[("KOOGATE_EVENTS_SECRET", "not-a-secret")],
+                "KOOGATE_EVENTS_SECRET",
+                "must start with whsec_",
+            ),
+            (
+                &[("KOOGATE_EVENTS_SECRET", "whsec_c2hvcnQ=")],
+                "KOOGATE_EVENTS_SECRET",
+                "24 to 64 bytes",
+            ),
+            (
+                &[("KOOGATE_EVENTS_MAX_AGE", "three days")],
+                "events.max_age",
+                "is not a duration",
+            ),
+            (
+                &[("KOOGATE_EVENTS_RETRY_SCHEDULE", "5s,0s")],
+                "events.retry_schedule",
+                "longer than 0",
+            ),
+            (
+                &[("KOOGATE_PROVISIONING", "manual")],
+                "settings",
+                "unknown variant",
+            ),
+            (
+                &[
+                    ("KOOGATE_PROVISIONING", "app"),
+                    ("KOOGATE_PROVISIONING_WAIT_MS", "3600"),
+                ],
+                "provisioning_wait_ms",
+                "shorter than",
+            ),
+            (
+                &[("KOOGATE_JOBS_CONCURRENCY", "0")],
+                "jobs.concurrency",
+                "between 1 and 64",
+            ),
+        ];
+        for (vars, key, problem) in cases {
+            let error = load(vars, None).unwrap_err();
+            assert_eq!(error.key, *key, "{vars:?}: {error}");
+            assert!(error.problem.contains(problem), "{vars:?}: {error}");
+            assert!(!error.to_string().contains("MfKQ9r8"), "{error}");
+        }
+        // Loopback may be plain http, for an app on the same machine.
+        assert!(
+            load(
+                &[
+                    ("KOOGATE_EVENTS_URL", "http://127.0.0.1:3000/hooks"),
+                    ("KOOGATE_EVENTS_SECRET", secret)
+                ],
+                None
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_keys() {
         let s = load(
             &[

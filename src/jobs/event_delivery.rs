@@ -193,6 +193,10 @@ fn describe(error: &reqwest::Error) -> String {
 
 #[async_trait]
 impl Handler for EventDelivery {
+    fn keeps_own_schedule(&self) -> bool {
+        true
+    }
+
     async fn run(&self, job: &Job) -> Result<Outcome, JobError> {
         let delivery: Delivery = serde_json::from_str(&job.payload)
             .map_err(|e| JobError::park(format!("the job's payload is not a delivery: {e}")))?;

@@ -112,6 +112,12 @@ pub enum Outcome {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn run(&self, job: &Job) -> Result<Outcome, JobError>;
+
+    /// The handler decides when its jobs are retried and parked ([`Retry::After`]), so
+    /// the worker's count of attempts does not limit them.
+    fn keeps_own_schedule(&self) -> bool {
+        false
+    }
 }
 
 /// A job to enqueue: `payload` is serialised to JSON.
@@ -234,7 +240,11 @@ impl Worker {
         stop: &mut watch::Receiver<()>,
     ) -> StoreResult<()> {
         let max = i64::from(self.policy.max_attempts);
-        let result = if job.attempts > max {
+        let counted = self
+            .handlers
+            .get(&job.kind)
+            .is_none_or(|h| !h.keeps_own_schedule());
+        let result = if counted && job.attempts > max {
             // Its last attempt was claimed by a replica that died before recording it.
             Err(Failure::Job(JobError::park(format!(
                 "abandoned: the replica running attempt {max} stopped before finishing it"

@@ -416,3 +416,102 @@ async fn without_an_endpoint_events_are_kept_for_the_feed(backend: Backend) {
     // The signed KooGallery answer is untouched by all of this.
     assert!(answer.signed_with(KEY));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_deliver_every_event_in_order() {
+    let receiver = Receiver::start().await;
+    let db = Database::fresh(Backend::Postgres).await;
+    let shared = db.shared();
+    let a = TestApp::spawn_with(db, receiver.options(Options::default())).await;
+    let b = TestApp::spawn_with(shared, receiver.options(Options::default())).await;
+    // Every subject fails now and then, so deliveries are retried on either replica.
+    let ids: Vec<String> = (0..6).map(|n| format!("r{n}-{}", order_id())).collect();
+    for (n, id) in ids.iter().enumerate() {
+        receiver.fail(&format!("instance:{id}"), 2);
+        let (first, second) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        saas_ok(first, &new_instance(&order_id(), id)).await;
+        saas_ok(
+            second,
+            &format!(
+                r#"{{"activity":"updateInstanceStatus","instanceId":"{id}","status":"FREEZE"}}"#
+            ),
+        )
+        .await;
+        saas_ok(
+            first,
+            &format!(
+                r#"{{"activity":"updateInstanceStatus","instanceId":"{id}","status":"UNFREEZE"}}"#
+            ),
+        )
+        .await;
+    }
+    let delivered = processed(&receiver, ids.len() * 4).await;
+    for id in &ids {
+        let subject = format!("instance:{id}");
+        assert_eq!(
+            types_of(&delivered, &subject),
+            [
+                "instance.created",
+                "instance.provisioned",
+                "instance.frozen",
+                "instance.unfrozen"
+            ],
+            "{subject}"
+        );
+        let sequences: Vec<i64> = delivered
+            .iter()
+            .filter(|d| d.subject() == subject)
+            .map(Delivery::sequence)
+            .collect();
+        assert_eq!(sequences, [1, 2, 3, 4]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.processed().len(),
+        ids.len() * 4,
+        "nothing processed twice"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+on_both_backends!(an_app_that_misbehaves_never_slows_koogallerys_answers);
+
+async fn an_app_that_misbehaves_never_slows_koogallerys_answers(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        receiver.options(Options::default()),
+    )
+    .await;
+    // A redirect is a failed attempt, never followed with the signed body.
+    receiver.answer_status(Some(302));
+    let o = order_id();
+    let started = std::time::Instant::now();
+    saas_ok(&app, &new_instance(&o, &format!("m-{o}"))).await;
+    let first = eventually("a redirected attempt", || async {
+        receiver.attempts().into_iter().find(|d| d.status == 302)
+    })
+    .await;
+    // A hanging app: the attempt times out; callbacks are answered all the same.
+    receiver.answer_status(None);
+    receiver.delay(Some(Duration::from_millis(1500)));
+    let o2 = order_id();
+    saas_ok(&app, &new_instance(&o2, &format!("m-{o2}"))).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered from koogate's state"
+    );
+    let detail = eventually("both failures recorded", || async {
+        let (_, detail) = app.api_get(&format!("/api/v1/events/{}", first.id)).await;
+        let attempts = detail["attempts"].as_array().cloned().unwrap_or_default();
+        (attempts.len() >= 2).then_some(attempts)
+    })
+    .await;
+    assert_eq!(detail[0]["status"], 302);
+    assert_eq!(detail[0]["error"], "answered HTTP 302");
+    assert!(detail[1]["status"].is_null(), "{detail:?}");
+    assert_eq!(detail[1]["error"], "timed out");
+    receiver.delay(None);
+    processed(&receiver, 4).await;
+}

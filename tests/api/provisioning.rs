@@ -11,6 +11,7 @@ use crate::receiver::Receiver;
 use serde_json::Value;
 
 on_both_backends!(
+    an_unusable_answer_is_a_failed_attempt_that_says_why,
     the_fast_path_answers_with_the_apps_info,
     a_slow_app_reports_later_through_the_api,
     a_failing_apps_code_reaches_koogallery_and_the_retry_asks_again,
@@ -252,4 +253,50 @@ async fn saas_v1_answers_at_once_and_queries_supply_the_info_once_known(backend:
     assert_eq!(info["frontEndUrl"], "https://tenant.example.com/t/1");
     let user = java_aes::decrypt(KEY, "1", info["userName"].as_str().unwrap());
     assert_eq!(user, "owner");
+}
+
+async fn an_unusable_answer_is_a_failed_attempt_that_says_why(backend: Backend) {
+    let (app, mock, receiver) = app_mode(backend, "300").await;
+    let o = order_id();
+    mock.register(order(&o, "sku-bad", "20270101000000")).await;
+    let id = format!("u-{o}");
+    for (answer, why) in [
+        (
+            "not json",
+            "the answer is not usable: not the documented JSON",
+        ),
+        (
+            r#"{"appInfo":{"frontEndUrl":""}}"#,
+            "the answer is not usable: appInfo.frontEndUrl: is required",
+        ),
+        (
+            r#"{"failed":{"resultCode":"000999"}}"#,
+            "the answer is not usable: resultCode: \"000999\" is not one of 000100 to 000107",
+        ),
+    ] {
+        receiver.provision_with(Some(answer));
+        if app.store.instance(&id).await.unwrap().is_none() {
+            assert_eq!(app.saas(&new_instance(&o, &id)).await.code(), "000004");
+        }
+        let errors = eventually(why, || async {
+            let (_, feed) = app.api_get("/api/v1/events").await;
+            let asked = feed["items"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "instance.provision_requested")?
+                .clone();
+            let event_id = asked["data"]["eventId"].as_str()?.to_owned();
+            let (_, detail) = app.api_get(&format!("/api/v1/events/{event_id}")).await;
+            let errors: Vec<String> = detail["attempts"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a["error"].as_str().map(str::to_owned))
+                .collect();
+            errors.iter().any(|e| e.starts_with(why)).then_some(errors)
+        })
+        .await;
+        assert!(!errors.is_empty());
+    }
+    let (_, resource) = app.api_get(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(resource["state"], "provisioning", "nothing was applied");
 }
