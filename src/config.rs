@@ -49,6 +49,7 @@ pub struct Settings {
     pub marketplace: Marketplace,
     pub jobs: Jobs,
     pub events: Events,
+    pub usage: Usage,
     pub audit: Audit,
     pub log: Log,
     #[serde(skip)]
@@ -81,6 +82,14 @@ pub struct Events {
     pub retry_schedule: String,
     pub max_age: String,
     pub retention_days: u32,
+}
+
+/// Pay-per-use usage (merchant-api.md §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// The window usage is summed and pushed in.
+    pub window: crate::domain::usage::WindowSize,
 }
 
 /// The management API's bearer tokens; never printed.

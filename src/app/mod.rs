@@ -6,7 +6,9 @@ use crate::domain::callback::{self, Services};
 use crate::domain::events::DELIVER_KIND;
 use crate::domain::order;
 use crate::domain::provision::Provisioner;
+use crate::domain::usage::WindowSize;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
+use crate::jobs::usage_push::{self, UsagePush};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::protocol::crypto::KeySize;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub webhook: Option<Webhook>,
     /// The management API's bearer tokens.
     pub api_tokens: Arc<ApiTokens>,
+    /// The window pay-per-use usage is summed and pushed in.
+    pub usage_window: WindowSize,
 }
 
 /// The merchant's webhook endpoint (merchant-api.md §2.2).
@@ -98,6 +102,20 @@ impl AppState {
                 timeout: Duration::from_millis(settings.events.timeout_ms),
             }),
             api_tokens: Arc::new(settings.api_tokens.clone()),
+            usage_window: settings.usage.window,
+        }
+    }
+
+    /// The usage push (merchant-api.md §6), for the worker and `koogate usage push`.
+    pub fn usage_push(&self) -> UsagePush {
+        let services = &self.services;
+        UsagePush {
+            client: self.marketplace.clone(),
+            store: services.store.clone(),
+            clock: services.clock.clone(),
+            merchant_key: self.keys.saas.primary().cloned(),
+            deliver_events: services.deliver_events,
+            policy: self.job_policy.clone(),
         }
     }
 
@@ -117,7 +135,8 @@ impl AppState {
             services.clock.clone(),
             services.wake_jobs.clone(),
         )
-        .handle(order::FETCH_KIND, Arc::new(order_fetch));
+        .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()));
         match &self.webhook {
             Some(webhook) => worker.handle(
                 DELIVER_KIND,
@@ -189,6 +208,12 @@ pub async fn serve(
         stop_rx.clone(),
     );
     let worker = state.worker().run(stop_rx.clone());
+    let usage = usage_push::schedule(
+        state.services.store.clone(),
+        state.services.clock.clone(),
+        state.services.wake_jobs.clone(),
+        stop_rx.clone(),
+    );
     let mut admin_stop = stop_rx;
     let admin = axum::serve(listeners.admin, admin_router(state.clone())).with_graceful_shutdown(
         async move {
@@ -202,7 +227,7 @@ pub async fn serve(
         drop(stop_tx);
         result
     };
-    let (result, admin, (), ()) = tokio::join!(server, admin, purger, worker);
+    let (result, admin, (), (), ()) = tokio::join!(server, admin, purger, worker, usage);
     result.and(admin)
 }
 

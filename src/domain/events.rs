@@ -29,10 +29,12 @@ pub enum EventType {
     LicenseCodeFrozen,
     LicenseCodeUnfrozen,
     LicenseCodeReleased,
+    UsagePushed,
+    UsagePushFailed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::InstanceCreated,
         Self::InstanceOrderUpdated,
         Self::InstanceProvisionRequested,
@@ -48,6 +50,8 @@ impl EventType {
         Self::LicenseCodeFrozen,
         Self::LicenseCodeUnfrozen,
         Self::LicenseCodeReleased,
+        Self::UsagePushed,
+        Self::UsagePushFailed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -67,6 +71,8 @@ impl EventType {
             Self::LicenseCodeFrozen => "license_code.frozen",
             Self::LicenseCodeUnfrozen => "license_code.unfrozen",
             Self::LicenseCodeReleased => "license_code.released",
+            Self::UsagePushed => "usage.pushed",
+            Self::UsagePushFailed => "usage.push_failed",
         }
     }
 

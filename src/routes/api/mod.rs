@@ -3,6 +3,7 @@
 //! Bearer tokens compared in constant time; errors are RFC 9457 problem documents.
 
 mod problem;
+pub mod usage;
 
 use crate::app::AppState;
 use crate::domain::events::{InstanceView, OrderLineView};
@@ -16,7 +17,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use problem::{FieldError, Problem};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "koogate management API",
-        description = "The contract between koogate and the merchant's application: instances, orders, events and provisioning (merchant-api.md §4).",
+        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning and pay-per-use usage (merchant-api.md §4).",
         version = "1"
     ),
     paths(
@@ -40,7 +41,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         put_provisioning,
         get_order,
         list_events,
-        get_event
+        get_event,
+        usage::post_usage,
+        usage::get_usage
     ),
     components(schemas(
         InstanceView,
@@ -52,6 +55,13 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         EventFeed,
         EventDetail,
         AttemptView,
+        usage::UsageBatch,
+        usage::UsageRecordInput,
+        usage::UsageReceipt,
+        usage::RecordResult,
+        usage::InstanceUsage,
+        crate::domain::usage::WindowView,
+        crate::domain::usage::CarriedView,
         Problem,
         FieldError
     )),
@@ -85,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/orders/{order_id}", get(get_order))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{event_id}", get(get_event))
+        .route("/api/v1/usage", post(usage::post_usage))
+        .route("/api/v1/instances/{id}/usage", get(usage::get_usage))
         .fallback(|| async { Problem::not_found("no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
