@@ -661,3 +661,54 @@ async fn query_instance_reports_the_usage_so_far(backend: Backend) {
     let usage_info = &after.json()["info"][0]["usageInfo"][0];
     assert_eq!(usage_info["statisticalTime"].as_str().unwrap().len(), 17);
 }
+
+/// Usage records ingested per second through `POST /api/v1/usage`, on each store: the
+/// README's figure. Run with
+/// `cargo test --release --test api usage_ingest_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: run it on purpose, in a release build"]
+async fn usage_ingest_throughput() {
+    const CLIENTS: usize = 8;
+    const BATCHES: usize = 25;
+    const PER_BATCH: usize = 1000;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = TestApp::spawn(backend).await;
+        let instance = metered_instance(&app, Utc::now() - Duration::days(1), "ON_DEMAND").await;
+        let at = Utc::now() - Duration::minutes(1);
+        let bodies: Vec<Vec<String>> = (0..CLIENTS)
+            .map(|c| {
+                (0..BATCHES)
+                    .map(|b| {
+                        let records: Vec<Value> = (0..PER_BATCH)
+                            .map(|i| record(&format!("b{c}-{b}-{i}"), &instance, "0.0001", at))
+                            .collect();
+                        json!({ "records": records }).to_string()
+                    })
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        let app = &app;
+        futures_util::future::join_all(bodies.into_iter().map(|batches| async move {
+            for body in batches {
+                let (status, answer) = post_usage(app, &body).await;
+                assert_eq!(
+                    (status, answer["accepted"].as_u64()),
+                    (200, Some(PER_BATCH as u64))
+                );
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed();
+        let total = CLIENTS * BATCHES * PER_BATCH;
+        assert_eq!(
+            usage_of(app, &instance).await["total"],
+            format!("{}.0000", total / 10_000)
+        );
+        println!(
+            "{backend:?}: {total} records in {:.2} s = {:.0} records/s ({CLIENTS} clients, batches of {PER_BATCH})",
+            elapsed.as_secs_f64(),
+            total as f64 / elapsed.as_secs_f64()
+        );
+    }
+}
