@@ -299,66 +299,89 @@ pub async fn ingest(
     ids.sort();
     ids.dedup();
     let instances = tx.instances(&ids).await?;
-    let mut outcomes = Vec::with_capacity(records.len());
-    for record in records {
-        let checked = match check(record, now_ms).and_then(|c| {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+    let mut valid = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        let checked = check(record, now_ms).and_then(|c| {
             let instance = instances.iter().find(|i| i.id == record.instance_id);
             check_instance(instance, c.occurred_ms).map(|()| c)
-        }) {
-            Ok(checked) => checked,
-            Err(outcome) => {
-                outcomes.push(outcome);
-                continue;
+        });
+        match checked {
+            Ok(checked) => valid.push((index, record, checked)),
+            Err(outcome) => outcomes[index] = Some(outcome),
+        }
+    }
+    // Rows are locked in one order — instance, window, id — whatever order the app sent,
+    // so that two batches written at once (two replicas) wait for each other rather than
+    // deadlock.
+    valid.sort_by(|a, b| {
+        let key = |(_, r, c): &(usize, &Incoming, Checked)| {
+            (
+                r.instance_id.clone(),
+                size.containing(c.occurred_ms).begin_ms,
+                r.id.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    for (index, record, checked) in valid {
+        outcomes[index] = Some(take(tx, record, &checked, size, now_ms).await?);
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// Claims one checked record and counts it in its window, or in the open one.
+async fn take(
+    tx: &mut dyn Tx,
+    record: &Incoming,
+    checked: &Checked,
+    size: WindowSize,
+    now_ms: i64,
+) -> StoreResult<Outcome> {
+    let origin = size.containing(checked.occurred_ms);
+    let stored = crate::store::NewUsageRecord {
+        instance_id: &record.instance_id,
+        record_id: &record.id,
+        quantity: checked.quantity.0,
+        occurred_ms: checked.occurred_ms,
+        origin_begin_ms: origin.begin_ms,
+        received_ms: now_ms,
+    };
+    if let Some(kept) = tx.claim_usage_record(&stored).await? {
+        return Ok(if kept == checked.quantity.0 {
+            Outcome::Duplicate
+        } else {
+            Outcome::Conflict {
+                kept: Quantity(kept),
             }
-        };
-        let origin = size.containing(checked.occurred_ms);
-        let stored = crate::store::NewUsageRecord {
-            instance_id: &record.instance_id,
-            record_id: &record.id,
-            quantity: checked.quantity.0,
-            occurred_ms: checked.occurred_ms,
-            origin_begin_ms: origin.begin_ms,
-            received_ms: now_ms,
-        };
-        if let Some(kept) = tx.claim_usage_record(&stored).await? {
-            outcomes.push(if kept == checked.quantity.0 {
-                Outcome::Duplicate
-            } else {
-                Outcome::Conflict {
-                    kept: Quantity(kept),
-                }
-            });
-            continue;
-        }
-        let add = |window: Window| UsageWindow::open(&record.instance_id, window, now_ms);
-        let mut counted = add(origin);
-        counted.total = checked.quantity.0;
-        if tx.add_usage(&counted).await? {
-            outcomes.push(Outcome::Accepted {
-                window_begin_ms: origin.begin_ms,
-                carried_from: None,
-            });
-            continue;
-        }
-        // Its window is closed: carry it into the window open now. That one is still
-        // open, since windows close only once they have ended.
-        let current = size.containing(now_ms.max(checked.occurred_ms));
-        let mut carried = add(current);
-        carried.total = checked.quantity.0;
-        if !tx.add_usage(&carried).await? {
-            return Err(crate::store::StoreError::Corrupt(format!(
-                "usage window {} of {} is closed before it ended",
-                current.begin_ms, record.instance_id
-            )));
-        }
-        tx.carry_usage_record(&record.instance_id, &record.id, current.begin_ms)
-            .await?;
-        outcomes.push(Outcome::Accepted {
-            window_begin_ms: current.begin_ms,
-            carried_from: Some(origin.begin_ms),
         });
     }
-    Ok(outcomes)
+    let add = |window: Window| {
+        let mut w = UsageWindow::open(&record.instance_id, window, now_ms);
+        w.total = checked.quantity.0;
+        w
+    };
+    if tx.add_usage(&add(origin)).await? {
+        return Ok(Outcome::Accepted {
+            window_begin_ms: origin.begin_ms,
+            carried_from: None,
+        });
+    }
+    // Its window is closed: carry it into the window open now. That one is still open,
+    // since windows close only once they have ended.
+    let current = size.containing(now_ms.max(checked.occurred_ms));
+    if !tx.add_usage(&add(current)).await? {
+        return Err(crate::store::StoreError::Corrupt(format!(
+            "usage window {} of {} is closed before it ended",
+            current.begin_ms, record.instance_id
+        )));
+    }
+    tx.carry_usage_record(&record.instance_id, &record.id, current.begin_ms)
+        .await?;
+    Ok(Outcome::Accepted {
+        window_begin_ms: current.begin_ms,
+        carried_from: Some(origin.begin_ms),
+    })
 }
 
 /// A window as the API, the CLI and events show it.
