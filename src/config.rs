@@ -943,6 +943,11 @@ mod tests {
                 "longer than 0",
             ),
             (
+                &[("KOOGATE_USAGE_WINDOW", "week")],
+                "settings",
+                "unknown variant",
+            ),
+            (
                 &[("KOOGATE_PROVISIONING", "manual")],
                 "settings",
                 "unknown variant",

@@ -8,6 +8,9 @@ use crate::helpers::{
 use crate::mock_market::{self, MockServer};
 use crate::on_both_backends;
 use chrono::{DateTime, Duration, DurationRound, Utc};
+use koogate::app::AppState;
+use koogate::cli::usage as usage_cli;
+use koogate::config::Settings;
 use koogate::domain::instance::{Family, Instance};
 use koogate::domain::usage::{self, Incoming, WindowSize};
 use koogate::protocol::reply::AppInfo;
@@ -26,6 +29,7 @@ on_both_backends!(
     a_day_long_outage_is_caught_up_in_order_within_21_days,
     daily_windows_are_pushed_at_five_past_midnight,
     query_instance_reports_the_usage_so_far,
+    an_operator_pushes_now_and_reads_the_windows,
 );
 
 /// A clock the test sets by hand, which runs on from there in real time (retries are
@@ -660,6 +664,54 @@ async fn query_instance_reports_the_usage_so_far(backend: Backend) {
     );
     let usage_info = &after.json()["info"][0]["usageInfo"][0];
     assert_eq!(usage_info["statisticalTime"].as_str().unwrap().len(), 17);
+}
+
+async fn an_operator_pushes_now_and_reads_the_windows(backend: Backend) {
+    let mock = MockServer::start().await;
+    let t0 = hours_ago(2);
+    let clock = TestClock::at(t0 + Duration::minutes(30));
+    let options = clock.options(market(&mock));
+    let settings =
+        Settings::load_with(None, |name| options.env.get(name).cloned()).expect("settings load");
+    let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
+    let instance = metered_instance(&app, t0 - Duration::days(1), "ON_DEMAND").await;
+    send(
+        &app,
+        &[record("op", &instance, "4.2", t0 + Duration::minutes(10))],
+    )
+    .await;
+    // The window has ended but is not due for another 4 minutes.
+    clock.set(t0 + Duration::minutes(61));
+    let mut state = AppState::new(
+        &settings,
+        app.store.clone(),
+        settings.configured_provisioner(),
+    );
+    state.services.clock = clock.options(Options::default()).clock.unwrap();
+
+    let said = usage_cli::push(&state.usage_push(), false, 0)
+        .await
+        .unwrap();
+    let shown = usage_cli::show(app.store.as_ref(), &instance)
+        .await
+        .unwrap()
+        .expect("a known instance");
+
+    // The server's own push job may send the window closed here at the same moment: then
+    // one of the two is answered 005 and the window is still pushed once.
+    assert!(said.contains("1 windows closed"), "{said}");
+    let taken = mock.usage_taken().await;
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].usage_value, "4.2000");
+    assert!(shown.contains("total     4.2000"), "{shown}");
+    assert!(shown.contains(" pushed "), "{shown}");
+    assert!(
+        usage_cli::show(app.store.as_ref(), "nobody")
+            .await
+            .unwrap()
+            .is_none(),
+        "an unknown instance"
+    );
 }
 
 /// Usage records ingested per second through `POST /api/v1/usage`, on each store: the
