@@ -11,6 +11,7 @@ use super::checks::{self, Answer, Credentials, Expect};
 use super::client::{self, Exchange, Failure, Request};
 use super::report::{Check, Exchanged, Report, ScenarioReport, Sink};
 use super::{Interface, Options};
+use crate::protocol::signature::Variant;
 use reqwest::Url;
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ pub async fn run(options: &Options, sink: &mut dyn Sink) -> Report {
         notes: notes(&options.url),
         scenarios: Vec::new(),
         stopped: None,
+        common_problems: Vec::new(),
         checks: 0,
         passed: 0,
         failed: 0,
@@ -90,6 +92,9 @@ pub struct Session<'a> {
     /// Makes this run's order ids unique, so runs against a real server can repeat.
     run_id: String,
     serial: u32,
+    /// Whether the server accepted variant B (D1) where it refused variant A: asked once, at
+    /// the first correctly signed request refused `000001`.
+    variant_b: Option<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -101,6 +106,7 @@ impl<'a> Session<'a> {
             checks: Vec::new(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase(),
             serial: 0,
+            variant_b: None,
         }
     }
 
@@ -152,12 +158,43 @@ impl<'a> Session<'a> {
         exchanges.into_iter().map(|(_, e)| e).collect()
     }
 
-    pub fn inspect(&self, exchange: &Exchange, expect: &Expect) -> Answer {
+    /// What was found in one answer, without asking the server anything more.
+    pub fn answer(&self, exchange: &Exchange, expect: &Expect) -> Answer {
         let credentials = match self.options.interface {
             Interface::SaasV1 => Credentials::Encrypted,
             _ => Credentials::PlainUnlessTyped,
         };
         checks::inspect(exchange, expect, self.key(), credentials)
+    }
+
+    /// What was found in one answer. A correctly signed request refused `000001` is sent
+    /// again signed with variant B (D1), once per run, to say which variant the server expects.
+    pub async fn inspect(&mut self, exchange: &Exchange, expect: &Expect) -> Answer {
+        let mut answer = self.answer(exchange, expect);
+        let refused = answer.code.as_deref() == Some("000001")
+            && !expect.codes.contains(&"000001")
+            && exchange.request.variant == Some(Variant::A);
+        if !refused {
+            return answer;
+        }
+        if self.variant_b.is_none() {
+            let body = exchange.request.body.clone().unwrap_or_default();
+            let probe =
+                Request::signed_post_with(self.url(), self.key(), body, now_ms(), Variant::B);
+            let probed = self.send(probe).await;
+            let code = self.answer(&probed, expect).code;
+            self.variant_b = Some(code.is_some_and(|c| c != "000001"));
+        }
+        if self.variant_b == Some(true) {
+            answer.problems.push(
+                "the server expects variant B: it refused this request, signed with variant A \
+                 (payload hash keyed with the access key), and accepted it signed with variant B \
+                 (a plain SHA-256 payload hash); KooGallery's documented algorithm keys the \
+                 payload hash with the access key (variant A, D1, §2.2)"
+                    .into(),
+            );
+        }
+        answer
     }
 
     /// Sends `request` and records whether its answer meets `expect`.
@@ -168,7 +205,7 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow<Answer> {
         let exchange = self.send(request).await;
-        let answer = self.inspect(&exchange, &expect);
+        let answer = self.inspect(&exchange, &expect).await;
         self.record(name, answer.problems.clone(), &[&exchange])?;
         Ok(answer)
     }
@@ -225,8 +262,8 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow<Answer> {
         let exchange = self.send(request).await;
-        let mut answer = self.inspect(&exchange, &expect);
-        let differences = same_as_first(first, &answer);
+        let mut answer = self.inspect(&exchange, &expect).await;
+        let differences = same_as_first(self.key(), first, &answer);
         answer.problems.extend(differences);
         self.record(name, answer.problems.clone(), &[&exchange])?;
         Ok(answer)
@@ -241,16 +278,25 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow {
         let exchanges = self.send_together(requests).await;
-        let answers: Vec<Answer> = exchanges.iter().map(|e| self.inspect(e, &expect)).collect();
-        let mut problems = Vec::new();
+        let mut answers = Vec::with_capacity(exchanges.len());
+        for exchange in &exchanges {
+            answers.push(self.inspect(exchange, &expect).await);
+        }
+        // A fault every call had is said once; the others name their call, five at most.
+        let mut problems: Vec<String> = answers
+            .first()
+            .map(|first| first.problems.clone())
+            .unwrap_or_default();
+        problems.retain(|p| answers.iter().all(|a| a.problems.contains(p)));
+        let mut by_call = Vec::new();
         for (i, answer) in answers.iter().enumerate() {
-            for problem in &answer.problems {
-                let problem = format!("call {}: {problem}", i + 1);
-                if problems.len() < 5 {
-                    problems.push(problem);
+            for problem in answer.problems.iter().filter(|p| !problems.contains(p)) {
+                if by_call.len() < 5 {
+                    by_call.push(format!("call {}: {problem}", i + 1));
                 }
             }
         }
+        problems.extend(by_call);
         let mut ids: Vec<&str> = answers
             .iter()
             .filter_map(|a| a.instance_id.as_deref())
@@ -258,13 +304,17 @@ impl<'a> Session<'a> {
         ids.sort_unstable();
         ids.dedup();
         if ids.len() > 1 {
-            problems.push(format!(
-                "{} calls for one order got {} different instanceIds ({}): a second instance was \
-                 created for a duplicate (spec §1: the same instanceId, never a second instance)",
-                answers.len(),
-                ids.len(),
-                ids.join(", ")
-            ));
+            problems.push(match checks::one_id_encrypted(self.key(), &ids) {
+                Some(plain) => random_iv(&plain),
+                None => format!(
+                    "{} calls for one order got {} different instanceIds ({}): a second instance \
+                     was created for a duplicate (spec §1: the same instanceId, never a second \
+                     instance)",
+                    answers.len(),
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            });
         }
         let mut bodies: Vec<&[u8]> = answers.iter().filter_map(|a| a.body.as_deref()).collect();
         bodies.sort_unstable();
@@ -291,16 +341,20 @@ impl<'a> Session<'a> {
     }
 }
 
-/// How `later` differs from `first`: another instanceId, other bytes.
-fn same_as_first(first: &Answer, later: &Answer) -> Vec<String> {
+/// How `later` differs from `first`: another instanceId (or the same one encrypted under
+/// another IV, which `key` tells apart), other bytes.
+fn same_as_first(key: &str, first: &Answer, later: &Answer) -> Vec<String> {
     let mut problems = Vec::new();
     if let (Some(a), Some(b)) = (&first.instance_id, &later.instance_id)
         && a != b
     {
-        problems.push(format!(
-            "instanceId {b} differs from the first answer's {a}: a second instance was created \
-             for the same order (spec §1, D7)"
-        ));
+        problems.push(match checks::one_id_encrypted(key, &[a, b]) {
+            Some(plain) => random_iv(&plain),
+            None => format!(
+                "instanceId {b} differs from the first answer's {a}: a second instance was \
+                 created for the same order (spec §1, D7)"
+            ),
+        });
     }
     if let (Some(a), Some(b)) = (&first.body, &later.body)
         && a != b
@@ -312,6 +366,14 @@ fn same_as_first(first: &Answer, later: &Answer) -> Vec<String> {
         ));
     }
     problems
+}
+
+fn random_iv(plain: &str) -> String {
+    format!(
+        "instanceId changes between repeats: encrypted with a random IV each time (every one \
+         decrypts under the access key to {plain:?}); KooGallery needs the same instanceId on \
+         every repeat (spec §1, D7): send it as it is, or store the first answer's bytes"
+    )
 }
 
 fn exchanged(exchange: &Exchange) -> Exchanged {

@@ -289,7 +289,7 @@ async fn security(s: &mut Session<'_>) -> Flow {
 
     let valid = get(s, &new_instance(&order, &business_id(), &expire_at, flag));
     let exchange = s.send(valid).await;
-    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS));
+    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS)).await;
     if let Some(id) = answer.instance_id.as_deref()
         && markers.iter().any(|m| m == id)
     {

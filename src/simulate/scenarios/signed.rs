@@ -90,7 +90,7 @@ pub async fn security(
 
     let original = s.signed(valid);
     let exchange = s.send(original.clone()).await;
-    let mut answer = s.inspect(&exchange, &accepted);
+    let mut answer = s.inspect(&exchange, &accepted).await;
     if let Some(id) = answer.instance_id.as_deref()
         && markers.iter().any(|m| m == id)
     {

@@ -14,7 +14,7 @@ use koogate::protocol::crypto::{FieldCipher, KeySize};
 use koogate::protocol::fields::{FieldError, Fields};
 use koogate::protocol::reply::{AppInfo, InstanceInfo, Reply};
 use koogate::protocol::saas_v2::{Activity, Request};
-use koogate::protocol::signature::{self, KeyRing, SignedParams};
+use koogate::protocol::signature::{self, KeyRing, SignedParams, Variant};
 use koogate::protocol::v1::V1Request;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,12 @@ pub struct Faults {
     pub breaks_after_bad_input: bool,
     /// V1 credentials are sent in plain text.
     pub plain_v1_credentials: bool,
+    /// The V2 payload hash is a plain SHA-256 (variant B); variant A is refused.
+    pub expects_variant_b: bool,
+    /// V1 newInstance answers its instanceId encrypted under a fresh random IV each time.
+    pub random_iv_instance_id: bool,
+    /// Invalid requests are answered 000999, a code outside the spec's table.
+    pub unlisted_result_code: bool,
     /// Each answer waits this long first.
     pub delay: Duration,
 }
@@ -55,6 +61,8 @@ struct Memory {
     /// Idempotency key → the first answer's bytes.
     answers: HashMap<String, Vec<u8>>,
     instances: HashSet<String>,
+    /// V1 order → the instanceId its first newInstance named.
+    first_ids: HashMap<String, String>,
     broken: bool,
 }
 
@@ -99,11 +107,27 @@ impl Fake {
             _ => now,
         };
         let refused = |why: String| Reply::new(ResultCode::AuthFailed, why).to_bytes();
-        let verified = signature::verify(&KeyRing::from_list(KEY), &params, body, false, now)
-            .map_err(|e| refused(e.to_string()))?;
-        if !self.memory().nonces.insert(verified.nonce.clone())
-            && !self.faults.accepts_replayed_nonce
-        {
+        let nonce = if self.faults.expects_variant_b {
+            match (&params.signature, &params.timestamp, &params.nonce) {
+                (Some(sig), Some(ts), Some(nonce))
+                    if sig.eq_ignore_ascii_case(&signature::sign(
+                        KEY,
+                        nonce,
+                        ts,
+                        body,
+                        Variant::B,
+                    )) =>
+                {
+                    nonce.clone()
+                }
+                _ => return Err(refused("signature does not match".into())),
+            }
+        } else {
+            signature::verify(&KeyRing::from_list(KEY), &params, body, false, now)
+                .map_err(|e| refused(e.to_string()))?
+                .nonce
+        };
+        if !self.memory().nonces.insert(nonce) && !self.faults.accepts_replayed_nonce {
             return Err(refused("nonce was already used".into()));
         }
         Ok(params.timestamp.unwrap_or_default())
@@ -111,6 +135,10 @@ impl Fake {
 
     fn invalid(&self, error: FieldError) -> Vec<u8> {
         self.memory().broken |= self.faults.breaks_after_bad_input;
+        if self.faults.unlisted_result_code {
+            let reply = serde_json::json!({"resultCode": "000999", "resultMsg": error.to_string()});
+            return reply.to_string().into_bytes();
+        }
         Reply::new(ResultCode::InvalidParam, error.to_string()).to_bytes()
     }
 
@@ -279,6 +307,18 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         "newInstance" => {
             let (order, id) = (required("orderId")?, required("businessId")?);
             required("customerId")?;
+            if fake.faults.random_iv_instance_id {
+                let id = {
+                    let mut memory = fake.memory();
+                    let id = memory.first_ids.entry(order).or_insert(id).clone();
+                    memory.instances.insert(id.clone());
+                    id
+                };
+                let mut reply = Reply::success().with_instance_id(cipher.encrypt(&id));
+                reply.encrypt_type = Some("1");
+                reply.app_info = Some(credentials(&id));
+                return Ok(reply.to_bytes());
+            }
             fake.once(order, &id, || {
                 let mut reply = Reply::success().with_instance_id(&id);
                 reply.encrypt_type = Some("1");

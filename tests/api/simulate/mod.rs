@@ -12,7 +12,7 @@ use crate::helpers::{Backend, Database, KEY, TestApp};
 use crate::on_both_backends;
 use fake::Faults;
 use koogate::domain::license_code::LicenseCode;
-use koogate::simulate::{self, Interface, Options, Quiet, Report, Scenario};
+use koogate::simulate::{self, Human, Interface, Options, Quiet, Report, Scenario};
 use reqwest::Url;
 use secrecy::SecretString;
 use std::process::Output;
@@ -39,12 +39,24 @@ async fn simulate(options: &Options) -> Report {
 
 /// The failed checks, with their problems, for assertion messages.
 fn failures(report: &Report) -> String {
+    let mut lines = vec![format!("common: {}", report.common_problems.join(" | "))];
+    lines.extend(
+        report
+            .all_checks()
+            .filter(|c| !c.passed)
+            .map(|c| format!("✗ {}: {}", c.name, c.problems.join(" | "))),
+    );
+    lines.join("\n")
+}
+
+/// Whether a failed check named like `check` says `fault`, itself or, when every check had
+/// that fault, once for the whole report.
+fn names(report: &Report, check: &str, fault: &str) -> bool {
+    let common = report.common_problems.iter().any(|p| p.contains(fault));
     report
         .all_checks()
-        .filter(|c| !c.passed)
-        .map(|c| format!("✗ {}: {}", c.name, c.problems.join(" | ")))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .filter(|c| !c.passed && c.name.contains(check))
+        .any(|c| common || c.problems.iter().any(|p| p.contains(fault)))
 }
 
 fn assert_all_passed(report: &Report, expected_scenarios: usize) {
@@ -346,12 +358,8 @@ async fn broken_servers_are_named_for_their_fault() {
         .await;
 
         assert!(!report.all_passed(), "{faults:?} went unnoticed");
-        let named = report
-            .all_checks()
-            .filter(|c| !c.passed && c.name.contains(check))
-            .any(|c| c.problems.iter().any(|p| p.contains(fault)));
         assert!(
-            named,
+            names(&report, check, fault),
             "{faults:?}: no failed check {check:?} says {fault:?}:\n{}",
             failures(&report)
         );
@@ -361,6 +369,173 @@ async fn broken_servers_are_named_for_their_fault() {
             "a failure shows what was sent"
         );
     }
+}
+
+/// A server broken the way a real merchant implementation was.
+struct Broken {
+    faults: Faults,
+    interface: Interface,
+    scenario: Scenario,
+    /// Part of the name of a check that must fail, and part of what it must say.
+    check: &'static str,
+    fault: &'static str,
+}
+
+fn broken(faults: Faults, interface: Interface, scenario: Scenario) -> Broken {
+    Broken {
+        faults,
+        interface,
+        scenario,
+        check: "",
+        fault: "",
+    }
+}
+
+impl Broken {
+    fn named(self, check: &'static str, fault: &'static str) -> Self {
+        Self {
+            check,
+            fault,
+            ..self
+        }
+    }
+}
+
+fn path(interface: Interface) -> &'static str {
+    match interface {
+        Interface::OrderNotify => "/order-notify",
+        Interface::LicenseCode => "/license-code",
+        Interface::SaasV2 | Interface::SaasV1 => "/saas",
+    }
+}
+
+/// Each defect found in real merchant implementations fails the run (a non-zero exit status)
+/// and the failing check names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn defects_of_real_implementations_fail_the_run_and_are_named() {
+    let f = Faults::default;
+    use Interface::{SaasV1, SaasV2};
+    use Scenario::{BadInput, Idempotency, Lifecycle};
+    let cases = [
+        broken(
+            Faults {
+                expects_variant_b: true,
+                ..f()
+            },
+            SaasV2,
+            Lifecycle,
+        )
+        .named("newInstance for new order", "the server expects variant B"),
+        broken(
+            Faults {
+                random_iv_instance_id: true,
+                ..f()
+            },
+            SaasV1,
+            Idempotency,
+        )
+        .named(
+            "newInstance again",
+            "instanceId changes between repeats: encrypted with a random IV each time",
+        ),
+        broken(
+            Faults {
+                random_iv_instance_id: true,
+                ..f()
+            },
+            SaasV1,
+            Idempotency,
+        )
+        .named(
+            "at the same moment",
+            "instanceId changes between repeats: encrypted with a random IV each time",
+        ),
+        broken(
+            Faults {
+                unlisted_result_code: true,
+                ..f()
+            },
+            SaasV2,
+            BadInput,
+        )
+        .named(
+            "without orderId gets 000002",
+            "resultCode 000999 is not one of the spec's result codes (§5)",
+        ),
+    ];
+    for case in cases {
+        let base = fake::start(case.faults).await;
+        let report = simulate(&Options {
+            scenarios: vec![case.scenario],
+            license_code: Some(fake::LICENSE.into()),
+            ..options(&format!("{base}{}", path(case.interface)), case.interface)
+        })
+        .await;
+
+        assert!(!report.all_passed(), "{:?} went unnoticed", case.faults);
+        assert!(
+            names(&report, case.check, case.fault),
+            "{:?}: no failed check {:?} says {:?}:\n{}",
+            case.faults,
+            case.check,
+            case.fault,
+            failures(&report)
+        );
+        assert!(
+            !failures(&report).contains("a second instance was created"),
+            "{:?} misdiagnosed:\n{}",
+            case.faults,
+            failures(&report)
+        );
+    }
+}
+
+/// A fault that fails every check (no Body-Sign here) is said once, at the first check, not
+/// under each of them; the JSON report carries it once at the top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fault_every_check_has_is_stated_once() {
+    let base = fake::start(Faults {
+        no_body_sign: true,
+        ..Faults::default()
+    })
+    .await;
+    let mut out = Vec::new();
+
+    let report = simulate::run(
+        &options(&format!("{base}/saas"), Interface::SaasV2),
+        &mut Human::report(&mut out, false),
+    )
+    .await;
+
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(report.passed, 0, "{text}");
+    assert!(report.checks > 40, "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    let common = json["common_problems"].as_array().expect(&text);
+    assert!(
+        common.len() == 1
+            && common[0]
+                .as_str()
+                .unwrap()
+                .starts_with("no Body-Sign header"),
+        "{common:?}"
+    );
+    assert!(
+        report
+            .all_checks()
+            .all(|c| c.problems.iter().all(|p| !p.contains("Body-Sign"))),
+        "{}",
+        failures(&report)
+    );
+    assert_eq!(text.matches("no Body-Sign header").count(), 1, "{text}");
+    let stated = text.find("no Body-Sign header").unwrap();
+    assert!(stated < text.find("✗ queryInstance lists the new instance").unwrap());
+    assert!(text.contains("      - the same fault as every check above\n"));
+    assert!(
+        text.contains(" 0 passed, ")
+            && text.contains(", all with the fault stated at the first check"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -385,11 +560,11 @@ async fn slow_answers_are_marked_and_timeouts_fail() {
         "300 ms of 500 is slow"
     );
     assert!(!too_late.all_passed());
-    let first = too_late.all_checks().next().expect("a check");
+    // Every check timed out: the report says so once.
     assert!(
-        first.problems[0].starts_with("no answer within 100 ms"),
+        too_late.common_problems[0].starts_with("no answer within 100 ms"),
         "{:?}",
-        first.problems
+        too_late.common_problems
     );
     assert_eq!(too_late.checks, 2, "a timeout does not stop the run");
 }
