@@ -5,7 +5,7 @@
 use super::{Flow, SIMULTANEOUS, Session, business_id, dial_test_rounds, next_year};
 use crate::protocol::time;
 use crate::simulate::Scenario;
-use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, SUCCESS};
+use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, NOT_FOUND, SUCCESS};
 use crate::simulate::client::{self, Request};
 use chrono::{Duration, Utc};
 
@@ -140,7 +140,7 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
         );
     };
     let (renewal, upgrade_order) = (s.fresh_order(), s.fresh_order());
-    let steps = [
+    let mut steps = vec![
         (
             "queryInstance lists the new instance",
             query(&id, flag),
@@ -177,6 +177,38 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
             Expect::plain(SUCCESS),
         ),
     ];
+    // A real release is final (D9); a debugging one keeps the instance for later debugging
+    // calls (D11), so these checks are made on real callbacks only.
+    if s.options().real {
+        let later = s.fresh_order();
+        steps.extend([
+            (
+                "refreshInstance on the released instance answers 000003 (D9)",
+                refresh(&id, &later, &next_year(), flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "queryInstance for the released instance answers 000003 (D8, D9)",
+                query(&id, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "instanceStatus on the released instance answers 000003 (D9)",
+                status(&id, "NORMAL", flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "upgrade on the released instance answers 000003 (D9)",
+                upgrade(&id, &later, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "expireInstance on the released instance answers 000003 (D9)",
+                expire(&id, &order, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+        ]);
+    }
     for (name, step, expect) in steps {
         let request = get(s, &step);
         s.step(name, request, expect).await?;

@@ -15,6 +15,10 @@ const DIAL_CHANGE: &str = "MOCKMONTYCHANGE";
 const DIAL_BUSINESS_ID: &str = "koogate-simulate-dial-test";
 /// The expiry saved in the 更新实例 debugging case.
 const DIAL_EXPIRE: &str = "20991231235959";
+/// The product and specification a `changeInstanceCheck` names (made-up ids, as on the
+/// debugging page).
+const PRODUCT_ID: &str = "OFFI000000000000000001";
+const SKU_UPGRADED: &str = "koogate-simulate-pro";
 
 pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
     match scenario {
@@ -73,6 +77,28 @@ fn upgrade(instance: &str, order: &str, flag: &str) -> Vec<u8> {
         ("orderLineId", &line(order)),
         ("testFlag", flag),
     ])
+}
+
+/// `changeInstanceCheck` for a change to the upgraded specification, with `productInfo` as a
+/// JSON object or, as some senders write it, a JSON string holding one (§3.7).
+fn change_check(instance: &str, as_string: bool, flag: &str) -> Vec<u8> {
+    let product = serde_json::json!({
+        "linearValue": 1,
+        "productId": PRODUCT_ID,
+        "skuCode": SKU_UPGRADED,
+    });
+    let product = if as_string {
+        serde_json::Value::from(product.to_string())
+    } else {
+        product
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "activity": "changeInstanceCheck",
+        "instanceId": instance,
+        "productInfo": product,
+        "testFlag": flag,
+    }))
+    .expect("JSON values always serialise")
 }
 
 fn release(instance: &str, flag: &str) -> Vec<u8> {
@@ -142,6 +168,16 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
             Expect::plain(SUCCESS),
         ),
         (
+            "changeInstanceCheck with productInfo as an object answers 000000 (the change is allowed)",
+            change_check(&id, false, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "changeInstanceCheck with productInfo as a JSON string answers 000000",
+            change_check(&id, true, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
             "releaseInstance answers 000000",
             release(&id, flag),
             Expect::plain(SUCCESS),
@@ -153,14 +189,37 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
         ),
     ];
     // A real release is final (D9). After a debugging release, koogate keeps a test
-    // instance for later test callbacks so the dial test keeps passing (spec §9), so the
-    // check is made on real callbacks only.
+    // instance for later test callbacks so the dial test keeps passing (spec §9, D11), so
+    // these checks are made on real callbacks only.
     if s.options.real {
-        steps.push((
-            "updateInstanceStatus on the released instance answers 000003 (D9)",
-            status(&id, "UNFREEZE", flag),
-            Expect::plain(NOT_FOUND),
-        ));
+        let later = s.fresh_order();
+        steps.extend([
+            (
+                "refreshInstance on the released instance answers 000003 (D9)",
+                refresh(&id, &later, &next_year(), flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "queryInstance for the released instance answers 000003 (D8, D9)",
+                query(&id, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "updateInstanceStatus on the released instance answers 000003 (D9)",
+                status(&id, "UNFREEZE", flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "upgradeInstance on the released instance answers 000003 (D9)",
+                upgrade(&id, &later, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "changeInstanceCheck on the released instance answers 000003 (D9)",
+                change_check(&id, false, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+        ]);
     }
     for (name, step, expect) in steps {
         let request = s.signed(step);

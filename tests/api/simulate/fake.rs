@@ -51,6 +51,8 @@ pub struct Faults {
     pub random_iv_instance_id: bool,
     /// Invalid requests are answered 000999, a code outside the spec's table.
     pub unlisted_result_code: bool,
+    /// Releases are ignored: a released instance keeps being answered.
+    pub answers_after_release: bool,
     /// Each answer waits this long first.
     pub delay: Duration,
 }
@@ -61,6 +63,9 @@ struct Memory {
     /// Idempotency key → the first answer's bytes.
     answers: HashMap<String, Vec<u8>>,
     instances: HashSet<String>,
+    /// Instances a real (testFlag 0) releaseInstance released (D9); a debugging release
+    /// keeps the instance for later debugging calls (D11).
+    released: HashSet<String>,
     /// V1 order → the instanceId its first newInstance named.
     first_ids: HashMap<String, String>,
     broken: bool,
@@ -181,14 +186,33 @@ impl Fake {
         self.memory().broken
     }
 
-    fn exists(&self, id: &str) -> Reply {
-        if self.memory().instances.contains(id) {
+    /// Whether `id` is an instance callbacks may still change (D9).
+    fn live(&self, id: &str) -> bool {
+        let memory = self.memory();
+        memory.instances.contains(id)
+            && (self.faults.answers_after_release || !memory.released.contains(id))
+    }
+
+    fn not_found(&self, id: &str) -> Reply {
+        Reply::new(
+            ResultCode::NotFound,
+            format!("instance {id} does not exist"),
+        )
+    }
+
+    /// The answer to a change of `id`; a release is final only when it is real (D9, D11),
+    /// and a release of a released instance succeeds again.
+    fn change(&self, id: &str, release: bool, test: bool) -> Reply {
+        if release && self.memory().instances.contains(id) {
+            if !test {
+                self.memory().released.insert(id.to_owned());
+            }
+            return Reply::success();
+        }
+        if self.live(id) {
             Reply::success()
         } else {
-            Reply::new(
-                ResultCode::NotFound,
-                format!("instance {id} does not exist"),
-            )
+            self.not_found(id)
         }
     }
 
@@ -240,10 +264,9 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                 Reply::success().with_instance_id(&business_id).to_bytes()
             }),
             Activity::QueryInstance { instance_ids } => {
-                let known = fake.memory().instances.clone();
                 let info: Vec<InstanceInfo> = instance_ids
                     .into_iter()
-                    .filter(|id| known.contains(id))
+                    .filter(|id| fake.live(id))
                     .map(|id| InstanceInfo {
                         app_info: Some(app_info(&id)),
                         instance_id: id,
@@ -257,9 +280,11 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                     reply.to_bytes()
                 }
             }
-            other => fake
-                .exists(other.instance_id().unwrap_or_default())
-                .to_bytes(),
+            other => {
+                let release = matches!(other, Activity::ReleaseInstance { .. });
+                let id = other.instance_id().unwrap_or_default();
+                fake.change(id, release, request.test).to_bytes()
+            }
         },
     };
     fake.answer(bytes, &time).await
@@ -303,6 +328,7 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         info
     };
     let activity = required("activity")?;
+    let test = request.get("testFlag") == Some("1");
     Ok(match activity.as_str() {
         "newInstance" => {
             let (order, id) = (required("orderId")?, required("businessId")?);
@@ -328,8 +354,8 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         }
         "queryInstance" => {
             let id = required("instanceId")?;
-            if !fake.memory().instances.contains(&id) {
-                return Ok(fake.exists(&id).to_bytes());
+            if !fake.live(&id) {
+                return Ok(fake.not_found(&id).to_bytes());
             }
             let mut reply = Reply::success();
             reply.encrypt_type = Some("1");
@@ -340,7 +366,9 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
             reply.to_bytes()
         }
         "refreshInstance" | "expireInstance" | "instanceStatus" | "upgrade" | "releaseInstance" => {
-            fake.exists(&required("instanceId")?).to_bytes()
+            let id = required("instanceId")?;
+            fake.change(&id, activity == "releaseInstance", test)
+                .to_bytes()
         }
         _ => return Err(FieldError::UnknownActivity(activity)),
     })

@@ -170,15 +170,16 @@ async fn every_check_passes_against_a_correct_implementation_of_each_interface()
         (Interface::OrderNotify, "/order-notify"),
         (Interface::LicenseCode, "/license-code"),
     ];
-    for (interface, path) in cases {
+    for ((interface, path), real) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let report = simulate(&Options {
             license_code: Some(fake::LICENSE.into()),
+            real,
             ..options(&format!("{base}{path}"), interface)
         })
         .await;
         assert!(
             report.all_passed(),
-            "{}:\n{}",
+            "{} (real: {real}):\n{}",
             interface.as_str(),
             failures(&report)
         );
@@ -376,6 +377,7 @@ struct Broken {
     faults: Faults,
     interface: Interface,
     scenario: Scenario,
+    real: bool,
     /// Part of the name of a check that must fail, and part of what it must say.
     check: &'static str,
     fault: &'static str,
@@ -386,6 +388,7 @@ fn broken(faults: Faults, interface: Interface, scenario: Scenario) -> Broken {
         faults,
         interface,
         scenario,
+        real: false,
         check: "",
         fault: "",
     }
@@ -398,6 +401,10 @@ impl Broken {
             fault,
             ..self
         }
+    }
+
+    fn real(self) -> Self {
+        Self { real: true, ..self }
     }
 }
 
@@ -462,11 +469,38 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
             "without orderId gets 000002",
             "resultCode 000999 is not one of the spec's result codes (§5)",
         ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV2,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "refreshInstance on the released instance",
+            "resultCode is 000000",
+        ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV1,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "queryInstance for the released instance",
+            "resultCode is 000000",
+        ),
     ];
     for case in cases {
         let base = fake::start(case.faults).await;
         let report = simulate(&Options {
             scenarios: vec![case.scenario],
+            real: case.real,
             license_code: Some(fake::LICENSE.into()),
             ..options(&format!("{base}{}", path(case.interface)), case.interface)
         })
@@ -663,7 +697,7 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 10 checks, 10 passed, 0 failed\n"),
+        stdout.ends_with("summary: 12 checks, 12 passed, 0 failed\n"),
         "{stdout}"
     );
 
