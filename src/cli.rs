@@ -164,6 +164,8 @@ pub enum ScenarioChoice {
     Security,
     /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
     BadInput,
+    /// forged and unknown-instance requests for every activity, and bad times
+    Strict,
     /// the saved debugging cases, replayed twice as the dial test replays them
     DialTest,
     /// every scenario
@@ -177,6 +179,7 @@ impl ScenarioChoice {
             Self::Idempotency => vec![Scenario::Idempotency],
             Self::Security => vec![Scenario::Security],
             Self::BadInput => vec![Scenario::BadInput],
+            Self::Strict => vec![Scenario::Strict],
             Self::DialTest => vec![Scenario::DialTest],
             Self::All => Scenario::ALL.to_vec(),
         }
@@ -212,7 +215,7 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
             ErrorKind::MissingRequiredArgument,
             "--interface license-code needs --license-code CODE for the lifecycle, idempotency and \
              dial-test scenarios: a license code your server has activated (request a test code \
-             in seller center); --scenario security and --scenario bad-input run without one",
+             in seller center); --scenario security, bad-input and strict run without one",
         );
         let _ = error.print();
         return ExitCode::from(2);

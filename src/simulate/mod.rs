@@ -60,17 +60,21 @@ pub enum Scenario {
     Security,
     /// Malformed and out-of-spec requests: each must get `000002`, and the server must keep answering.
     BadInput,
+    /// What real implementations get wrong: forged and unknown-instance requests for every
+    /// activity, and times that are not `yyyyMMddHHmmss`.
+    Strict,
     /// The saved debugging cases, replayed as the dial test replays them.
     DialTest,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Lifecycle,
         Self::Idempotency,
         Self::Security,
         Self::BadInput,
+        Self::Strict,
         Self::DialTest,
     ];
 
@@ -80,6 +84,7 @@ impl Scenario {
             Self::Idempotency => "idempotency",
             Self::Security => "security",
             Self::BadInput => "bad-input",
+            Self::Strict => "strict",
             Self::DialTest => "dial-test",
         }
     }

@@ -404,6 +404,37 @@ pub fn body(fields: &[(&str, &str)]) -> Vec<u8> {
     serde_json::to_vec(&map).expect("a map of strings always serialises")
 }
 
+/// Names the fault when a forged `activity` (signed with another key) was not refused: the
+/// signature must be checked before anything else (§2.2, D5).
+pub fn forged_not_refused(activity: &str, answer: &mut Answer) {
+    if let Some(code) = answer.code.as_deref()
+        && code != "000001"
+    {
+        answer.problems.push(format!(
+            "a forged {activity} was answered {code} instead of being refused: every activity \
+             must check the signature before anything else (§2.2, D5)"
+        ));
+    }
+}
+
+/// Names the fault when a forged request that is also invalid got `000002`.
+pub fn validated_before_authenticated(answer: &mut Answer) {
+    if answer.code.as_deref() == Some("000002") {
+        answer.problems.push(
+            "the server validates the request before authenticating it: it tells an \
+             unauthenticated caller which fields it wants; check the signature first, then the \
+             fields (§11)"
+                .into(),
+        );
+    }
+}
+
+/// An `expireTime` in a format KooGallery never sends (D10: `yyyyMMddHHmmss`): a server must
+/// answer it `000002`, not fail.
+pub const BAD_TIME: &str = "2099-12-31 23:59:59";
+/// Fourteen digits, but 31 February.
+pub const IMPOSSIBLE_TIME: &str = "20990231120000";
+
 /// The first order line of an order, as KooGallery numbers them.
 pub fn line(order: &str) -> String {
     format!("{order}-000001")
@@ -411,6 +442,11 @@ pub fn line(order: &str) -> String {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A key no server holds, for forged requests.
+pub fn other_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 pub fn business_id() -> String {

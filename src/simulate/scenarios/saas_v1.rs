@@ -2,7 +2,10 @@
 //! all of them (§2.1). Credentials in `appInfo` come back encrypted (§2.5). There is no nonce,
 //! so a replayed request is legitimate here (the dial test replays), and no JSON body to break.
 
-use super::{Flow, SIMULTANEOUS, Session, business_id, dial_test_rounds, next_year};
+use super::{
+    BAD_TIME, Flow, IMPOSSIBLE_TIME, SIMULTANEOUS, Session, business_id, dial_test_rounds,
+    forged_not_refused, next_year, other_key, validated_before_authenticated,
+};
 use crate::protocol::time;
 use crate::simulate::Scenario;
 use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, NOT_FOUND, SUCCESS};
@@ -27,6 +30,7 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::Security => security(s).await,
         Scenario::BadInput => bad_input(s).await,
+        Scenario::Strict => strict(s).await,
         Scenario::DialTest => dial_test(s).await,
     }
 }
@@ -118,6 +122,11 @@ fn time_stamp(offset: Duration) -> String {
 
 fn get(s: &Session<'_>, params: &Params) -> Request {
     Request::v1_get(s.url(), s.key(), params, &time_stamp(Duration::zero()))
+}
+
+fn without(mut params: Params, name: &str) -> Params {
+    params.retain(|(k, _)| *k != name);
+    params
 }
 
 /// new → query → renew → freeze (expireInstance) → unfreeze (instanceStatus NORMAL) → upgrade
@@ -281,8 +290,7 @@ async fn security(s: &mut Session<'_>) -> Flow {
     )
     .await?;
 
-    let other_key = uuid::Uuid::new_v4().to_string();
-    let wrong_key = Request::v1_get(&url, &other_key, &forged("key"), &now);
+    let wrong_key = Request::v1_get(&url, &other_key(), &forged("key"), &now);
     s.step(
         "an authToken computed with another key gets 000001",
         wrong_key,
@@ -379,6 +387,100 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
         "the server still answers: newInstance for a new order answers 000000",
         good,
         Expect::created(SUCCESS),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What real implementations get wrong: forged requests for every activity (and an invalid
+/// forged one), every activity for an unknown instance, and expiry times that are not
+/// `yyyyMMddHHmmss`.
+async fn strict(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let create = get(s, &new_instance(&order, &business_id(), &next_year(), flag));
+    let created = s
+        .step(
+            format!("newInstance for new order {order} answers 000000 with an instanceId"),
+            create,
+            Expect::created(SUCCESS),
+        )
+        .await?;
+
+    let Some(id) = created.instance_id else {
+        return s.skipped(
+            "the rest of the strict scenario",
+            "newInstance gave no instanceId to continue with",
+        );
+    };
+    let other = s.fresh_order();
+    let activities = |instance: &str| {
+        [
+            (
+                "refreshInstance",
+                refresh(instance, &other, &next_year(), flag),
+            ),
+            ("expireInstance", expire(instance, &order, flag)),
+            ("instanceStatus", status(instance, "FREEZE", flag)),
+            ("upgrade", upgrade(instance, &other, flag)),
+            ("queryInstance", query(instance, flag)),
+            ("releaseInstance", release(instance, &order, flag)),
+        ]
+    };
+    let now = time_stamp(Duration::zero());
+    for (activity, params) in activities(&id) {
+        let forged = Request::v1_get(s.url(), &other_key(), &params, &now);
+        let exchange = s.send(forged).await;
+        let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+        forged_not_refused(activity, &mut answer);
+        s.record(
+            format!("a forged {activity} (authToken from another key) gets 000001"),
+            answer.problems,
+            &[&exchange],
+        )?;
+    }
+    let invalid = without(
+        new_instance(&other, &business_id(), &next_year(), flag),
+        "orderId",
+    );
+    let forged = Request::v1_get(s.url(), &other_key(), &invalid, &now);
+    let exchange = s.send(forged).await;
+    let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+    validated_before_authenticated(&mut answer);
+    s.record(
+        "a forged newInstance missing a mandatory parameter gets 000001, not 000002",
+        answer.problems,
+        &[&exchange],
+    )?;
+
+    let unknown = format!("{}-unknown", business_id());
+    for (activity, params) in activities(&unknown) {
+        let request = get(s, &params);
+        s.step(
+            format!("{activity} for an unknown instance gets 000003"),
+            request,
+            Expect::plain(NOT_FOUND),
+        )
+        .await?;
+    }
+
+    for bad in [BAD_TIME, IMPOSSIBLE_TIME] {
+        let request = get(s, &refresh(&id, &other, bad, flag));
+        s.step(
+            format!("refreshInstance with an expireTime that is not yyyyMMddHHmmss ({bad:?}) gets 000002"),
+            request,
+            Expect::plain(INVALID),
+        )
+        .await?;
+    }
+    let bad_order = s.fresh_order();
+    let request = get(s, &new_instance(&bad_order, &business_id(), BAD_TIME, flag));
+    s.step(
+        format!(
+            "newInstance with an expireTime that is not yyyyMMddHHmmss ({BAD_TIME:?}) gets 000002"
+        ),
+        request,
+        Expect::plain(INVALID),
     )
     .await?;
     Ok(())

@@ -1,10 +1,11 @@
 //! SaaS 2.0 (spec §3): POST JSON with `signature`/`timestamp`/`nonce` URL parameters.
 
 use super::{
-    Flow, SIMULTANEOUS, Session, body, business_id, dial_test_rounds, line, next_year, signed,
+    BAD_TIME, Flow, IMPOSSIBLE_TIME, SIMULTANEOUS, Session, body, business_id, dial_test_rounds,
+    line, next_year, signed,
 };
 use crate::simulate::Scenario;
-use crate::simulate::checks::{ACCEPTED, Expect, NOT_FOUND, SUCCESS};
+use crate::simulate::checks::{ACCEPTED, Expect, INVALID, NOT_FOUND, SUCCESS};
 
 /// The mock order the debugging cases use (spec §8.2, §9): KooGallery's 查询订单 answers it
 /// without a purchase.
@@ -26,6 +27,7 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::Security => security(s).await,
         Scenario::BadInput => bad_input(s).await,
+        Scenario::Strict => strict(s).await,
         Scenario::DialTest => dial_test(s).await,
     }
 }
@@ -318,6 +320,83 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
         Expect::created(ACCEPTED),
     );
     signed::bad_input(s, cases, after).await
+}
+
+/// What real implementations get wrong: forged requests for every activity (and invalid
+/// forged ones), every activity for an unknown instance, and expiry times that are not
+/// `yyyyMMddHHmmss`.
+async fn strict(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let create = s.signed(new_instance(&order, &business_id(), flag));
+    let created = s
+        .step(
+            format!(
+                "newInstance for new order {order} answers 000000 or 000004 with an instanceId"
+            ),
+            create,
+            Expect::created(ACCEPTED),
+        )
+        .await?;
+
+    let Some(id) = created.instance_id else {
+        return s.skipped(
+            "the rest of the strict scenario",
+            "newInstance gave no instanceId to continue with",
+        );
+    };
+    let other = s.fresh_order();
+    signed::forged_each(
+        s,
+        vec![
+            ("refreshInstance", refresh(&id, &other, &next_year(), flag)),
+            ("updateInstanceStatus", status(&id, "FREEZE", flag)),
+            ("upgradeInstance", upgrade(&id, &other, flag)),
+            ("changeInstanceCheck", change_check(&id, false, flag)),
+            ("queryInstance", query(&id, flag)),
+            ("releaseInstance", release(&id, flag)),
+        ],
+    )
+    .await?;
+    let without_order = body(&[
+        ("activity", "newInstance"),
+        ("businessId", &business_id()),
+        ("orderLineId", &line(&other)),
+        ("testFlag", flag),
+    ]);
+    signed::forged_invalid(s, "newInstance", without_order).await?;
+
+    let unknown = format!("{}-unknown", business_id());
+    let cases = [
+        (
+            "refreshInstance",
+            refresh(&unknown, &other, &next_year(), flag),
+        ),
+        ("upgradeInstance", upgrade(&unknown, &other, flag)),
+        ("changeInstanceCheck", change_check(&unknown, false, flag)),
+        ("releaseInstance", release(&unknown, flag)),
+        ("queryInstance", query(&unknown, flag)),
+    ];
+    for (activity, case) in cases {
+        let request = s.signed(case);
+        s.step(
+            format!("{activity} for an unknown instance gets 000003"),
+            request,
+            Expect::plain(NOT_FOUND),
+        )
+        .await?;
+    }
+
+    for bad in [BAD_TIME, IMPOSSIBLE_TIME] {
+        let request = s.signed(refresh(&id, &other, bad, flag));
+        s.step(
+            format!("refreshInstance with an expireTime that is not yyyyMMddHHmmss ({bad:?}) gets 000002"),
+            request,
+            Expect::plain(INVALID),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The saved debugging cases (创建实例, 查询实例, 更新实例, 更新实例状态, 实例升级, 释放实例), replayed

@@ -1,8 +1,11 @@
 //! The scenarios the families signed as in §2.2 share (SaaS 2.0, order notifications, License
 //! code): forged, stale and replayed requests must get `000001` (D1, D2), malformed ones
-//! `000002` (D5), and neither may stop the server answering.
+//! `000002` (D5), and neither may stop the server answering; and the strict checks of forged
+//! requests for every activity.
 
-use super::{Flow, Session, body, now_ms};
+use super::{
+    Flow, Session, body, forged_not_refused, now_ms, other_key, validated_before_authenticated,
+};
 use crate::protocol::signature::{self, Variant, WINDOW_MS};
 use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID};
 use crate::simulate::client::{self, Request};
@@ -47,8 +50,7 @@ pub async fn security(
     )
     .await?;
 
-    let other_key = uuid::Uuid::new_v4().to_string();
-    let wrong_key = Request::signed_post(&url, &other_key, forged(&marker("key")), now_ms());
+    let wrong_key = Request::signed_post(&url, &other_key(), forged(&marker("key")), now_ms());
     s.step(
         "a request signed with another key gets 000001",
         wrong_key,
@@ -141,5 +143,47 @@ pub async fn bad_input(
     let (name, good, expect) = after;
     let request = s.signed(good);
     s.step(name, request, expect).await?;
+    Ok(())
+}
+
+/// Each of `cases` (an activity and a body naming something that exists where it can), signed
+/// with another key, must get `000001`: the signature is checked before the activity is.
+pub async fn forged_each(s: &mut Session<'_>, cases: Vec<(&str, Vec<u8>)>) -> Flow {
+    for (activity, body) in cases {
+        let request = Request::signed_post(s.url(), &other_key(), body, now_ms());
+        let exchange = s.send(request).await;
+        let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+        forged_not_refused(activity, &mut answer);
+        s.record(
+            format!("a forged {activity} (signed with another key) gets 000001"),
+            answer.problems,
+            &[&exchange],
+        )?;
+    }
+    Ok(())
+}
+
+/// Forged requests that are also invalid (malformed JSON; `invalid`, a body missing a mandatory
+/// field) must get `000001`, not `000002`: a server that validates before it authenticates
+/// tells an unauthenticated caller which fields it wants.
+pub async fn forged_invalid(s: &mut Session<'_>, activity: &str, invalid: Vec<u8>) -> Flow {
+    let flag = s.test_flag();
+    let cases = [
+        (
+            "a forged request with malformed JSON gets 000001, not 000002".to_owned(),
+            format!(r#"{{"activity":"{activity}","testFlag":"{flag}","#).into_bytes(),
+        ),
+        (
+            format!("a forged {activity} missing a mandatory field gets 000001, not 000002"),
+            invalid,
+        ),
+    ];
+    for (name, body) in cases {
+        let request = Request::signed_post(s.url(), &other_key(), body, now_ms());
+        let exchange = s.send(request).await;
+        let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+        validated_before_authenticated(&mut answer);
+        s.record(name, answer.problems, &[&exchange])?;
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ use koogate::protocol::fields::{FieldError, Fields};
 use koogate::protocol::reply::{AppInfo, InstanceInfo, Reply};
 use koogate::protocol::saas_v2::{Activity, Request};
 use koogate::protocol::signature::{self, KeyRing, SignedParams, Variant};
+use koogate::protocol::time;
 use koogate::protocol::v1::V1Request;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -47,12 +48,20 @@ pub struct Faults {
     pub plain_v1_credentials: bool,
     /// The V2 payload hash is a plain SHA-256 (variant B); variant A is refused.
     pub expects_variant_b: bool,
+    /// A forged updateInstanceStatus is answered 000004 instead of being refused.
+    pub forged_status_processing: bool,
+    /// V2 fields are validated before the signature is checked.
+    pub validates_before_authenticating: bool,
+    /// An unknown instance is answered 000004 instead of 000003.
+    pub unknown_instance_processing: bool,
+    /// Releases are ignored: a released instance keeps being answered.
+    pub answers_after_release: bool,
+    /// An expireTime that is not yyyyMMddHHmmss crashes the handler (HTTP 500).
+    pub crashes_on_bad_time: bool,
     /// V1 newInstance answers its instanceId encrypted under a fresh random IV each time.
     pub random_iv_instance_id: bool,
     /// Invalid requests are answered 000999, a code outside the spec's table.
     pub unlisted_result_code: bool,
-    /// Releases are ignored: a released instance keeps being answered.
-    pub answers_after_release: bool,
     /// Each answer waits this long first.
     pub delay: Duration,
 }
@@ -194,6 +203,9 @@ impl Fake {
     }
 
     fn not_found(&self, id: &str) -> Reply {
+        if self.faults.unknown_instance_processing && !self.memory().instances.contains(id) {
+            return Reply::new(ResultCode::Processing, "processing");
+        }
         Reply::new(
             ResultCode::NotFound,
             format!("instance {id} does not exist"),
@@ -249,10 +261,25 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
     if fake.broken() {
         return SERVER_ERROR.into_response();
     }
+    if fake.faults.validates_before_authenticating
+        && let Err(error) = Request::parse(&body)
+    {
+        return fake.answer(fake.invalid(error), "").await;
+    }
     let time = match fake.verify(query.as_deref().unwrap_or_default(), &body) {
         Ok(time) => time,
+        Err(_)
+            if fake.faults.forged_status_processing
+                && activity(&body) == "updateInstanceStatus" =>
+        {
+            let processing = Reply::new(ResultCode::Processing, "processing");
+            return fake.answer(processing.to_bytes(), "").await;
+        }
         Err(refusal) => return fake.answer(refusal, "").await,
     };
+    if fake.faults.crashes_on_bad_time && bad_time(&body) {
+        return SERVER_ERROR.into_response();
+    }
     let bytes = match Request::parse(&body) {
         Err(error) => fake.invalid(error),
         Ok(request) => match request.activity {
@@ -288,6 +315,22 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
         },
     };
     fake.answer(bytes, &time).await
+}
+
+/// The body's `activity`, or nothing.
+fn activity(body: &[u8]) -> String {
+    Fields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("activity", 64).ok().flatten())
+        .unwrap_or_default()
+}
+
+/// Whether the body carries an `expireTime` that is not `yyyyMMddHHmmss`.
+fn bad_time(body: &[u8]) -> bool {
+    Fields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("expireTime", 64).ok().flatten())
+        .is_some_and(|t| time::parse_compact(&t).is_none())
 }
 
 async fn saas_v1(State(fake): State<Fake>, RawQuery(query): RawQuery) -> Response {
@@ -329,6 +372,14 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
     };
     let activity = required("activity")?;
     let test = request.get("testFlag") == Some("1");
+    if let Some(expire) = request.get("expireTime")
+        && time::parse_compact(expire).is_none()
+    {
+        return Err(FieldError::Invalid {
+            field: "expireTime",
+            reason: format!("{expire:?} is not yyyyMMddHHmmss"),
+        });
+    }
     Ok(match activity.as_str() {
         "newInstance" => {
             let (order, id) = (required("orderId")?, required("businessId")?);
@@ -418,9 +469,10 @@ async fn license_code(
         let license = f.required("license", 64)?;
         match f.required("activity", 32)?.as_str() {
             "refreshLicenseCode" => {
-                for field in ["scene", "orderId", "orderLineId", "expireTime"] {
+                for field in ["scene", "orderId", "orderLineId"] {
                     f.required(field, 64)?;
                 }
+                f.compact_time("expireTime")?;
             }
             "updateLicenseCodeStatus" => {
                 f.required("status", 32)?;

@@ -80,9 +80,9 @@ async fn every_saas_v2_check_passes_against_koogate(backend: Backend) {
     .await;
     let again = simulate(&options(&url, Interface::SaasV2)).await;
 
-    assert_all_passed(&debugging, 5);
-    assert_all_passed(&real, 5);
-    assert_all_passed(&again, 5);
+    assert_all_passed(&debugging, 6);
+    assert_all_passed(&real, 6);
+    assert_all_passed(&again, 6);
     assert_eq!((real.test_flag, debugging.test_flag), ("0", "1"));
     let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
     for expected in [
@@ -116,8 +116,8 @@ async fn every_saas_v1_check_passes_against_koogate(backend: Backend) {
         })
         .await;
 
-        assert_all_passed(&debugging, 5);
-        assert_all_passed(&real, 5);
+        assert_all_passed(&debugging, 6);
+        assert_all_passed(&real, 6);
         let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
         assert!(
             names.contains(&"a timeStamp 661 s old (the window plus 61 s) gets 000001 (D3)"),
@@ -140,8 +140,8 @@ async fn every_order_notify_check_passes_against_koogate(backend: Backend) {
     })
     .await;
 
-    assert_all_passed(&debugging, 5);
-    assert_all_passed(&real, 5);
+    assert_all_passed(&debugging, 6);
+    assert_all_passed(&real, 6);
 }
 
 async fn every_license_code_check_passes_against_koogate(backend: Backend) {
@@ -157,8 +157,8 @@ async fn every_license_code_check_passes_against_koogate(backend: Backend) {
     let first = simulate(&with_code()).await;
     let again = simulate(&with_code()).await;
 
-    assert_all_passed(&first, 5);
-    assert_all_passed(&again, 5);
+    assert_all_passed(&first, 6);
+    assert_all_passed(&again, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,7 +183,7 @@ async fn every_check_passes_against_a_correct_implementation_of_each_interface()
             interface.as_str(),
             failures(&report)
         );
-        assert_eq!(report.scenarios.len(), 5, "{}", interface.as_str());
+        assert_eq!(report.scenarios.len(), 6, "{}", interface.as_str());
     }
 }
 
@@ -213,7 +213,7 @@ async fn license_code_scenarios_that_change_a_code_need_one() {
         assert_eq!(checks.len(), 1, "{needs_code:?}");
         assert!(checks[0].problems[0].contains("needs --license-code"));
     }
-    for runs_without in [Scenario::Security, Scenario::BadInput] {
+    for runs_without in [Scenario::Security, Scenario::BadInput, Scenario::Strict] {
         let checks = &by_scenario(runs_without).checks;
         assert!(checks.iter().all(|c| c.passed), "{}", failures(&report));
     }
@@ -422,7 +422,7 @@ fn path(interface: Interface) -> &'static str {
 async fn defects_of_real_implementations_fail_the_run_and_are_named() {
     let f = Faults::default;
     use Interface::{SaasV1, SaasV2};
-    use Scenario::{BadInput, Idempotency, Lifecycle};
+    use Scenario::{BadInput, Idempotency, Lifecycle, Strict};
     let cases = [
         broken(
             Faults {
@@ -433,6 +433,104 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
             Lifecycle,
         )
         .named("newInstance for new order", "the server expects variant B"),
+        broken(
+            Faults {
+                forged_status_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "a forged updateInstanceStatus",
+            "a forged updateInstanceStatus was answered 000004 instead of being refused",
+        ),
+        broken(
+            Faults {
+                validates_before_authenticating: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "missing a mandatory field gets 000001",
+            "validates the request before authenticating it",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "refreshInstance for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "changeInstanceCheck for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV1,
+            Strict,
+        )
+        .named(
+            "expireInstance for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV2,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "refreshInstance on the released instance",
+            "resultCode is 000000",
+        ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV1,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "queryInstance for the released instance",
+            "resultCode is 000000",
+        ),
+        broken(
+            Faults {
+                crashes_on_bad_time: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "with an expireTime that is not yyyyMMddHHmmss",
+            "HTTP status 500",
+        ),
         broken(
             Faults {
                 random_iv_instance_id: true,
@@ -468,32 +566,6 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
         .named(
             "without orderId gets 000002",
             "resultCode 000999 is not one of the spec's result codes (§5)",
-        ),
-        broken(
-            Faults {
-                answers_after_release: true,
-                ..f()
-            },
-            SaasV2,
-            Lifecycle,
-        )
-        .real()
-        .named(
-            "refreshInstance on the released instance",
-            "resultCode is 000000",
-        ),
-        broken(
-            Faults {
-                answers_after_release: true,
-                ..f()
-            },
-            SaasV1,
-            Lifecycle,
-        )
-        .real()
-        .named(
-            "queryInstance for the released instance",
-            "resultCode is 000000",
         ),
     ];
     for case in cases {
@@ -736,7 +808,7 @@ async fn usage_errors_list_the_valid_choices() {
                 "--scenario",
                 "everything",
             ]),
-            "[possible values: lifecycle, idempotency, security, bad-input, dial-test, all]",
+            "[possible values: lifecycle, idempotency, security, bad-input, strict, dial-test, all]",
         ),
         (
             args(&[
