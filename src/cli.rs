@@ -164,7 +164,8 @@ pub enum ScenarioChoice {
     Security,
     /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
     BadInput,
-    /// forged and unknown-instance requests for every activity, and bad times
+    /// the signed form of the body (D1a), forged and unknown-instance requests for every
+    /// activity, and bad times
     Strict,
     /// the saved debugging cases, replayed twice as the dial test replays them
     DialTest,

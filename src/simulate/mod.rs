@@ -60,8 +60,9 @@ pub enum Scenario {
     Security,
     /// Malformed and out-of-spec requests: each must get `000002`, and the server must keep answering.
     BadInput,
-    /// What real implementations get wrong: forged and unknown-instance requests for every
-    /// activity, and times that are not `yyyyMMddHHmmss`.
+    /// What real implementations get wrong: the form of the body the signature covers (D1a),
+    /// forged and unknown-instance requests for every activity, and times that are not
+    /// `yyyyMMddHHmmss`.
     Strict,
     /// The saved debugging cases, replayed as the dial test replays them.
     DialTest,

@@ -1,7 +1,7 @@
-//! The report: one line per check with ✓ or ✗, what was sent and what came back for each
-//! failure, a summary with counts; the same as JSON for machines. A `Sink` hears about each
-//! request and check as it happens, so a person watches a slow server being tested live. A
-//! fault that fails every check is stated once, not under each check.
+//! The report: one line per check with ✓, ! (passed with a warning) or ✗, what was sent and
+//! what came back for each failure, a summary with counts; the same as JSON for machines. A
+//! `Sink` hears about each request and check as it happens, so a person watches a slow server
+//! being tested live. A fault that fails every check is stated once, not under each check.
 
 use super::{Interface, Scenario};
 use serde::Serialize;
@@ -34,6 +34,10 @@ pub struct Check {
     /// Each fault found, one sentence each; empty when the check passed. A fault every check
     /// had is in the report's `common_problems` instead.
     pub problems: Vec<String>,
+    /// What passed but would break if KooGallery behaves in a way the spec leaves open (D1a:
+    /// which form of the body it signs); a warning never fails the check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The slowest answer the check waited for.
     pub duration_ms: u64,
     /// Whether that answer took more than half of KooGallery's timeout: too little margin.
@@ -69,6 +73,8 @@ pub struct Report {
     pub checks: usize,
     pub passed: usize,
     pub failed: usize,
+    /// How many checks passed with a warning.
+    pub warnings: usize,
 }
 
 impl Report {
@@ -87,6 +93,10 @@ impl Report {
         self.checks = self.all_checks().count();
         self.passed = self.all_checks().filter(|c| c.passed).count();
         self.failed = self.checks - self.passed;
+        self.warnings = self
+            .all_checks()
+            .filter(|c| c.passed && !c.warnings.is_empty())
+            .count();
         self.common_problems = common_problems(self.all_checks());
         let common = &self.common_problems;
         for check in self.scenarios.iter_mut().flat_map(|s| s.checks.iter_mut()) {
@@ -101,6 +111,9 @@ impl Report {
             "{} check{plural}, {} passed, {} failed",
             self.checks, self.passed, self.failed
         );
+        if self.warnings > 0 {
+            line.push_str(&format!(", {} with a warning", self.warnings));
+        }
         if !self.common_problems.is_empty() {
             line.push_str(", all with the fault stated at the first check");
         }
@@ -220,7 +233,11 @@ impl<W: Write> Sink for Human<W> {
         if !self.report {
             return;
         }
-        let mark = if check.passed { '✓' } else { '✗' };
+        let mark = match (check.passed, check.warnings.is_empty()) {
+            (false, _) => '✗',
+            (true, true) => '✓',
+            (true, false) => '!',
+        };
         let slow = if check.slow {
             ", slow: KooGallery gives up after 5 s"
         } else {
@@ -237,6 +254,9 @@ impl<W: Write> Sink for Human<W> {
         }
         if repeated {
             self.line("      - the same fault as every check above");
+        }
+        for warning in &check.warnings {
+            self.line(&format!("      - warning: {warning}"));
         }
         for exchange in &check.exchanges {
             self.line(&format!("      sent: {}", exchange.sent));

@@ -201,11 +201,28 @@ async fn bad_input(s: &mut Session<'_>, code: Option<String>) -> Flow {
     signed::bad_input(s, cases, after).await
 }
 
-/// Forged requests for each activity and forged invalid ones; with a known code, an expiry
-/// that is not `yyyyMMddHHmmss`.
+/// The form of the body the signature is verified over (D1a), forged requests for each activity
+/// and forged invalid ones; with a known code, an expiry that is not `yyyyMMddHHmmss`.
 async fn strict(s: &mut Session<'_>, code: Option<String>) -> Flow {
     let flag = s.test_flag();
     let license = code.clone().unwrap_or_else(unknown_code);
+    let expect = match code {
+        Some(_) => Expect::plain(SUCCESS),
+        None => Expect::plain(NOT_FOUND),
+    };
+    let renewal = |order: &str| {
+        vec![
+            ("activity", "refreshLicenseCode".to_owned()),
+            ("expireTime", next_year()),
+            ("license", license.clone()),
+            ("orderId", order.to_owned()),
+            ("orderLineId", line(order)),
+            ("scene", "RENEWAL".to_owned()),
+            ("testFlag", flag.to_owned()),
+        ]
+    };
+    let fields = [renewal(&s.fresh_order()), renewal(&s.fresh_order())];
+    signed::payload_form(s, fields, expect).await?;
     let order = s.fresh_order();
     signed::forged_each(
         s,

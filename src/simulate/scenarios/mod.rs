@@ -37,6 +37,7 @@ pub async fn run(options: &Options, sink: &mut dyn Sink) -> Report {
         checks: 0,
         passed: 0,
         failed: 0,
+        warnings: 0,
     };
     sink.started(&report);
     match client::build(options.timeout) {
@@ -210,11 +211,31 @@ impl<'a> Session<'a> {
         Ok(answer)
     }
 
+    /// Records one check that passed with `warnings`.
+    pub fn warn(
+        &mut self,
+        name: impl Into<String>,
+        warnings: Vec<String>,
+        exchanges: &[&Exchange],
+    ) -> Flow {
+        self.record_check(name, Vec::new(), warnings, exchanges)
+    }
+
     /// Records one check; stops the run when an exchange could not reach the server.
     pub fn record(
         &mut self,
         name: impl Into<String>,
         problems: Vec<String>,
+        exchanges: &[&Exchange],
+    ) -> Flow {
+        self.record_check(name, problems, Vec::new(), exchanges)
+    }
+
+    fn record_check(
+        &mut self,
+        name: impl Into<String>,
+        problems: Vec<String>,
+        warnings: Vec<String>,
         exchanges: &[&Exchange],
     ) -> Flow {
         let passed = problems.is_empty();
@@ -227,6 +248,7 @@ impl<'a> Session<'a> {
             name: name.into(),
             passed,
             problems,
+            warnings,
             duration_ms: u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX),
             slow: slowest > self.options.timeout / 2,
             exchanges: if passed {

@@ -123,9 +123,23 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
     signed::bad_input(s, cases, after).await
 }
 
-/// Forged requests that are also invalid.
+fn notify_fields(order: &str, flag: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("activity", "orderNotify".into()),
+        ("orderId", order.into()),
+        ("orderLineId", line(order)),
+        ("testFlag", flag.into()),
+    ]
+}
+
+/// The form of the body the signature is verified over (D1a), and forged invalid requests.
 async fn strict(s: &mut Session<'_>) -> Flow {
     let flag = s.test_flag();
+    let fields = [
+        notify_fields("MOCKPERIODYEARNEW", flag),
+        notify_fields("MOCKMONTYRENEW", flag),
+    ];
+    signed::payload_form(s, fields, Expect::plain(SUCCESS)).await?;
     let without_order = body(&[
         ("activity", "orderNotify"),
         ("orderLineId", &line(DIAL_ORDER)),

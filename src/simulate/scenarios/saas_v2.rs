@@ -32,14 +32,24 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
     }
 }
 
+fn new_instance_fields(order: &str, business_id: &str, flag: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("activity", "newInstance".into()),
+        ("businessId", business_id.into()),
+        ("orderId", order.into()),
+        ("orderLineId", line(order)),
+        ("testFlag", flag.into()),
+    ]
+}
+
 fn new_instance(order: &str, business_id: &str, flag: &str) -> Vec<u8> {
-    body(&[
-        ("activity", "newInstance"),
-        ("businessId", business_id),
-        ("orderId", order),
-        ("orderLineId", &line(order)),
-        ("testFlag", flag),
-    ])
+    let fields = new_instance_fields(order, business_id, flag);
+    body(
+        &fields
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn query(instance: &str, flag: &str) -> Vec<u8> {
@@ -322,9 +332,9 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
     signed::bad_input(s, cases, after).await
 }
 
-/// What real implementations get wrong: forged requests for every activity (and invalid
-/// forged ones), every activity for an unknown instance, and expiry times that are not
-/// `yyyyMMddHHmmss`.
+/// What real implementations get wrong: the form of the body the signature covers (D1a),
+/// forged requests for every activity (and invalid forged ones), every activity for an unknown
+/// instance, and expiry times that are not `yyyyMMddHHmmss`.
 async fn strict(s: &mut Session<'_>) -> Flow {
     let flag = s.test_flag();
     let order = s.fresh_order();
@@ -338,6 +348,11 @@ async fn strict(s: &mut Session<'_>) -> Flow {
             Expect::created(ACCEPTED),
         )
         .await?;
+    let fields = [
+        new_instance_fields(&s.fresh_order(), &business_id(), flag),
+        new_instance_fields(&s.fresh_order(), &business_id(), flag),
+    ];
+    signed::payload_form(s, fields, Expect::created(ACCEPTED)).await?;
 
     let Some(id) = created.instance_id else {
         return s.skipped(

@@ -9,6 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use koogate::protocol::canonical;
 use koogate::protocol::codes::ResultCode;
 use koogate::protocol::crypto::{FieldCipher, KeySize};
 use koogate::protocol::fields::{FieldError, Fields};
@@ -46,6 +47,12 @@ pub struct Faults {
     pub breaks_after_bad_input: bool,
     /// V1 credentials are sent in plain text.
     pub plain_v1_credentials: bool,
+    /// The V2 signature is checked over the fake's own re-serialisation of the JSON (keys
+    /// sorted, nulls kept, escapes rewritten), never over the bytes received.
+    pub verifies_reserialised: bool,
+    /// The V2 signature is checked over the canonical form only (D1a), as Huawei's sample
+    /// server checks it.
+    pub verifies_canonical_only: bool,
     /// The V2 payload hash is a plain SHA-256 (variant B); variant A is refused.
     pub expects_variant_b: bool,
     /// A forged updateInstanceStatus is answered 000004 instead of being refused.
@@ -121,6 +128,18 @@ impl Fake {
             _ => now,
         };
         let refused = |why: String| Reply::new(ResultCode::AuthFailed, why).to_bytes();
+        // What the faulty servers verify instead of the bytes received; a body that is not
+        // JSON leaves them nothing to re-serialise, so its bytes are verified.
+        let signed = if self.faults.verifies_reserialised {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .map(|value| value.to_string().into_bytes())
+                .ok()
+        } else if self.faults.verifies_canonical_only {
+            canonical::canonical_form(body)
+        } else {
+            None
+        };
+        let signed = signed.as_deref().unwrap_or(body);
         let nonce = if self.faults.expects_variant_b {
             match (&params.signature, &params.timestamp, &params.nonce) {
                 (Some(sig), Some(ts), Some(nonce))
@@ -128,7 +147,7 @@ impl Fake {
                         KEY,
                         nonce,
                         ts,
-                        body,
+                        signed,
                         Variant::B,
                     )) =>
                 {
@@ -137,7 +156,16 @@ impl Fake {
                 _ => return Err(refused("signature does not match".into())),
             }
         } else {
-            signature::verify(&KeyRing::from_list(KEY), &params, body, false, now)
+            let keys = KeyRing::from_list(KEY);
+            let verify = |bytes: &[u8]| signature::verify(&keys, &params, bytes, false, now);
+            // D1a: the raw bytes, then (unless a fault re-serialises) the canonical form.
+            let canonical_too =
+                !self.faults.verifies_reserialised && !self.faults.verifies_canonical_only;
+            verify(signed)
+                .or_else(|e| match canonical::canonical_form(body) {
+                    Some(form) if canonical_too => verify(&form),
+                    _ => Err(e),
+                })
                 .map_err(|e| refused(e.to_string()))?
                 .nonce
         };

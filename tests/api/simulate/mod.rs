@@ -184,6 +184,7 @@ async fn every_check_passes_against_a_correct_implementation_of_each_interface()
             failures(&report)
         );
         assert_eq!(report.scenarios.len(), 6, "{}", interface.as_str());
+        assert_eq!(report.warnings, 0, "{}", interface.as_str());
     }
 }
 
@@ -381,6 +382,8 @@ struct Broken {
     /// Part of the name of a check that must fail, and part of what it must say.
     check: &'static str,
     fault: &'static str,
+    /// A misdiagnosis no check may make.
+    not_said: &'static str,
 }
 
 fn broken(faults: Faults, interface: Interface, scenario: Scenario) -> Broken {
@@ -391,6 +394,7 @@ fn broken(faults: Faults, interface: Interface, scenario: Scenario) -> Broken {
         real: false,
         check: "",
         fault: "",
+        not_said: "a second instance was created",
     }
 }
 
@@ -405,6 +409,10 @@ impl Broken {
 
     fn real(self) -> Self {
         Self { real: true, ..self }
+    }
+
+    fn not_said(self, not_said: &'static str) -> Self {
+        Self { not_said, ..self }
     }
 }
 
@@ -421,9 +429,33 @@ fn path(interface: Interface) -> &'static str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn defects_of_real_implementations_fail_the_run_and_are_named() {
     let f = Faults::default;
-    use Interface::{SaasV1, SaasV2};
+    use Interface::{OrderNotify, SaasV1, SaasV2};
     use Scenario::{BadInput, Idempotency, Lifecycle, Strict};
     let cases = [
+        broken(
+            Faults {
+                verifies_reserialised: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "is not canonical",
+            "verifies the signature over its own re-serialisation of the JSON",
+        ),
+        broken(
+            Faults {
+                verifies_reserialised: true,
+                ..f()
+            },
+            OrderNotify,
+            Strict,
+        )
+        .named(
+            "is not canonical",
+            "verifies the signature over its own re-serialisation of the JSON",
+        ),
         broken(
             Faults {
                 expects_variant_b: true,
@@ -433,6 +465,16 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
             Lifecycle,
         )
         .named("newInstance for new order", "the server expects variant B"),
+        broken(
+            Faults {
+                expects_variant_b: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named("is not canonical", "the server expects variant B")
+        .not_said("its own re-serialisation"),
         broken(
             Faults {
                 forged_status_processing: true,
@@ -588,12 +630,62 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
             failures(&report)
         );
         assert!(
-            !failures(&report).contains("a second instance was created"),
+            !failures(&report).contains(case.not_said),
             "{:?} misdiagnosed:\n{}",
             case.faults,
             failures(&report)
         );
     }
+}
+
+/// Huawei's sample server verifies the canonical form only (D1a); which form KooGallery signs
+/// is not documented, so that is a warning naming the form, and the run still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_verifying_only_the_canonical_form_passes_with_a_warning_naming_it() {
+    let base = fake::start(Faults {
+        verifies_canonical_only: true,
+        ..Faults::default()
+    })
+    .await;
+    for interface in [
+        Interface::SaasV2,
+        Interface::OrderNotify,
+        Interface::LicenseCode,
+    ] {
+        let report = simulate(&Options {
+            license_code: Some(fake::LICENSE.into()),
+            ..options(&format!("{base}{}", path(interface)), interface)
+        })
+        .await;
+
+        assert!(report.all_passed(), "{}", failures(&report));
+        assert_eq!(report.warnings, 1, "{}", interface.as_str());
+        let warned = report.all_checks().find(|c| !c.warnings.is_empty());
+        assert!(
+            warned.is_some_and(|c| c.warnings[0].starts_with(
+                "the server verifies the signature over the body's canonical form only"
+            )),
+            "{warned:?}"
+        );
+    }
+
+    let mut out = Vec::new();
+    let strict = Options {
+        scenarios: vec![Scenario::Strict],
+        ..options(&format!("{base}/saas"), Interface::SaasV2)
+    };
+    let report = simulate::run(&strict, &mut Human::report(&mut out, false)).await;
+    let text = String::from_utf8(out).unwrap();
+    assert!(report.all_passed(), "{text}");
+    assert!(
+        text.contains("\n  ! a body that is not canonical"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n      - warning: the server verifies the signature over the body's canonical form only"),
+        "{text}"
+    );
+    assert!(text.contains(", 0 failed, 1 with a warning\n"), "{text}");
 }
 
 /// A fault that fails every check (no Body-Sign here) is said once, at the first check, not
@@ -761,6 +853,16 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
     ]))
     .await;
     let unreachable = koogate(args(&["simulate", "--url", &closed, "--key", KEY])).await;
+    let strict = koogate(args(&[
+        "simulate",
+        "--url",
+        &url,
+        "--key",
+        KEY,
+        "--scenario",
+        "strict",
+    ]))
+    .await;
 
     let stdout = String::from_utf8_lossy(&passed.stdout);
     assert_eq!(passed.status.code(), Some(0), "{stdout}");
@@ -787,6 +889,11 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
     assert!(stdout.contains("✗ newInstance for new order"), "{stdout}");
     assert!(stdout.contains("resultCode is 000001"), "{stdout}");
     assert!(stdout.contains("sent: curl -X POST"), "{stdout}");
+
+    // A warning (which form of the body koogate verifies, D1a) never fails the run.
+    let stdout = String::from_utf8_lossy(&strict.stdout);
+    assert_eq!(strict.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
 
     let stdout = String::from_utf8_lossy(&unreachable.stdout);
     assert_eq!(unreachable.status.code(), Some(1), "{stdout}");
