@@ -6,10 +6,11 @@ use super::{
     BAD_TIME, Flow, IMPOSSIBLE_TIME, SIMULTANEOUS, Session, business_id, dial_test_rounds,
     forged_not_refused, next_year, other_key, validated_before_authenticated,
 };
+use crate::protocol::crypto::FieldCipher;
 use crate::protocol::time;
 use crate::simulate::Scenario;
 use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, NOT_FOUND, SUCCESS};
-use crate::simulate::client::{self, Request};
+use crate::simulate::client::{self, Exchange, Request};
 use chrono::{Duration, Utc};
 
 const CUSTOMER_ID: &str = "68cbc86abc2018ab880d92f36422fa0e";
@@ -120,8 +121,25 @@ fn time_stamp(offset: Duration) -> String {
     time::format_millis(Utc::now() + offset)
 }
 
+/// A request as KooGallery sends it: with `--v1-contact`, every `newInstance` carries the
+/// buyer's encrypted `mobilePhone` and `email` (§4.1).
 fn get(s: &Session<'_>, params: &Params) -> Request {
-    Request::v1_get(s.url(), s.key(), params, &time_stamp(Duration::zero()))
+    let mut params = params.clone();
+    if s.options().v1_contact && params.contains(&("activity", "newInstance".to_owned())) {
+        params.extend(contact(s));
+    }
+    Request::v1_get(s.url(), s.key(), &params, &time_stamp(Duration::zero()))
+}
+
+/// An encrypted `mobilePhone` and `email` (§2.5, under the product's key size), different on
+/// every call: a server may refuse a number or address it already has (`000101`, `000102`).
+fn contact(s: &Session<'_>) -> Params {
+    let cipher = FieldCipher::new(s.key(), s.options().v1_key_size);
+    let n = uuid::Uuid::new_v4().as_u128() % 100_000_000;
+    vec![
+        ("email", cipher.encrypt(&format!("buyer{n:08}@example.com"))),
+        ("mobilePhone", cipher.encrypt(&format!("138{n:08}"))),
+    ]
 }
 
 fn without(mut params: Params, name: &str) -> Params {
@@ -392,9 +410,14 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
     Ok(())
 }
 
-/// What real implementations get wrong: forged requests for every activity (and an invalid
-/// forged one), every activity for an unknown instance, and expiry times that are not
-/// `yyyyMMddHHmmss`.
+/// `saasExtendParams` as KooGallery puts it in the query once URL-decoded: Base64 of the array in
+/// the spec's example (§4.1, §12 vector 7).
+const SPEC_EXTEND_PARAMS: &str = "W3sibmFtZSI6ImlkTnVtIiwidmFsdWUiOiIzNTIyNTU1NTU1NTU2NTYifSx7Im5hbWUiOiJ1c2VyTmFtZSIsInZhbHVlIjoiaHVhd2VpMTIzIn0seyJuYW1lIjoiY3VzdEVtYWlsIiwidmFsdWUiOiIxMjNAaHVhd2VpLmNvbSJ9XQ==";
+
+/// What real implementations get wrong: the inputs KooGallery really sends (no `testFlag`, no
+/// `customerName`, `saasExtendParams`, and no `mobilePhone`/`email` unless the product asked
+/// for them), forged requests for every activity (and an invalid forged one), every activity
+/// for an unknown instance, and expiry times that are not `yyyyMMddHHmmss`.
 async fn strict(s: &mut Session<'_>) -> Flow {
     let flag = s.test_flag();
     let order = s.fresh_order();
@@ -406,6 +429,32 @@ async fn strict(s: &mut Session<'_>) -> Flow {
             Expect::created(SUCCESS),
         )
         .await?;
+
+    let fresh =
+        |s: &mut Session<'_>| new_instance(&s.fresh_order(), &business_id(), &next_year(), flag);
+    let mut extended = fresh(s);
+    extended.push(("saasExtendParams", SPEC_EXTEND_PARAMS.to_owned()));
+    let inputs = [
+        (
+            "newInstance without testFlag (a real order, as the newest pages send it) answers 000000",
+            without(fresh(s), "testFlag"),
+        ),
+        (
+            "newInstance without customerName (optional on the international site) answers 000000",
+            without(fresh(s), "customerName"),
+        ),
+        (
+            "newInstance with the saasExtendParams of the spec's example answers 000000",
+            extended,
+        ),
+    ];
+    for (name, params) in inputs {
+        let request = get(s, &params);
+        s.step(name, request, Expect::created(SUCCESS)).await?;
+    }
+    if !s.options().v1_contact {
+        contact_not_required(s).await?;
+    }
 
     let Some(id) = created.instance_id else {
         return s.skipped(
@@ -484,6 +533,39 @@ async fn strict(s: &mut Session<'_>) -> Flow {
     )
     .await?;
     Ok(())
+}
+
+/// A `newInstance` without `mobilePhone` and `email`, as every product that does not create the
+/// buyer's account from them receives it. When it is refused, the same order with both sent
+/// tells whether the server requires them.
+async fn contact_not_required(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let bare = get(s, &new_instance(&order, &business_id(), &next_year(), flag));
+    let exchange = s.send(bare).await;
+    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS)).await;
+    let mut exchanges = vec![exchange];
+    if answer.code.as_deref().is_some_and(|c| c != "000000") {
+        let mut with = new_instance(&s.fresh_order(), &business_id(), &next_year(), flag);
+        with.extend(contact(s));
+        let probe = s.send(get(s, &with)).await;
+        if s.answer(&probe, &Expect::created(SUCCESS)).ok() {
+            answer.problems.push(
+                "the server requires mobilePhone or email: the same newInstance was accepted \
+                 once both were sent, encrypted. KooGallery sends them only for a product that \
+                 creates the buyer's account from the mobile number or the email (§4.1); if \
+                 yours does, run with --v1-contact"
+                    .into(),
+            );
+        }
+        exchanges.push(probe);
+    }
+    let shown: Vec<&Exchange> = exchanges.iter().collect();
+    s.record(
+        "newInstance without mobilePhone and email (a product that creates no account from them) answers 000000",
+        answer.problems,
+        &shown,
+    )
 }
 
 /// The saved debugging cases (新购商品, 查询实例, 商品续费, 商品升级, 商品过期, 资源释放), replayed twice

@@ -332,9 +332,10 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
     signed::bad_input(s, cases, after).await
 }
 
-/// What real implementations get wrong: the form of the body the signature covers (D1a),
-/// forged requests for every activity (and invalid forged ones), every activity for an unknown
-/// instance, and expiry times that are not `yyyyMMddHHmmss`.
+/// What real implementations get wrong: the form of the body the signature covers (D1a), a
+/// `newInstance` without `testFlag`, forged requests for every activity (and invalid forged
+/// ones), every activity for an unknown instance, and expiry times that are not
+/// `yyyyMMddHHmmss`.
 async fn strict(s: &mut Session<'_>) -> Flow {
     let flag = s.test_flag();
     let order = s.fresh_order();
@@ -353,6 +354,20 @@ async fn strict(s: &mut Session<'_>) -> Flow {
         new_instance_fields(&s.fresh_order(), &business_id(), flag),
     ];
     signed::payload_form(s, fields, Expect::created(ACCEPTED)).await?;
+    let real = s.fresh_order();
+    let without_flag = body(&[
+        ("activity", "newInstance"),
+        ("businessId", &business_id()),
+        ("orderId", &real),
+        ("orderLineId", &line(&real)),
+    ]);
+    let request = s.signed(without_flag);
+    s.step(
+        "newInstance without testFlag (a real order, as the newest pages send it) answers 000000 or 000004",
+        request,
+        Expect::created(ACCEPTED),
+    )
+    .await?;
 
     let Some(id) = created.instance_id else {
         return s.skipped(

@@ -65,6 +65,8 @@ pub struct Faults {
     pub answers_after_release: bool,
     /// An expireTime that is not yyyyMMddHHmmss crashes the handler (HTTP 500).
     pub crashes_on_bad_time: bool,
+    /// V1 newInstance requires mobilePhone.
+    pub requires_mobile_phone: bool,
     /// V1 newInstance answers its instanceId encrypted under a fresh random IV each time.
     pub random_iv_instance_id: bool,
     /// Invalid requests are answered 000999, a code outside the spec's table.
@@ -412,6 +414,9 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         "newInstance" => {
             let (order, id) = (required("orderId")?, required("businessId")?);
             required("customerId")?;
+            if fake.faults.requires_mobile_phone && request.get("mobilePhone").is_none() {
+                return Err(FieldError::Missing("mobilePhone"));
+            }
             if fake.faults.random_iv_instance_id {
                 let id = {
                     let mut memory = fake.memory();

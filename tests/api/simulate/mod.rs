@@ -12,6 +12,7 @@ use crate::helpers::{Backend, Database, KEY, TestApp};
 use crate::on_both_backends;
 use fake::Faults;
 use koogate::domain::license_code::LicenseCode;
+use koogate::protocol::crypto::KeySize;
 use koogate::simulate::{self, Human, Interface, Options, Quiet, Report, Scenario};
 use reqwest::Url;
 use secrecy::SecretString;
@@ -115,9 +116,18 @@ async fn every_saas_v1_check_passes_against_koogate(backend: Backend) {
             ..options(&url, Interface::SaasV1)
         })
         .await;
+        // A product that creates accounts from the buyer's mobile number or email gets both,
+        // encrypted under the product's key size, in every newInstance.
+        let with_contact = simulate(&Options {
+            v1_contact: true,
+            v1_key_size: KeySize::from_encrypt_type(encrypt_type).unwrap(),
+            ..options(&url, Interface::SaasV1)
+        })
+        .await;
 
         assert_all_passed(&debugging, 6);
         assert_all_passed(&real, 6);
+        assert_all_passed(&with_contact, 6);
         let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
         assert!(
             names.contains(&"a timeStamp 661 s old (the window plus 61 s) gets 000001 (D3)"),
@@ -572,6 +582,18 @@ async fn defects_of_real_implementations_fail_the_run_and_are_named() {
         .named(
             "with an expireTime that is not yyyyMMddHHmmss",
             "HTTP status 500",
+        ),
+        broken(
+            Faults {
+                requires_mobile_phone: true,
+                ..f()
+            },
+            SaasV1,
+            Strict,
+        )
+        .named(
+            "without mobilePhone and email",
+            "the server requires mobilePhone or email",
         ),
         broken(
             Faults {
