@@ -27,32 +27,25 @@ fn serve_and_stop(extra: &[(&str, &str)]) -> (String, String) {
     }
     let mut server = command.spawn().unwrap();
     let mut stderr = server.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // Read until the server says it serves (or stops), then stop it as an orchestrator does.
+    while !text.contains("koogate is serving") {
         use std::io::Read;
-        let mut text = String::new();
-        let mut buf = [0u8; 4096];
-        // Read until the server says it serves, then signal the main thread.
-        loop {
-            let n = stderr.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                return text;
-            }
-            text.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if text.contains("koogate is serving") {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &server.id().to_string()])
-                    .status();
-                let _ = stderr.read_to_string(&mut text);
-                let mut out = String::new();
-                let _ = server.stdout.take().unwrap().read_to_string(&mut out);
-                let _ = server.wait();
-                return format!("{out}\u{0}{text}");
-            }
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
         }
-    });
-    let joined = reader.join().unwrap();
-    let (stdout, stderr) = joined.split_once('\u{0}').unwrap_or(("", &joined));
-    (stdout.to_owned(), stderr.to_owned())
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let output = server.wait_with_output().unwrap();
+    {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut text);
+    }
+    (String::from_utf8_lossy(&output.stdout).into_owned(), text)
 }
 
 #[test]
