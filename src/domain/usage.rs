@@ -214,6 +214,9 @@ pub enum Outcome {
 /// The longest record id kept.
 pub const MAX_ID: usize = 128;
 
+/// A record whose id was new: its place in the batch, the record, its quantity in units.
+type Claimed<'a> = (usize, &'a Incoming, i64);
+
 /// A record that passed the checks that need no database.
 struct Checked {
     quantity: Quantity,
@@ -324,64 +327,82 @@ pub async fn ingest(
         };
         key(a).cmp(&key(b))
     });
+    // Claim every id first, then add to each window once: the window's row is locked
+    // only at the end of the transaction, so batches for one instance at two replicas
+    // overlap instead of queueing behind each other record by record.
+    let mut windows: Vec<(i64, Vec<Claimed>)> = Vec::new();
+    let mut last_instance = "";
     for (index, record, checked) in valid {
-        outcomes[index] = Some(take(tx, record, &checked, size, now_ms).await?);
+        let origin = size.containing(checked.occurred_ms);
+        let stored = crate::store::NewUsageRecord {
+            instance_id: &record.instance_id,
+            record_id: &record.id,
+            quantity: checked.quantity.0,
+            occurred_ms: checked.occurred_ms,
+            origin_begin_ms: origin.begin_ms,
+            received_ms: now_ms,
+        };
+        if let Some(kept) = tx.claim_usage_record(&stored).await? {
+            outcomes[index] = Some(if kept == checked.quantity.0 {
+                Outcome::Duplicate
+            } else {
+                Outcome::Conflict {
+                    kept: Quantity(kept),
+                }
+            });
+            continue;
+        }
+        // Sorted by instance and window, so a new group starts where either changes.
+        match windows.last_mut() {
+            Some((begin, group))
+                if *begin == origin.begin_ms && last_instance == record.instance_id =>
+            {
+                group.push((index, record, checked.quantity.0));
+            }
+            _ => windows.push((origin.begin_ms, vec![(index, record, checked.quantity.0)])),
+        }
+        last_instance = &record.instance_id;
+    }
+    for (begin_ms, group) in windows {
+        let instance_id = &group[0].1.instance_id;
+        let origin = size.containing(begin_ms);
+        let sum = |records: &[Claimed]| {
+            let mut w = UsageWindow::open(instance_id, origin, now_ms);
+            w.total = records.iter().map(|r| r.2).sum();
+            w.records = i64::try_from(records.len()).unwrap_or(i64::MAX);
+            w
+        };
+        if tx.add_usage(&sum(&group)).await? {
+            for (index, ..) in group {
+                outcomes[index] = Some(Outcome::Accepted {
+                    window_begin_ms: begin_ms,
+                    carried_from: None,
+                });
+            }
+            continue;
+        }
+        // Its window is closed: carry the usage into the window open now. That one is
+        // still open, since windows close only once they have ended.
+        let current = size.containing(now_ms.max(origin.begin_ms));
+        let mut carried = sum(&group);
+        carried.begin_ms = current.begin_ms;
+        carried.end_ms = current.end_ms;
+        if !tx.add_usage(&carried).await? {
+            return Err(crate::store::StoreError::Corrupt(format!(
+                "usage window {} of {instance_id} is closed before it ended",
+                current.begin_ms
+            )));
+        }
+        for (index, record, _) in group {
+            tx.carry_usage_record(instance_id, &record.id, current.begin_ms)
+                .await?;
+            outcomes[index] = Some(Outcome::Accepted {
+                window_begin_ms: current.begin_ms,
+                carried_from: Some(begin_ms),
+            });
+        }
     }
     Ok(outcomes.into_iter().flatten().collect())
-}
-
-/// Claims one checked record and counts it in its window, or in the open one.
-async fn take(
-    tx: &mut dyn Tx,
-    record: &Incoming,
-    checked: &Checked,
-    size: WindowSize,
-    now_ms: i64,
-) -> StoreResult<Outcome> {
-    let origin = size.containing(checked.occurred_ms);
-    let stored = crate::store::NewUsageRecord {
-        instance_id: &record.instance_id,
-        record_id: &record.id,
-        quantity: checked.quantity.0,
-        occurred_ms: checked.occurred_ms,
-        origin_begin_ms: origin.begin_ms,
-        received_ms: now_ms,
-    };
-    if let Some(kept) = tx.claim_usage_record(&stored).await? {
-        return Ok(if kept == checked.quantity.0 {
-            Outcome::Duplicate
-        } else {
-            Outcome::Conflict {
-                kept: Quantity(kept),
-            }
-        });
-    }
-    let add = |window: Window| {
-        let mut w = UsageWindow::open(&record.instance_id, window, now_ms);
-        w.total = checked.quantity.0;
-        w
-    };
-    if tx.add_usage(&add(origin)).await? {
-        return Ok(Outcome::Accepted {
-            window_begin_ms: origin.begin_ms,
-            carried_from: None,
-        });
-    }
-    // Its window is closed: carry it into the window open now. That one is still open,
-    // since windows close only once they have ended.
-    let current = size.containing(now_ms.max(checked.occurred_ms));
-    if !tx.add_usage(&add(current)).await? {
-        return Err(crate::store::StoreError::Corrupt(format!(
-            "usage window {} of {} is closed before it ended",
-            current.begin_ms, record.instance_id
-        )));
-    }
-    tx.carry_usage_record(&record.instance_id, &record.id, current.begin_ms)
-        .await?;
-    Ok(Outcome::Accepted {
-        window_begin_ms: current.begin_ms,
-        carried_from: Some(origin.begin_ms),
-    })
 }
 
 /// A window as the API, the CLI and events show it.

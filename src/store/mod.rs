@@ -202,8 +202,8 @@ pub trait Tx: Send {
     /// transaction and then sees it.
     async fn claim_usage_record(&mut self, record: &NewUsageRecord<'_>)
     -> StoreResult<Option<i64>>;
-    /// Adds `window.total` to the window as one record, creating it; `false` (and nothing
-    /// changed) when the window is no longer open.
+    /// Adds `window.total` and `window.records` to the window, creating it; `false` (and
+    /// nothing changed) when the window is no longer open.
     async fn add_usage(&mut self, window: &UsageWindow) -> StoreResult<bool>;
     /// Notes that a record was counted in a later window than its own.
     async fn carry_usage_record(

@@ -138,19 +138,20 @@ macro_rules! queries {
             Ok(Some(kept))
         }
 
-        /// Adds `w.total` to the window as one more record, creating it; `false` (and
+        /// Adds `w.total` and `w.records` to the window, creating it; `false` (and
         /// nothing changed) when the window is no longer open.
         pub async fn add<'c>(conn: impl Executor<'c, Database = Db>, w: &UsageWindow) -> StoreResult<bool> {
             let done = sqlx::query(
                 "INSERT INTO usage_windows (instance_id, begin_ms, end_ms, total, records, state, updated_ms) \
-                 VALUES ($1, $2, $3, $4, 1, 'open', $5) ON CONFLICT (instance_id, begin_ms) DO UPDATE \
-                 SET total = usage_windows.total + excluded.total, records = usage_windows.records + 1, \
+                 VALUES ($1, $2, $3, $4, $5, 'open', $6) ON CONFLICT (instance_id, begin_ms) DO UPDATE \
+                 SET total = usage_windows.total + excluded.total, records = usage_windows.records + excluded.records, \
                  updated_ms = excluded.updated_ms WHERE usage_windows.state = 'open'",
             )
             .bind(&w.instance_id)
             .bind(w.begin_ms)
             .bind(w.end_ms)
             .bind(w.total)
+            .bind(w.records)
             .bind(w.updated_ms)
             .execute(conn)
             .await?;
