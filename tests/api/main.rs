@@ -9,6 +9,7 @@ mod jobs;
 mod license_code;
 mod marketplace;
 mod mock_market;
+mod online_license;
 mod orders;
 mod postgres;
 mod provisioning;
