@@ -680,6 +680,8 @@ async fn on_sqlite_a_key_is_created_beside_the_database_and_license_verify_check
         ev.as_str()
     );
 
+    python_agrees(pem, &token, &ev);
+
     let (ok, printed, _) = run(&["license", "verify", "-"], &format!("{token}\n"));
     assert!(ok, "{printed}");
     assert!(
@@ -731,4 +733,43 @@ async fn a_key_file_that_is_not_an_ed25519_key_refuses_the_start_naming_it() {
         assert!(error.contains(&path) && error.contains(reason), "{error}");
         assert!(error.contains("license.signing_key_file"), "{error}");
     }
+}
+
+/// The README's offline check (`examples/verify_license.py`, Python's `cryptography`)
+/// accepts the token and refuses it with one byte changed — where Python has the package.
+fn python_agrees(pem: &str, token: &str, event_id: &str) {
+    let has_cryptography = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cryptography {
+        eprintln!("python3 with cryptography is not installed: the Python check is left out");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("public.pem");
+    std::fs::write(&key, pem).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify_license.py");
+    let check = |token: &str| {
+        let file = dir.path().join("license.txt");
+        std::fs::write(&file, token).unwrap();
+        std::process::Command::new("python3")
+            .args([script, key.to_str().unwrap(), file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let accepted = check(token);
+    let printed = String::from_utf8_lossy(&accepted.stdout);
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert!(
+        printed.contains(&format!("\"eventId\": \"{event_id}\"")),
+        "{printed}"
+    );
+    let mut changed = token.as_bytes().to_vec();
+    changed[5] = if changed[5] == b'Q' { b'R' } else { b'Q' };
+    assert!(
+        !check(std::str::from_utf8(&changed).unwrap())
+            .status
+            .success()
+    );
 }
