@@ -773,3 +773,36 @@ fn python_agrees(pem: &str, token: &str, event_id: &str) {
             .success()
     );
 }
+
+on_both_backends!(the_simulator_plays_the_license_family_and_koogate_passes);
+
+async fn the_simulator_plays_the_license_family_and_koogate_passes(backend: Backend) {
+    let s = setup(backend, &[("KOOGATE_PROVISIONING_WAIT_MS", "200")]).await;
+    let url = reqwest::Url::parse(&s.app.url("/koogallery/saas")).unwrap();
+    let options = koogate::simulate::Options::new(
+        url,
+        secrecy::SecretString::from(KEY),
+        koogate::simulate::Interface::License,
+    );
+
+    let report = koogate::simulate::run(&options, &mut koogate::simulate::Quiet).await;
+
+    let failed: Vec<String> = report
+        .all_checks()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {:?}", c.name, c.problems))
+        .collect();
+    assert!(report.all_passed(), "{failed:#?}");
+    let names: Vec<&str> = report.all_checks().map(|c| c.name.as_str()).collect();
+    for expected in [
+        "the same application again is accepted",
+        "the same eventId with another deviceFingerprint answers 000002",
+        "an eventId that is not a URL path segment answers 000002",
+        "getLicenseAsync on the released instance answers 000003",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(expected)),
+            "{expected}: {names:#?}"
+        );
+    }
+}

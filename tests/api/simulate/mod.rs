@@ -336,7 +336,7 @@ async fn broken_servers_are_named_for_their_fault() {
         let path = match interface {
             Interface::OrderNotify => "/order-notify",
             Interface::LicenseCode => "/license-code",
-            Interface::SaasV2 | Interface::SaasV1 => "/saas",
+            Interface::SaasV2 | Interface::SaasV1 | Interface::License => "/saas",
         };
         let report = simulate(&Options {
             scenarios: vec![scenario],
