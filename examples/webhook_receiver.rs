@@ -41,10 +41,12 @@ async fn main() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(&listen).await.unwrap_or_else(|e| {
-        eprintln!("cannot listen on {listen}: {e}");
-        std::process::exit(2)
-    });
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("cannot listen on {listen}: {e}");
+            std::process::exit(2)
+        });
     eprintln!("receiving on http://{listen}/");
     tokio::spawn(report(accepted));
     let _ = axum::serve(listener, app).await;

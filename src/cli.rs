@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::domain::license_code::LicenseCode;
 use crate::marketplace::license::Activation;
 use crate::marketplace::{self, mock};
+use crate::protocol::crypto::KeySize;
 use crate::simulate::{self, Interface, Scenario};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -192,6 +193,14 @@ pub struct SimulateArgs {
     /// does not check, which leaves out the stale-timeStamp checks.
     #[arg(long, default_value_t = simulate::DEFAULT_V1_WINDOW.as_secs(), value_name = "SECONDS")]
     pub v1_window: u64,
+    /// saas-v1: send every newInstance with an encrypted mobilePhone and email, as KooGallery
+    /// does for a product that creates the buyer's account from them.
+    #[arg(long)]
+    pub v1_contact: bool,
+    /// saas-v1: the key size the product was published with, which encrypts mobilePhone and
+    /// email: 1 for AES-256 (KooGallery's default), 2 for AES-128.
+    #[arg(long, default_value = "1", value_name = "ENCRYPT_TYPE", value_parser = parse_encrypt_type)]
+    pub v1_encrypt_type: KeySize,
     /// license-code: a license code the server has activated (a test code from seller center),
     /// needed by the lifecycle, idempotency and dial-test scenarios.
     #[arg(long, value_name = "CODE")]
@@ -209,6 +218,9 @@ pub enum ScenarioChoice {
     Security,
     /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
     BadInput,
+    /// the signed form of the body (D1a), forged and unknown-instance requests for every
+    /// activity, bad times, and the inputs KooGallery really sends
+    Strict,
     /// the saved debugging cases, replayed twice as the dial test replays them
     DialTest,
     /// every scenario
@@ -222,6 +234,7 @@ impl ScenarioChoice {
             Self::Idempotency => vec![Scenario::Idempotency],
             Self::Security => vec![Scenario::Security],
             Self::BadInput => vec![Scenario::BadInput],
+            Self::Strict => vec![Scenario::Strict],
             Self::DialTest => vec![Scenario::DialTest],
             Self::All => Scenario::ALL.to_vec(),
         }
@@ -238,6 +251,10 @@ fn parse_url(text: &str) -> Result<Url, String> {
             "the scheme is {other}: expected https:// (or http:// for a local test)"
         )),
     }
+}
+
+fn parse_encrypt_type(text: &str) -> Result<KeySize, String> {
+    KeySize::from_encrypt_type(text).map_err(|_| "expected 1 (AES-256) or 2 (AES-128)".to_owned())
 }
 
 /// Runs `koogate simulate`: the report on standard output, exit status 0 only when every
@@ -257,7 +274,7 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
             ErrorKind::MissingRequiredArgument,
             "--interface license-code needs --license-code CODE for the lifecycle, idempotency and \
              dial-test scenarios: a license code your server has activated (request a test code \
-             in seller center); --scenario security and --scenario bad-input run without one",
+             in seller center); --scenario security, bad-input and strict run without one",
         );
         let _ = error.print();
         return ExitCode::from(2);
@@ -266,6 +283,8 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
         scenarios,
         real: args.real,
         v1_window: Duration::from_secs(args.v1_window),
+        v1_contact: args.v1_contact,
+        v1_key_size: args.v1_encrypt_type,
         license_code: args.license_code,
         ..simulate::Options::new(args.url, SecretString::from(args.key), args.interface)
     };

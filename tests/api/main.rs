@@ -7,6 +7,7 @@ mod events;
 mod helpers;
 mod jobs;
 mod license_code;
+mod logs;
 mod marketplace;
 mod mock_market;
 mod online_license;

@@ -13,7 +13,9 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::BadInput => bad_input(s).await,
         // The same route, key and signature as SaaS 2.0: its checks apply unchanged.
-        Scenario::Security | Scenario::DialTest => super::saas_v2::run(s, scenario).await,
+        Scenario::Security | Scenario::Strict | Scenario::DialTest => {
+            super::saas_v2::run(s, scenario).await
+        }
     }
 }
 
