@@ -145,7 +145,7 @@ async fn a_lane_runs_one_job_at_a_time_in_order(backend: Backend) {
     assert!(store.claim_job(&lease("t4")).await.unwrap().is_none());
     assert_eq!(
         store
-            .requeue_failed(koogate::domain::events::DELIVER_KIND, 12)
+            .requeue_failed(Some(koogate::domain::events::DELIVER_KIND), 12)
             .await
             .unwrap(),
         1
@@ -175,6 +175,10 @@ async fn a_lane_runs_one_job_at_a_time_in_order(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(by_key.id, next.id);
+    // Finished jobs go after the retention; unfinished ones stay whatever their age.
+    assert_eq!(store.purge_jobs(1_000, 100).await.unwrap(), 1);
+    assert!(store.job(again.id).await.unwrap().is_none());
+    assert!(store.job(next.id).await.unwrap().is_some());
 }
 
 async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
