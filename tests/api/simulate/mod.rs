@@ -949,7 +949,7 @@ async fn usage_errors_list_the_valid_choices() {
                 "--interface",
                 "saas-v3",
             ]),
-            "[possible values: saas-v2, saas-v1, order-notify, license-code]",
+            "[possible values: saas-v2, saas-v1, order-notify, license-code, license]",
         ),
         (
             args(&[
