@@ -1070,6 +1070,39 @@ mod tests {
     }
 
     #[test]
+    fn the_license_key_is_kept_beside_sqlite_and_nowhere_on_postgres() {
+        use crate::domain::license_request::Mode;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db/koogate.db", dir.path().display());
+        let mut s = load(&[("KOOGATE_DATABASE_URL", &url)], None).unwrap();
+        assert_eq!(s.license.mode, Mode::Signed, "signed works out of the box");
+        let (path, created) = s.prepare_license_key().unwrap().unwrap();
+        assert!(created && path.ends_with("db/license-signing-key.pem"));
+        let public = s.license_key.as_ref().unwrap().public();
+        let mut again = load(&[("KOOGATE_DATABASE_URL", &url)], None).unwrap();
+        assert_eq!(again.prepare_license_key().unwrap(), Some((path, false)));
+        assert_eq!(again.license_key.unwrap().public(), public, "the same key");
+
+        let mut pg = load(&[("KOOGATE_DATABASE_URL", "postgres://db/k")], None).unwrap();
+        assert_eq!(pg.prepare_license_key().unwrap(), None);
+        assert!(pg.license_key.is_none());
+        let mut app = load(
+            &[
+                ("KOOGATE_DATABASE_URL", &url),
+                ("KOOGATE_LICENSE_MODE", "app"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            app.prepare_license_key().unwrap(),
+            None,
+            "app mode signs nothing"
+        );
+        assert!(load(&[("KOOGATE_LICENSE_MODE", "magic")], None).is_err());
+    }
+
+    #[test]
     fn debug_output_never_shows_keys() {
         let s = load(
             &[
