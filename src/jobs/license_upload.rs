@@ -137,10 +137,8 @@ impl Handler for LicenseUploads {
                 let events = license_request::delivered(tx.as_mut(), &event_id, now_ms).await?;
                 events::record(tx.as_mut(), &events, self.deliver_events, now_ms).await?;
                 tracing::info!(%event_id, kind = license.content.kind(), "License delivered to KooGallery");
-                // The worker commits with the job's completion; the waiting callback reads
-                // the committed state, polling if this wake comes a moment early.
-                self.licensed.notify_waiters();
-                Ok(Outcome::Commit(tx))
+                // A waiting `getLicenseAsync` is woken once this has committed.
+                Ok(Outcome::CommitAndNotify(tx, self.licensed.clone()))
             }
             Err(error) if retryable(&error) && job.attempts < max => {
                 let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
