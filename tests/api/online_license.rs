@@ -617,6 +617,28 @@ async fn the_app_provides_the_license_in_its_answer_or_through_the_api(backend: 
             .code(),
         "000000"
     );
+    // An unusable answer is a failed attempt that says why, and is delivered again.
+    receiver.license_with(Some(r#"{"license":""}"#));
+    let bad = event_id();
+    let waiting = app
+        .saas(&application(&instance, &bad, None).to_string())
+        .await;
+    assert_eq!(waiting.code(), "000004");
+    let subject = format!("license-request:{bad}");
+    let requested = app.store.events_of(&subject).await.unwrap().remove(0);
+    let error = eventually("a failed attempt", || async {
+        let attempts = app.store.event_attempts(&requested.event_id).await.unwrap();
+        attempts.into_iter().find_map(|a| a.error)
+    })
+    .await;
+    assert_eq!(error, "the answer is not usable: license: is empty");
+    receiver.license_with(Some(r#"{"license":"FIXED-LICENSE"}"#));
+    mock.expect_license_event(&bad).await;
+    eventually("the fixed answer delivered", || async {
+        let r = app.store.license_request(&bad).await.unwrap()?;
+        (r.state.as_str() == "delivered").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
