@@ -4,10 +4,12 @@
 use crate::config::{ApiTokens, Keys, Settings};
 use crate::domain::callback::{self, Services};
 use crate::domain::events::DELIVER_KIND;
+use crate::domain::license_request::{self, Licensing};
 use crate::domain::order;
 use crate::domain::provision::Provisioner;
 use crate::domain::usage::WindowSize;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
+use crate::jobs::license_upload::LicenseUploads;
 use crate::jobs::usage_push::{self, UsagePush};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
@@ -80,6 +82,13 @@ impl AppState {
                 deliver_events: !settings.events.url.is_empty(),
                 provisioned: Arc::new(tokio::sync::Notify::new()),
                 provisioning_wait: Duration::from_millis(settings.provisioning_wait_ms),
+                licensing: Arc::new(Licensing {
+                    mode: settings.license.mode,
+                    key: settings.license_key.clone(),
+                    require_fingerprint: settings.license.require_fingerprint,
+                    max_bytes: settings.license.max_bytes,
+                }),
+                licensed: Arc::new(tokio::sync::Notify::new()),
             },
             keys: Arc::new(settings.keys.clone()),
             accept_variant_b: settings.signature.accept_variant_b,
@@ -139,7 +148,18 @@ impl AppState {
             services.wake_jobs.clone(),
         )
         .handle(order::FETCH_KIND, Arc::new(order_fetch))
-        .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()));
+        .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()))
+        .handle(
+            license_request::UPLOAD_KIND,
+            Arc::new(LicenseUploads {
+                client: self.marketplace.clone(),
+                store: services.store.clone(),
+                clock: services.clock.clone(),
+                policy: self.job_policy.clone(),
+                deliver_events: services.deliver_events,
+                licensed: services.licensed.clone(),
+            }),
+        );
         match &self.webhook {
             Some(webhook) => worker.handle(
                 DELIVER_KIND,
@@ -151,6 +171,7 @@ impl AppState {
                     schedule: webhook.schedule.clone(),
                     clock: services.clock.clone(),
                     provisioned: services.provisioned.clone(),
+                    licensing: services.licensing.clone(),
                 }),
             ),
             None => worker,

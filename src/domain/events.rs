@@ -29,12 +29,15 @@ pub enum EventType {
     LicenseCodeFrozen,
     LicenseCodeUnfrozen,
     LicenseCodeReleased,
+    LicenseRequested,
+    LicenseDelivered,
+    LicenseDeliveryFailed,
     UsagePushed,
     UsagePushFailed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 20] = [
         Self::InstanceCreated,
         Self::InstanceOrderUpdated,
         Self::InstanceProvisionRequested,
@@ -50,6 +53,9 @@ impl EventType {
         Self::LicenseCodeFrozen,
         Self::LicenseCodeUnfrozen,
         Self::LicenseCodeReleased,
+        Self::LicenseRequested,
+        Self::LicenseDelivered,
+        Self::LicenseDeliveryFailed,
         Self::UsagePushed,
         Self::UsagePushFailed,
     ];
@@ -71,6 +77,9 @@ impl EventType {
             Self::LicenseCodeFrozen => "license_code.frozen",
             Self::LicenseCodeUnfrozen => "license_code.unfrozen",
             Self::LicenseCodeReleased => "license_code.released",
+            Self::LicenseRequested => "license.requested",
+            Self::LicenseDelivered => "license.delivered",
+            Self::LicenseDeliveryFailed => "license.delivery_failed",
             Self::UsagePushed => "usage.pushed",
             Self::UsagePushFailed => "usage.push_failed",
         }
@@ -86,7 +95,7 @@ impl EventType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub kind: EventType,
-    /// `instance:ID`, `license-code:CODE` or `order:ORDER/LINE`.
+    /// `instance:ID`, `license-code:CODE`, `order:ORDER/LINE` or `license-request:EVENT`.
     pub subject: String,
     /// Caused by `testFlag=1` traffic (seller-center debugging, dial tests).
     pub test: bool,

@@ -4,6 +4,7 @@
 //! through one [`Tx`] and commits together.
 
 mod events;
+mod license_requests;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -11,10 +12,12 @@ mod usage;
 
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
+use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
+pub use license_requests::LicenseUpload;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, UsageTotal, UsageWindow, window_state};
@@ -141,6 +144,20 @@ pub trait Store: Send + Sync + 'static {
     async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>>;
     /// Late usage of one instance, by the window it was carried into.
     async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>>;
+
+    // Online License applications (merchant-api.md §5).
+
+    /// One application, by KooGallery's eventId.
+    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>>;
+    /// Applications (of one instance, or all), newest first, as many as `limit`.
+    async fn license_requests(
+        &self,
+        instance_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<LicenseRequest>>;
+    /// The upload attempts of an application, oldest first.
+    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
+    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -223,6 +240,18 @@ pub trait Tx: Send {
     async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64>;
     /// The usage totals of these instances (those that have any).
     async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>>;
+
+    // Online License applications (merchant-api.md §5).
+
+    /// Reads a License application and locks it for this transaction.
+    async fn license_request_for_update(
+        &mut self,
+        event_id: &str,
+    ) -> StoreResult<Option<LicenseRequest>>;
+    /// Inserts a new application; `false` if its eventId is taken.
+    async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool>;
+    /// Writes back an application read with [`Tx::license_request_for_update`].
+    async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()>;
 
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -468,7 +468,7 @@ async fn refused_windows_are_parked_with_the_reason(backend: Backend) {
         &[record("x", &too_old, "1", t0 + Duration::minutes(1))],
     )
     .await;
-    mock.fail_next("mkt9004", 1).await;
+    mock.fail_with_code("MKT.9004", 1).await;
     clock.set(t0 + Duration::minutes(65));
 
     let parked = window_in_state(&app, &too_old, t0, "parked").await;

@@ -2,6 +2,7 @@
 //! and operators read instances, orders and events, and the app reports provisioning.
 //! Bearer tokens compared in constant time; errors are RFC 9457 problem documents.
 
+mod license;
 mod problem;
 pub mod usage;
 
@@ -32,7 +33,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "koogate management API",
-        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning and pay-per-use usage (merchant-api.md §4).",
+        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning, online Licenses and pay-per-use usage (merchant-api.md §4, §5, §6).",
         version = "1"
     ),
     paths(
@@ -43,7 +44,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         list_events,
         get_event,
         usage::post_usage,
-        usage::get_usage
+        usage::get_usage,
+        license::get_license_request,
+        license::put_license_request
     ),
     components(schemas(
         InstanceView,
@@ -62,6 +65,12 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         usage::InstanceUsage,
         crate::domain::usage::WindowView,
         crate::domain::usage::CarriedView,
+        license::LicenseRequestDetail,
+        license::UploadView,
+        crate::domain::license_request::LicenseRequestView,
+        crate::domain::license_request::LicenseView,
+        crate::domain::license_request::LicenseInput,
+        crate::domain::license_request::FileInput,
         Problem,
         FieldError
     )),
@@ -97,6 +106,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/usage", post(usage::post_usage))
         .route("/api/v1/instances/{id}/usage", get(usage::get_usage))
+        .route(
+            "/api/v1/license-requests/{event_id}",
+            get(license::get_license_request).put(license::put_license_request),
+        )
         .fallback(|| async { Problem::not_found("no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
