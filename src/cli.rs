@@ -406,6 +406,17 @@ async fn mock_marketplace(settings: &Settings, listen: SocketAddr) -> CommandRes
 
 async fn serve(settings: Settings) -> CommandResult {
     warn_about_setup(&settings);
+    match app::server::raise_open_file_limit() {
+        // Room for the database pool, log files and the like beside the connections.
+        Ok(limit) if limit < settings.http.max_connections as u64 + 256 => tracing::warn!(
+            open_file_limit = limit,
+            max_connections = settings.http.max_connections,
+            "http.max_connections does not fit within the open-file limit: raise the hard \
+             limit (ulimit -Hn) or lower http.max_connections"
+        ),
+        Ok(limit) => tracing::debug!(open_file_limit = limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let store = app::open_store(&settings).await?;
     let state = AppState::new(&settings, store, Arc::new(settings.provisioner()));
     let listener = tokio::net::TcpListener::bind(settings.listen)

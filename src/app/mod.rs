@@ -1,6 +1,8 @@
 //! The application: shared state, the router with its middleware, and `serve`, which
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
+pub mod server;
+
 use crate::config::{Keys, Settings};
 use crate::domain::callback::{self, Services};
 use crate::domain::order;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub job_policy: jobs::Policy,
     /// How long callback records are kept, if not for ever.
     pub audit_retention: Option<Duration>,
+    /// What the public listener allows each connection.
+    pub connections: server::Limits,
 }
 
 impl AppState {
@@ -67,6 +71,7 @@ impl AppState {
             marketplace: marketplace::Client::from_settings(settings),
             job_policy: settings.job_policy(),
             audit_retention: settings.audit_retention(),
+            connections: settings.connection_limits(),
         }
     }
 
@@ -124,9 +129,9 @@ pub async fn serve(
     );
     let worker = state.worker().run(stop_rx);
     let server = async move {
-        let result = axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = state.connections.clone();
+        let key = state.keys.saas.primary().cloned();
+        let result = server::run(listener, router(state), limits, key, shutdown).await;
         drop(stop_tx);
         result
     };

@@ -9,6 +9,8 @@ mod saas_v1;
 mod saas_v2;
 mod signed;
 
+pub use answer::BODY_SIGN;
+
 use crate::app::AppState;
 use crate::protocol::signature::KeyRing;
 use crate::protocol::v1::AUTH_TOKEN;

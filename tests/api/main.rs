@@ -2,6 +2,7 @@
 //! PostgreSQL. Each drives the real server over HTTP with requests signed by the same
 //! protocol module the server uses.
 
+mod connections;
 mod helpers;
 mod jobs;
 mod license_code;
