@@ -1105,3 +1105,22 @@ async fn every_callback_is_recorded_as_saas_v1(backend: Backend) {
     assert_eq!(refused.verdict, "authToken is missing");
     assert_eq!(refused.result_code.as_deref(), Some("000001"));
 }
+
+/// A `HEAD` of a signed SaaS 1.0 GET (a link checker, a proxy's probe) is refused with a
+/// signed 405 and creates nothing: only a GET runs the activity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn head_does_not_run_an_activity() {
+    let app = spawn(Backend::Sqlite).await;
+    let query = new_instance(&order_id(), "head-only").signed_query(KEY);
+
+    let response = app
+        .client
+        .head(format!("{}?{query}", app.url("/koogallery/saas")))
+        .send()
+        .await
+        .expect("answered");
+
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(response.headers().contains_key("Body-Sign"));
+    assert!(app.store.instance("head-only").await.unwrap().is_none());
+}
