@@ -82,6 +82,7 @@ pub struct Http {
 #[serde(deny_unknown_fields)]
 pub struct Signature {
     pub accept_variant_b: bool,
+    pub accept_canonical: bool,
 }
 
 /// The SaaS 1.0 interface (spec §4).

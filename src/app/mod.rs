@@ -10,6 +10,7 @@ use crate::domain::provision::Provisioner;
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::protocol::crypto::KeySize;
+use crate::protocol::signature::Accept;
 use crate::routes;
 use crate::store::{self, PoolOptions, Store, StoreError};
 use axum::Router;
@@ -26,7 +27,8 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub services: Services,
     pub keys: Arc<Keys>,
-    pub accept_variant_b: bool,
+    /// What a signature may match besides variant A over the raw body (D1, D1a).
+    pub accept: Accept,
     pub max_body_bytes: usize,
     /// SaaS 1.0 field-encryption key size (`encryptType`).
     pub saas_v1_key_size: KeySize,
@@ -59,7 +61,10 @@ impl AppState {
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
             },
             keys: Arc::new(settings.keys.clone()),
-            accept_variant_b: settings.signature.accept_variant_b,
+            accept: Accept {
+                variant_b: settings.signature.accept_variant_b,
+                canonical: settings.signature.accept_canonical,
+            },
             max_body_bytes: settings.http.max_body_bytes,
             saas_v1_key_size: settings
                 .saas_v1_key_size()

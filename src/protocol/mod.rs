@@ -3,6 +3,7 @@
 //! and `now` is always a parameter, so the server and the simulator share it byte for byte.
 
 pub mod apig;
+pub mod canonical;
 pub mod codes;
 pub mod crypto;
 pub mod fields;

@@ -8,7 +8,7 @@
 //! or length confirmed, spec §13 #5) are kept as text of at most [`MAX_UNDOCUMENTED_LEN`].
 
 use super::crypto::FieldCipher;
-use super::fields::FieldError;
+use super::fields::{FieldError, refuse_control, storable_text};
 use super::saas_v2::{MAX_QUERY_IDS_LEN, StatusChange, split_instance_ids};
 use super::time;
 use super::v1::{ExtendParam, ExtendParamsError, V1Request, decode_extend_params};
@@ -249,9 +249,9 @@ impl Request {
                 product_id: p.required("productId", 64)?,
                 sku_code: p.optional("skuCode", 64)?,
                 customer_id: p.required("customerId", 100)?,
-                customer_name: p.optional("customerName", 64)?,
+                customer_name: p.text("customerName", 64)?,
                 user_id: p.optional("userId", 64)?,
-                user_name: p.optional("userName", 64)?,
+                user_name: p.text("userName", 64)?,
                 mobile_phone: p.encrypted("mobilePhone", cipher)?,
                 email: p.encrypted("email", cipher)?,
                 trial_flag: p.optional("trialFlag", MAX_UNDOCUMENTED_LEN)?,
@@ -346,12 +346,23 @@ struct Params<'a>(&'a V1Request);
 impl Params<'_> {
     /// An optional value of at most `max` characters; absent and blank are `None` (the GET
     /// form keeps empty parameters, which carry nothing).
+    /// Every field read this way is an id or an enum word, so control characters are
+    /// refused (see [`refuse_control`]); names are read with [`Params::text`].
     fn optional(&self, field: &'static str, max: usize) -> Result<Option<String>, FieldError> {
+        let text = self.text(field, max)?;
+        if let Some(text) = &text {
+            refuse_control(field, text)?;
+        }
+        Ok(text)
+    }
+
+    /// Free text of at most `max` characters, kept as sent but storable.
+    fn text(&self, field: &'static str, max: usize) -> Result<Option<String>, FieldError> {
         match self.0.get(field) {
             None => Ok(None),
             Some(value) if value.trim().is_empty() => Ok(None),
             Some(value) if value.chars().count() > max => Err(FieldError::TooLong { field, max }),
-            Some(value) => Ok(Some(value.to_owned())),
+            Some(value) => Ok(Some(storable_text(value.to_owned()))),
         }
     }
 
@@ -378,6 +389,7 @@ impl Params<'_> {
         self.parsed(field, MAX_ENCRYPTED_LEN, |raw| {
             cipher
                 .decrypt(raw)
+                .map(storable_text)
                 .map_err(|e| format!("cannot be decrypted: {e}"))
         })
     }

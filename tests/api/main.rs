@@ -4,6 +4,7 @@
 
 mod connections;
 mod helpers;
+mod inputs;
 mod jobs;
 mod license_code;
 mod marketplace;
