@@ -13,6 +13,7 @@ use super::saas_v2::{MAX_QUERY_IDS_LEN, StatusChange, split_instance_ids};
 use super::time;
 use super::v1::{ExtendParam, ExtendParamsError, V1Request, decode_extend_params};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 /// Longest encrypted `mobilePhone`/`email` accepted: far above any real address once
 /// encrypted, but a bound on what is decrypted and stored.
@@ -26,6 +27,11 @@ pub const MAX_UNDOCUMENTED_LEN: usize = 64;
 pub struct Request {
     pub test: bool,
     pub activity: Activity,
+    /// Lowercase hex SHA-256 of the `authToken`. SaaS 1.0 has no nonce, but the token is
+    /// an HMAC over every parameter and the `timeStamp`, so an exact repeat (a capture
+    /// replayed, or KooGallery's own retry) has the same one. The hash, not the token, is
+    /// stored.
+    pub repeat_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,7 +317,14 @@ impl Request {
             },
             other => return Err(FieldError::UnknownActivity(other.to_owned())),
         };
-        Ok(Self { test, activity })
+        let repeat_key = request
+            .auth_token()
+            .map(|token| hex::encode(Sha256::digest(token.as_bytes())));
+        Ok(Self {
+            test,
+            activity,
+            repeat_key,
+        })
     }
 }
 
