@@ -109,13 +109,16 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreErro
     Ok(store)
 }
 
-/// The router with its middleware: request ids outermost, then one span per request.
+/// The router with its middleware: request ids outermost (a client's kept only when it
+/// is a short printable token), then one span per request.
 pub fn router(state: AppState) -> Router {
-    let x_request_id = HeaderName::from_static("x-request-id");
+    let x_request_id = HeaderName::from_static(routes::REQUEST_ID);
     routes::router(state)
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        // Outermost: an unfit client id is dropped, so the layer above generates one.
+        .layer(axum::middleware::map_request(routes::drop_unfit_request_id))
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight and stops the

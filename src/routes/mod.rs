@@ -9,7 +9,7 @@ mod saas_v1;
 mod saas_v2;
 mod signed;
 
-pub use answer::BODY_SIGN;
+pub use answer::{BODY_SIGN, REQUEST_ID, drop_unfit_request_id};
 
 use crate::app::AppState;
 use crate::protocol::signature::KeyRing;

@@ -198,15 +198,46 @@ impl CallbackRecord {
     /// Marks the request as refused before verification, keeping at most
     /// [`REFUSED_BODY_KEPT`] bytes of its body (the verdict says how many there were).
     pub fn refused(&mut self, problem: impl std::fmt::Display) {
-        let len = self.raw_body.len();
         self.verdict = problem.to_string();
+        self.bound_unverified();
+    }
+
+    /// Bounds what an unauthenticated sender chose: the body and the raw query to
+    /// [`REFUSED_BODY_KEPT`] bytes each and the verdict to [`REFUSED_VERDICT_KEPT`], so
+    /// that no refused request can be stored larger than about 9 KiB.
+    pub fn bound_unverified(&mut self) {
+        truncate_chars(&mut self.verdict, REFUSED_VERDICT_KEPT);
+        let len = self.raw_body.len();
         if len > REFUSED_BODY_KEPT {
             self.raw_body.truncate(REFUSED_BODY_KEPT);
             self.verdict.push_str(&format!(
                 " (body of {len} bytes, first {REFUSED_BODY_KEPT} kept)"
             ));
         }
+        let len = self.raw_query.len();
+        if truncate_chars(&mut self.raw_query, REFUSED_BODY_KEPT) {
+            self.verdict.push_str(&format!(
+                " (query of {len} bytes, first {} kept)",
+                self.raw_query.len()
+            ));
+        }
     }
+}
+
+/// How much of the verdict of a refused request is kept (it may quote what was sent).
+pub const REFUSED_VERDICT_KEPT: usize = 512;
+
+/// Cuts `text` to at most `max` bytes on a character boundary; whether it was cut.
+fn truncate_chars(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
 }
 
 /// An order line koogate has heard of.

@@ -12,6 +12,7 @@ on_both_backends!(
     long_numeric_ids_keep_their_exact_text,
     saas_v1_names_with_a_nul_are_stored,
     bodies_signed_over_their_canonical_form_are_accepted,
+    refused_requests_are_stored_bounded,
 );
 
 /// POSTs `body` to `path`, its signature computed over `signed` (the body itself, or
@@ -205,4 +206,51 @@ async fn bodies_signed_over_their_canonical_form_are_accepted(backend: Backend) 
     let app = TestApp::spawn_with(db, strict).await;
     let refused = post_signed_over(&app, "/koogallery/saas", &body, &signed).await;
     assert_eq!(refused.code(), "000001", "{}", refused.msg());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_are_koogates_unless_a_short_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let send = |id: String| {
+        app.client
+            .get(app.url("/healthz"))
+            .header("x-request-id", id)
+            .send()
+    };
+
+    let kept = send("kg-trace-0001".into()).await.unwrap();
+    let long = send("x".repeat(65)).await.unwrap();
+    let spaced = send("two words".into()).await.unwrap();
+
+    let echoed = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(echoed(&kept), "kg-trace-0001");
+    for replaced in [echoed(&long), echoed(&spaced)] {
+        assert!(uuid::Uuid::parse_str(&replaced).is_ok(), "{replaced}");
+    }
+}
+
+async fn refused_requests_are_stored_bounded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let query = format!(
+        "signature=00&timestamp=1&nonce=n&pad={}",
+        "q".repeat(60_000)
+    );
+
+    let answer = app
+        .client
+        .post(format!("{}?{query}", app.url("/koogallery/saas")))
+        .header("x-request-id", "r".repeat(50_000))
+        .body(vec![b' '; 60_000])
+        .send()
+        .await
+        .unwrap();
+
+    let answer = TestApp::received(answer).await;
+    assert_eq!(answer.code(), "000001");
+    let records = app.store.recent_callbacks(1).await.unwrap();
+    let record = records.first().expect("recorded");
+    assert!(record.raw_query.len() <= 4096, "{}", record.raw_query.len());
+    assert!(record.raw_body.len() <= 4096);
+    assert!(record.request_id.len() <= 64, "{}", record.request_id.len());
+    assert!(record.verdict.contains("query of"), "{}", record.verdict);
 }
