@@ -566,14 +566,16 @@ mod tests {
     #[test]
     fn defaults_load_and_run_on_sqlite() {
         let s = load(&[], None).unwrap();
+        assert_eq!(
+            s.audit_retention(),
+            Some(Duration::from_secs(90 * 86_400)),
+            "callback records are not kept for ever by default"
+        );
+        let kept = load(&[("KOOGATE_AUDIT_RETENTION_DAYS", "0")], None).unwrap();
+        assert_eq!(kept.audit_retention(), None);
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.database_url.starts_with("sqlite://"));
         assert!(s.keys.is_empty());
-        assert_eq!(
-            s.audit_retention(),
-            None,
-            "records are kept unless told otherwise"
-        );
         assert_eq!(s.http.max_body_bytes, 65536);
         assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes256);
         assert_eq!(s.saas_v1.timestamp_window_secs, 600);
