@@ -417,8 +417,9 @@ async fn serve(settings: Settings) -> CommandResult {
         Ok(limit) => tracing::debug!(open_file_limit = limit, "open-file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
-    let store = app::open_store(&settings).await?;
-    let state = AppState::new(&settings, store, Arc::new(settings.provisioner()));
+    let (store, health) = app::open_store_for_serving(&settings).await?;
+    let mut state = AppState::new(&settings, store, Arc::new(settings.provisioner()));
+    state.services.health = health;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

@@ -12,6 +12,7 @@ use crate::marketplace;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::Accept;
 use crate::routes;
+use crate::store::health::{self, Health};
 use crate::store::{self, PoolOptions, Store, StoreError};
 use axum::Router;
 use axum::http::HeaderName;
@@ -59,6 +60,7 @@ impl AppState {
                 deadline: settings.callback_deadline(),
                 clock: callback::system_clock(),
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
+                health: Health::new(true),
             },
             keys: Arc::new(settings.keys.clone()),
             accept: Accept {
@@ -100,13 +102,55 @@ impl AppState {
 
 /// Opens and migrates the configured store.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let store = connect_store(settings).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn connect_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
     let options = PoolOptions {
         max_connections: settings.database.max_connections,
         acquire_timeout: settings.acquire_timeout(),
     };
-    let store = store::connect(&settings.database_url, &options).await?;
-    store.migrate().await?;
-    Ok(store)
+    store::connect(&settings.database_url, &options).await
+}
+
+/// Longest wait between two attempts to migrate a database that cannot be reached.
+const MIGRATE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Opens the configured store for `serve`. A database that cannot be reached yet (say,
+/// PostgreSQL still starting) does not stop the start: the migrations are retried in the
+/// background with a backoff, and until they are applied the returned health says the
+/// database is down (callbacks `000005`, `/readyz` 503). Any other failure is returned.
+pub async fn open_store_for_serving(
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Arc<Health>), StoreError> {
+    let store = connect_store(settings).await?;
+    match store.migrate().await {
+        Ok(()) => return Ok((store, Health::new(true))),
+        Err(error) if !health::unreachable(&error) => return Err(error),
+        Err(error) => tracing::warn!(%error, "database unreachable: serving, migrations retried"),
+    }
+    let health = Health::new(false);
+    let (retrying, ready) = (store.clone(), health.clone());
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            tokio::time::sleep(wait).await;
+            match retrying.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database reachable: migrations applied, ready");
+                    ready.set_migrated();
+                    return;
+                }
+                Err(error) => {
+                    wait = (wait * 2).min(MIGRATE_BACKOFF_MAX);
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "still waiting for the database to apply migrations");
+                }
+            }
+        }
+    });
+    Ok((store, health))
 }
 
 /// The router with its middleware: request ids outermost (a client's kept only when it
@@ -135,6 +179,14 @@ pub async fn serve(
         state.audit_retention,
         stop_rx.clone(),
     );
+    let probe = {
+        let (health, store, stop) = (
+            state.services.health.clone(),
+            state.services.store.clone(),
+            stop_rx.clone(),
+        );
+        async move { health.probe(store, stop).await }
+    };
     let worker = state.worker().run(stop_rx);
     let server = async move {
         let limits = state.connections.clone();
@@ -143,7 +195,7 @@ pub async fn serve(
         drop(stop_tx);
         result
     };
-    let (result, (), ()) = tokio::join!(server, purger, worker);
+    let (result, (), (), ()) = tokio::join!(server, purger, worker, probe);
     result
 }
 

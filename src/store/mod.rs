@@ -3,6 +3,7 @@
 //! its nonce, the instance, the idempotent answer and the audit record — is written
 //! through one [`Tx`] and commits together.
 
+pub mod health;
 mod postgres;
 mod rows;
 mod sqlite;

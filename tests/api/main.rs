@@ -10,6 +10,7 @@ mod license_code;
 mod marketplace;
 mod mock_market;
 mod orders;
+mod outages;
 mod postgres;
 mod saas_v1;
 mod saas_v2;
