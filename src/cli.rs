@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
+pub mod events;
 pub mod jobs;
 pub mod orders;
 
@@ -8,6 +9,7 @@ use crate::config::Settings;
 use crate::domain::license_code::LicenseCode;
 use crate::marketplace::license::Activation;
 use crate::marketplace::{self, mock};
+use crate::protocol::crypto::KeySize;
 use crate::simulate::{self, Interface, Scenario};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -16,7 +18,6 @@ use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A command's outcome; an error is printed once by `main`, with exit status 1.
@@ -53,6 +54,10 @@ pub enum Command {
     /// Background jobs parked as failed: list them, or queue them again.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Events to the merchant's app: make a signing secret, list parked deliveries, send
+    /// them again.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
     #[command(subcommand)]
     License(LicenseCommand),
@@ -94,6 +99,25 @@ pub enum JobsCommand {
         #[arg(long, conflicts_with = "ids")]
         all_failed: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print a new secret for KOOGATE_EVENTS_SECRET (give the same one to your app).
+    Secret,
+    /// The deliveries parked after their retry schedule, and the endpoint's pause.
+    Failed,
+    /// Send parked deliveries again (due now, the schedule afresh), each subject in order.
+    Retry {
+        /// Event ids (the webhook-id of the deliveries).
+        #[arg(required_unless_present = "all_failed")]
+        ids: Vec<String>,
+        /// Every parked delivery.
+        #[arg(long, conflicts_with = "ids")]
+        all_failed: bool,
+    },
+    /// Lift a pause (a 410 Gone) and send every waiting and parked delivery again.
+    Resume,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +171,14 @@ pub struct SimulateArgs {
     /// does not check, which leaves out the stale-timeStamp checks.
     #[arg(long, default_value_t = simulate::DEFAULT_V1_WINDOW.as_secs(), value_name = "SECONDS")]
     pub v1_window: u64,
+    /// saas-v1: send every newInstance with an encrypted mobilePhone and email, as KooGallery
+    /// does for a product that creates the buyer's account from them.
+    #[arg(long)]
+    pub v1_contact: bool,
+    /// saas-v1: the key size the product was published with, which encrypts mobilePhone and
+    /// email: 1 for AES-256 (KooGallery's default), 2 for AES-128.
+    #[arg(long, default_value = "1", value_name = "ENCRYPT_TYPE", value_parser = parse_encrypt_type)]
+    pub v1_encrypt_type: KeySize,
     /// license-code: a license code the server has activated (a test code from seller center),
     /// needed by the lifecycle, idempotency and dial-test scenarios.
     #[arg(long, value_name = "CODE")]
@@ -164,6 +196,9 @@ pub enum ScenarioChoice {
     Security,
     /// malformed JSON, missing and over-long fields, an unknown activity: each 000002
     BadInput,
+    /// the signed form of the body (D1a), forged and unknown-instance requests for every
+    /// activity, bad times, and the inputs KooGallery really sends
+    Strict,
     /// the saved debugging cases, replayed twice as the dial test replays them
     DialTest,
     /// every scenario
@@ -177,6 +212,7 @@ impl ScenarioChoice {
             Self::Idempotency => vec![Scenario::Idempotency],
             Self::Security => vec![Scenario::Security],
             Self::BadInput => vec![Scenario::BadInput],
+            Self::Strict => vec![Scenario::Strict],
             Self::DialTest => vec![Scenario::DialTest],
             Self::All => Scenario::ALL.to_vec(),
         }
@@ -193,6 +229,10 @@ fn parse_url(text: &str) -> Result<Url, String> {
             "the scheme is {other}: expected https:// (or http:// for a local test)"
         )),
     }
+}
+
+fn parse_encrypt_type(text: &str) -> Result<KeySize, String> {
+    KeySize::from_encrypt_type(text).map_err(|_| "expected 1 (AES-256) or 2 (AES-128)".to_owned())
 }
 
 /// Runs `koogate simulate`: the report on standard output, exit status 0 only when every
@@ -212,7 +252,7 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
             ErrorKind::MissingRequiredArgument,
             "--interface license-code needs --license-code CODE for the lifecycle, idempotency and \
              dial-test scenarios: a license code your server has activated (request a test code \
-             in seller center); --scenario security and --scenario bad-input run without one",
+             in seller center); --scenario security, bad-input and strict run without one",
         );
         let _ = error.print();
         return ExitCode::from(2);
@@ -221,6 +261,8 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
         scenarios,
         real: args.real,
         v1_window: Duration::from_secs(args.v1_window),
+        v1_contact: args.v1_contact,
+        v1_key_size: args.v1_encrypt_type,
         license_code: args.license_code,
         ..simulate::Options::new(args.url, SecretString::from(args.key), args.interface)
     };
@@ -291,6 +333,30 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
                 "{}",
                 orders::fetch(&client, &order_id, order_line_id.as_deref()).await?
             );
+            Ok(())
+        }
+        Command::Events(EventsCommand::Secret) => {
+            println!("{}", events::secret());
+            Ok(())
+        }
+        Command::Events(EventsCommand::Failed) => {
+            let store = app::open_store(&settings).await?;
+            print!("{}", events::failed(store.as_ref()).await?);
+            Ok(())
+        }
+        Command::Events(EventsCommand::Retry { ids, all_failed }) => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            print!(
+                "{}",
+                events::retry(store.as_ref(), &ids, all_failed, now_ms).await?
+            );
+            Ok(())
+        }
+        Command::Events(EventsCommand::Resume) => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            print!("{}", events::resume(store.as_ref(), now_ms).await?);
             Ok(())
         }
         Command::Jobs(JobsCommand::Failed) => {
@@ -418,17 +484,34 @@ async fn serve(settings: Settings) -> CommandResult {
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
     let (store, health) = app::open_store_for_serving(&settings).await?;
-    let mut state = AppState::new(&settings, store, Arc::new(settings.provisioner()));
+    let mut state = AppState::new(&settings, store, settings.configured_provisioner());
     state.services.health = health;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let public = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        .map_err(|e| format!("cannot listen on {} (KOOGATE_LISTEN): {e}", settings.listen))?;
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (KOOGATE_ADMIN_LISTEN): {e}",
+                settings.admin_listen
+            )
+        })?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %public.local_addr()?,
+        admin_listen = %admin.local_addr()?,
         database = %redact(&settings.database_url),
         "koogate is serving the KooGallery production interface"
     );
-    app::serve(listener, state, app::shutdown_signal()).await?;
+    if settings.api_tokens.0.is_empty() {
+        tracing::warn!("KOOGATE_API_TOKEN is not set: the management API answers 503 until it is");
+    }
+    app::serve(
+        app::Listeners { public, admin },
+        state,
+        app::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use crate::domain::provision::TemplateProvisioner;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::KeyRing;
+use crate::protocol::webhook::WebhookSecret;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -33,6 +34,9 @@ fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub provisioning: ProvisioningMode,
+    pub provisioning_wait_ms: u64,
     pub database_url: String,
     pub frontend_url: String,
     pub admin_url: String,
@@ -44,6 +48,7 @@ pub struct Settings {
     pub saas_v2: SaasV2,
     pub marketplace: Marketplace,
     pub jobs: Jobs,
+    pub events: Events,
     pub audit: Audit,
     pub log: Log,
     #[serde(skip)]
@@ -51,6 +56,41 @@ pub struct Settings {
     /// The AK/SK that signs calls to the open APIs; `None` when not configured.
     #[serde(skip)]
     pub marketplace_credentials: Option<Credentials>,
+    /// The secrets that sign event deliveries (`KOOGATE_EVENTS_SECRET`).
+    #[serde(skip)]
+    pub event_secrets: Vec<WebhookSecret>,
+    /// The bearer tokens of the management API (`KOOGATE_API_TOKEN`); empty when none.
+    #[serde(skip)]
+    pub api_tokens: ApiTokens,
+}
+
+/// Who provides a new instance's app info (merchant-api.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisioningMode {
+    Template,
+    App,
+}
+
+/// Event recording and webhook delivery (merchant-api.md §2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub url: String,
+    pub timeout_ms: u64,
+    pub retry_schedule: String,
+    pub max_age: String,
+    pub retention_days: u32,
+}
+
+/// The management API's bearer tokens; never printed.
+#[derive(Clone, Default)]
+pub struct ApiTokens(pub Vec<SecretString>);
+
+impl std::fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiTokens([{} redacted])", self.0.len())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +165,7 @@ pub struct Jobs {
     pub backoff_max_ms: u64,
     pub poll_interval_ms: u64,
     pub lease_ms: u64,
+    pub concurrency: u32,
 }
 
 /// The Huawei Cloud access key pair (spec §8.1). The AK names the account and is not
@@ -197,6 +238,18 @@ impl Settings {
             .map_err(|e: toml::de::Error| err("settings", e.message().to_owned()))?;
         settings.keys = load_keys(&env)?;
         settings.marketplace_credentials = load_credentials(&env)?;
+        settings.event_secrets = load_event_secrets(&env)?;
+        settings.api_tokens = ApiTokens(
+            secret("KOOGATE_API_TOKEN", &env)?
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| SecretString::from(t.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        );
         settings.validate()?;
         Ok(settings)
     }
@@ -257,11 +310,73 @@ impl Settings {
         }
         self.saas_v1_key_size()?;
         self.saas_v2_key_size()?;
+        self.validate_events()?;
+        if self.provisioning == ProvisioningMode::App
+            && self.provisioning_wait_ms + PROVISIONING_MARGIN_MS > self.http.callback_deadline_ms
+        {
+            return Err(err(
+                "provisioning_wait_ms",
+                format!(
+                    "must be at least {PROVISIONING_MARGIN_MS} ms shorter than \
+                     http.callback_deadline_ms ({}), so the answer still arrives in time",
+                    self.http.callback_deadline_ms
+                ),
+            ));
+        }
         self.validate_marketplace()?;
         self.validate_jobs()?;
         self.provisioner()
             .check()
             .map_err(|problem| err("frontend_url/admin_url/app", problem))
+    }
+
+    fn validate_events(&self) -> Result<(), ConfigError> {
+        let e = &self.events;
+        if !e.url.is_empty() {
+            check_https_url("events.url", &e.url, "an endpoint on this machine")?;
+            if self.event_secrets.is_empty() {
+                return Err(err(
+                    "KOOGATE_EVENTS_SECRET",
+                    "is missing: events.url is set, and deliveries must be signed \
+                     (`koogate events secret` makes one)",
+                ));
+            }
+        }
+        if !(100..=120_000).contains(&e.timeout_ms) {
+            return Err(err("events.timeout_ms", "must be between 100 and 120000"));
+        }
+        self.event_schedule()?;
+        Ok(())
+    }
+
+    /// The retry schedule of event deliveries, from `[events]`.
+    pub fn event_schedule(&self) -> Result<crate::jobs::event_delivery::Schedule, ConfigError> {
+        let e = &self.events;
+        let parse = |key: &str, text: &str| {
+            humantime::parse_duration(text.trim())
+                .map_err(|problem| err(key, format!("{text:?} is not a duration: {problem}")))
+        };
+        let max_age = parse("events.max_age", &e.max_age)?;
+        let waits = if e.retry_schedule.trim().is_empty() {
+            None
+        } else {
+            let waits = e
+                .retry_schedule
+                .split(',')
+                .map(|w| parse("events.retry_schedule", w))
+                .collect::<Result<Vec<_>, _>>()?;
+            if waits.iter().any(Duration::is_zero) {
+                return Err(err("events.retry_schedule", "waits must be longer than 0"));
+            }
+            Some(waits)
+        };
+        Ok(crate::jobs::event_delivery::Schedule { waits, max_age })
+    }
+
+    /// How long events are kept, if not for ever.
+    pub fn event_retention(&self) -> Option<Duration> {
+        (self.events.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.events.retention_days) * 86_400))
     }
 
     /// The key size of SaaS 1.0 field encryption (`saas_v1.encrypt_type`).
@@ -320,6 +435,9 @@ impl Settings {
                 "backoff_base_ms must be at least 1 and backoff_max_ms at least backoff_base_ms",
             ));
         }
+        if !(1..=64).contains(&j.concurrency) {
+            return Err(err("jobs.concurrency", "must be between 1 and 64"));
+        }
         if j.poll_interval_ms < 10 {
             return Err(err("jobs.poll_interval_ms", "must be at least 10"));
         }
@@ -338,6 +456,16 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The provisioner `provisioning` names: the templates, or the merchant's app.
+    pub fn configured_provisioner(
+        &self,
+    ) -> std::sync::Arc<dyn crate::domain::provision::Provisioner> {
+        match self.provisioning {
+            ProvisioningMode::Template => std::sync::Arc::new(self.provisioner()),
+            ProvisioningMode::App => std::sync::Arc::new(crate::domain::provision::AppProvisioner),
+        }
     }
 
     /// The built-in provisioner these settings describe.
@@ -387,6 +515,7 @@ impl Settings {
             poll_interval: Duration::from_millis(j.poll_interval_ms),
             lease: Duration::from_millis(j.lease_ms),
             attempt_timeout: Duration::from_millis(j.lease_ms - LEASE_MARGIN_MS),
+            concurrency: j.concurrency,
         }
     }
 
@@ -399,6 +528,9 @@ impl Settings {
 /// How long before its lease ends a job's attempt is cut off, in milliseconds.
 const LEASE_MARGIN_MS: u64 = 500;
 
+/// How much of the callback deadline the provisioning wait must leave for answering.
+const PROVISIONING_MARGIN_MS: u64 = 500;
+
 /// An open-API base URL: `https://…`, or `http://` on this machine only (the mock
 /// marketplace), since the open APIs carry the AK/SK signature and buyer details.
 /// Whether what follows `sqlite:` opens an in-memory database (no path, `:memory:`, or
@@ -410,6 +542,12 @@ fn names_no_file(rest: &str) -> bool {
 }
 
 fn check_open_api_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    check_https_url(key, url, "a mock on this machine")
+}
+
+/// An outbound URL that carries signed or personal data: `https://…`, or `http://` to a
+/// loopback address only (`what` says what such an address would be).
+fn check_https_url(key: &str, url: &str, what: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| err(key, format!("{url:?}: {e}")))?;
     let loopback = parsed.host_str().is_some_and(|host| {
         host == "localhost"
@@ -424,7 +562,7 @@ fn check_open_api_url(key: &str, url: &str) -> Result<(), ConfigError> {
         _ => {
             return Err(err(
                 key,
-                format!("{url:?} must be https:// (http:// only for a mock on this machine)"),
+                format!("{url:?} must be https:// (http:// only for {what})"),
             ));
         }
     }
@@ -523,6 +661,28 @@ fn load_keys(env: &impl Fn(&str) -> Option<String>) -> Result<Keys, ConfigError>
         license_code: ring("KOOGATE_ACCESS_KEY_LICENSE_CODE")?,
         order_notify: ring("KOOGATE_ACCESS_KEY_ORDER_NOTIFY")?,
     })
+}
+
+/// `KOOGATE_EVENTS_SECRET` (or its `_FILE` form): comma-separated `whsec_…` secrets.
+fn load_event_secrets(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<WebhookSecret>, ConfigError> {
+    let Some(list) = secret("KOOGATE_EVENTS_SECRET", env)? else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .map(|(n, text)| {
+            WebhookSecret::parse(text).map_err(|problem| {
+                err(
+                    "KOOGATE_EVENTS_SECRET",
+                    format!("secret {} of the list {problem}", n + 1),
+                )
+            })
+        })
+        .collect()
 }
 
 /// `KOOGATE_MARKETPLACE_AK` and `KOOGATE_MARKETPLACE_SK` (or their `_FILE` forms):
@@ -786,6 +946,107 @@ mod tests {
             let e = load(&vars, path.as_deref()).unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn event_and_api_settings_are_checked_at_start() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let ok = load(
+            &[
+                ("KOOGATE_EVENTS_URL", "https://app.example.com/hooks"),
+                ("KOOGATE_EVENTS_SECRET", &format!("{secret}, {secret}")),
+                ("KOOGATE_EVENTS_RETRY_SCHEDULE", "5s, 1m"),
+                ("KOOGATE_API_TOKEN", "t1,t2"),
+                ("KOOGATE_ADMIN_LISTEN", "127.0.0.1:9001"),
+                ("KOOGATE_PROVISIONING", "app"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.event_secrets.len(), 2);
+        assert_eq!(ok.api_tokens.0.len(), 2);
+        assert_eq!(ok.provisioning, ProvisioningMode::App);
+        assert_eq!(
+            ok.event_schedule().unwrap().waits,
+            Some(vec![Duration::from_secs(5), Duration::from_secs(60)])
+        );
+        let shown = format!("{ok:?}");
+        assert!(
+            !shown.contains("MfKQ9r8") && !shown.contains("t1,t2"),
+            "{shown}"
+        );
+
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("KOOGATE_EVENTS_URL", "http://app.example.com/hooks"),
+                    ("KOOGATE_EVENTS_SECRET", secret),
+                ],
+                "events.url",
+                "must be https://",
+            ),
+            (
+                &[("KOOGATE_EVENTS_URL", "https://app.example.com/hooks")],
+                "KOOGATE_EVENTS_SECRET",
+                "is missing",
+            ),
+            (
+                &[("KOOGATE_EVENTS_SECRET", "not-a-secret")],
+                "KOOGATE_EVENTS_SECRET",
+                "must start with whsec_",
+            ),
+            (
+                &[("KOOGATE_EVENTS_SECRET", "whsec_c2hvcnQ=")],
+                "KOOGATE_EVENTS_SECRET",
+                "24 to 64 bytes",
+            ),
+            (
+                &[("KOOGATE_EVENTS_MAX_AGE", "three days")],
+                "events.max_age",
+                "is not a duration",
+            ),
+            (
+                &[("KOOGATE_EVENTS_RETRY_SCHEDULE", "5s,0s")],
+                "events.retry_schedule",
+                "longer than 0",
+            ),
+            (
+                &[("KOOGATE_PROVISIONING", "manual")],
+                "settings",
+                "unknown variant",
+            ),
+            (
+                &[
+                    ("KOOGATE_PROVISIONING", "app"),
+                    ("KOOGATE_PROVISIONING_WAIT_MS", "3600"),
+                ],
+                "provisioning_wait_ms",
+                "shorter than",
+            ),
+            (
+                &[("KOOGATE_JOBS_CONCURRENCY", "0")],
+                "jobs.concurrency",
+                "between 1 and 64",
+            ),
+        ];
+        for (vars, key, problem) in cases {
+            let error = load(vars, None).unwrap_err();
+            assert_eq!(error.key, *key, "{vars:?}: {error}");
+            assert!(error.problem.contains(problem), "{vars:?}: {error}");
+            assert!(!error.to_string().contains("MfKQ9r8"), "{error}");
+        }
+        // Loopback may be plain http, for an app on the same machine.
+        assert!(
+            load(
+                &[
+                    ("KOOGATE_EVENTS_URL", "http://127.0.0.1:3000/hooks"),
+                    ("KOOGATE_EVENTS_SECRET", secret)
+                ],
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]

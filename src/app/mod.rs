@@ -3,14 +3,17 @@
 
 pub mod server;
 
-use crate::config::{Keys, Settings};
+use crate::config::{ApiTokens, Keys, Settings};
 use crate::domain::callback::{self, Services};
+use crate::domain::events::DELIVER_KIND;
 use crate::domain::order;
 use crate::domain::provision::Provisioner;
+use crate::jobs::event_delivery::{EventDelivery, Schedule};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::Accept;
+use crate::protocol::webhook::WebhookSecret;
 use crate::routes;
 use crate::store::health::{self, Health};
 use crate::store::{self, PoolOptions, Store, StoreError};
@@ -44,6 +47,21 @@ pub struct AppState {
     pub audit_retention: Option<Duration>,
     /// What the public listener allows each connection.
     pub connections: server::Limits,
+    /// How long events are kept, if not for ever.
+    pub event_retention: Option<Duration>,
+    /// Where events are delivered, if anywhere.
+    pub webhook: Option<Webhook>,
+    /// The management API's bearer tokens.
+    pub api_tokens: Arc<ApiTokens>,
+}
+
+/// The merchant's webhook endpoint (merchant-api.md §2.2).
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: String,
+    pub secrets: Arc<Vec<WebhookSecret>>,
+    pub schedule: Schedule,
+    pub timeout: Duration,
 }
 
 impl AppState {
@@ -61,6 +79,9 @@ impl AppState {
                 clock: callback::system_clock(),
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
                 health: Health::new(true),
+                deliver_events: !settings.events.url.is_empty(),
+                provisioned: Arc::new(tokio::sync::Notify::new()),
+                provisioning_wait: Duration::from_millis(settings.provisioning_wait_ms),
             },
             keys: Arc::new(settings.keys.clone()),
             accept: Accept {
@@ -79,6 +100,16 @@ impl AppState {
             job_policy: settings.job_policy(),
             audit_retention: settings.audit_retention(),
             connections: settings.connection_limits(),
+            event_retention: settings.event_retention(),
+            webhook: (!settings.events.url.is_empty()).then(|| Webhook {
+                url: settings.events.url.clone(),
+                secrets: Arc::new(settings.event_secrets.clone()),
+                schedule: settings
+                    .event_schedule()
+                    .expect("checked when the settings were loaded"),
+                timeout: Duration::from_millis(settings.events.timeout_ms),
+            }),
+            api_tokens: Arc::new(settings.api_tokens.clone()),
         }
     }
 
@@ -89,14 +120,31 @@ impl AppState {
             client: self.marketplace.clone(),
             store: services.store.clone(),
             clock: services.clock.clone(),
+            deliver_events: services.deliver_events,
+            asks_app: services.provisioner.asks_app(),
         };
-        Worker::new(
+        let worker = Worker::new(
             services.store.clone(),
             self.job_policy.clone(),
             services.clock.clone(),
             services.wake_jobs.clone(),
         )
-        .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(order::FETCH_KIND, Arc::new(order_fetch));
+        match &self.webhook {
+            Some(webhook) => worker.handle(
+                DELIVER_KIND,
+                Arc::new(EventDelivery {
+                    store: services.store.clone(),
+                    http: EventDelivery::client(webhook.timeout),
+                    url: webhook.url.clone(),
+                    secrets: webhook.secrets.clone(),
+                    schedule: webhook.schedule.clone(),
+                    clock: services.clock.clone(),
+                    provisioned: services.provisioned.clone(),
+                }),
+            ),
+            None => worker,
+        }
     }
 }
 
@@ -153,11 +201,20 @@ pub async fn open_store_for_serving(
     Ok((store, health))
 }
 
-/// The router with its middleware: request ids outermost (a client's kept only when it
-/// is a short printable token), then one span per request.
+/// The public router with its middleware: request ids outermost (a client's kept only
+/// when it is a short printable token), then one span per request.
 pub fn router(state: AppState) -> Router {
+    traced(routes::router(state))
+}
+
+/// The internal router (merchant-api.md §1): the management API.
+pub fn admin_router(state: AppState) -> Router {
+    traced(routes::api::router(state))
+}
+
+fn traced(router: Router) -> Router {
     let x_request_id = HeaderName::from_static(routes::REQUEST_ID);
-    routes::router(state)
+    router
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
@@ -165,18 +222,27 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_request(routes::drop_unfit_request_id))
 }
 
+/// The bound listeners: the public one KooGallery calls, and the internal one.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
 /// Serves until `shutdown` resolves, then finishes the requests in flight and stops the
-/// background work. The server, the job worker and the nonce purger run in this one
+/// background work. Both listeners, the job worker and the maintenance run in this one
 /// future, so dropping it (a crash) stops them all at once.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let purger = maintain(
         state.services.store.clone(),
-        state.audit_retention,
+        Retention {
+            callbacks: state.audit_retention,
+            events: state.event_retention,
+        },
         stop_rx.clone(),
     );
     let probe = {
@@ -187,27 +253,41 @@ pub async fn serve(
         );
         async move { health.probe(store, stop).await }
     };
-    let worker = state.worker().run(stop_rx);
+    let worker = state.worker().run(stop_rx.clone());
+    let mut admin_stop = stop_rx;
+    let admin = axum::serve(listeners.admin, admin_router(state.clone())).with_graceful_shutdown(
+        async move {
+            let _ = admin_stop.changed().await;
+        },
+    );
     let server = async move {
         let limits = state.connections.clone();
         let key = state.keys.saas.primary().cloned();
-        let result = server::run(listener, router(state), limits, key, shutdown).await;
+        let result = server::run(listeners.public, router(state), limits, key, shutdown).await;
         drop(stop_tx);
         result
     };
-    let (result, (), (), ()) = tokio::join!(server, purger, worker, probe);
-    result
+    let (result, admin, (), (), ()) = tokio::join!(server, admin, purger, worker, probe);
+    result.and(admin)
 }
 
 /// Callback records deleted per statement, so that a purge never holds the (SQLite)
 /// writer long enough to delay a callback.
 const PURGE_BATCH: u32 = 1_000;
 
+/// How long records are kept, if not for ever.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    callbacks: Option<Duration>,
+    events: Option<Duration>,
+}
+
 /// Background maintenance, once a minute: forgets expired nonces, so the shared nonce
-/// table stays small, and deletes callback records older than the retention, if any.
+/// table stays small, and deletes callback records and events older than their
+/// retention, if any.
 async fn maintain(
     store: Arc<dyn Store>,
-    retention: Option<Duration>,
+    retention: Retention,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -222,27 +302,48 @@ async fn maintain(
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge expired nonces"),
         }
-        let Some(retention) = retention else { continue };
-        let before_ms =
-            now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        let mut purged = 0;
-        loop {
-            match store.purge_callbacks(before_ms, PURGE_BATCH).await {
-                Ok(n) => {
-                    purged += n;
-                    if n < u64::from(PURGE_BATCH) {
-                        break;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not delete old callback records");
-                    break;
-                }
+        if let Some(keep) = retention.callbacks {
+            let purged = purge(now_ms, keep, |before| {
+                store.purge_callbacks(before, PURGE_BATCH)
+            })
+            .await;
+            if purged > 0 {
+                tracing::info!(purged, "callback records past the retention deleted");
             }
         }
-        if purged > 0 {
-            tracing::info!(purged, "callback records past the retention deleted");
+        if let Some(keep) = retention.events {
+            let purged = purge(now_ms, keep, |before| {
+                store.purge_events(before, PURGE_BATCH)
+            })
+            .await;
+            if purged > 0 {
+                tracing::info!(purged, "events past the retention deleted");
+            }
+        }
+    }
+}
+
+/// Deletes what is older than `keep`, a batch at a time; returns how many went.
+async fn purge<F, Fut>(now_ms: i64, keep: Duration, batch: F) -> u64
+where
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let before_ms = now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let mut purged = 0;
+    loop {
+        match batch(before_ms).await {
+            Ok(n) => {
+                purged += n;
+                if n < u64::from(PURGE_BATCH) {
+                    return purged;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not delete old records");
+                return purged;
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! nonce, does the activity, stores the answer and the audit record, and commits — or,
 //! when anything fails, an answer that says so and an audit record written on its own.
 
+use super::events::{self, Decision};
 use super::provision::Provisioner;
 use super::{license_code, order_notify, saas_v1, saas_v2};
 use crate::protocol::codes::ResultCode;
@@ -35,6 +36,13 @@ pub struct Services {
     pub wake_jobs: Arc<tokio::sync::Notify>,
     /// Whether the database is known to be down.
     pub health: Arc<Health>,
+    /// A webhook endpoint is configured: every event is also queued for delivery.
+    pub deliver_events: bool,
+    /// Woken when the merchant's app completes a provisioning on this replica, so that a
+    /// `newInstance` waiting for it answers at once.
+    pub provisioned: Arc<tokio::sync::Notify>,
+    /// How long a SaaS 2.0 `newInstance` waits for the app (`app` provisioning only).
+    pub provisioning_wait: Duration,
 }
 
 /// A source of the current time in Unix milliseconds.
@@ -277,7 +285,11 @@ async fn run(
         prepare(services, nonce, work, record, started, now_ms),
     )
     .await;
-    let (tx, answer) = match prepared {
+    let Prepared {
+        tx,
+        answer,
+        wait_for,
+    } = match prepared {
         Ok(Ok(Some(prepared))) => prepared,
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(error)) => return Err(Failure::Store(error)),
@@ -292,7 +304,27 @@ async fn run(
     }
     tx.commit().await.map_err(Failure::Store)?;
     services.wake_jobs.notify_one();
+    let Some(instance_id) = wait_for else {
+        return Ok(Some(answer));
+    };
+    // The answer sent may be the app's, so the record is written once it is known.
+    let answer = wait_for_app(services, &instance_id, started)
+        .await
+        .unwrap_or(answer);
+    fill(record, &answer, started);
+    if let Err(error) = services.store.record_callback(record).await {
+        tracing::error!(%error, "could not record the callback");
+    }
     Ok(Some(answer))
+}
+
+/// A callback's transaction, ready to commit.
+struct Prepared {
+    tx: Box<dyn crate::store::Tx>,
+    answer: Answer,
+    /// `app` provisioning: the instance whose app answer is awaited after COMMIT (the
+    /// record is then written on its own, once the answer sent is known).
+    wait_for: Option<String>,
 }
 
 /// Everything of a callback's transaction up to COMMIT; `None` for a replayed nonce.
@@ -303,7 +335,11 @@ async fn prepare(
     record: &mut CallbackRecord,
     started: Instant,
     now_ms: i64,
-) -> StoreResult<Option<(Box<dyn crate::store::Tx>, Answer)>> {
+) -> StoreResult<Option<Prepared>> {
+    // `app` provisioning: a fresh SaaS 2.0 newInstance waits for the app (merchant-api.md §3).
+    let waits_for_app = services.provisioner.asks_app()
+        && matches!(&work, Ok(Work::SaasV2 { request, .. })
+            if matches!(request.activity, v2::Activity::NewInstance { .. }));
     let mut tx = services.store.begin().await?;
     if let Some(verified) = nonce
         && !tx
@@ -312,10 +348,13 @@ async fn prepare(
     {
         return Ok(None);
     }
-    let answer = match work {
+    let decision = match work {
         Err(problem) => {
             tracing::warn!(%problem, "invalid request");
-            Answer::reply(&Reply::new(ResultCode::InvalidParam, problem.to_string()))
+            Decision::quiet(Answer::reply(&Reply::new(
+                ResultCode::InvalidParam,
+                problem.to_string(),
+            )))
         }
         Ok(Work::SaasV2 {
             request,
@@ -331,9 +370,74 @@ async fn prepare(
         }
         Ok(Work::OrderNotify(request)) => order_notify::act(tx.as_mut(), request, now_ms).await?,
     };
-    fill(record, &answer, started);
-    tx.record_callback(record).await?;
-    Ok(Some((tx, answer)))
+    events::record(
+        tx.as_mut(),
+        &decision.events,
+        services.deliver_events,
+        now_ms,
+    )
+    .await?;
+    let answer = decision.answer;
+    let wait_for = match (&answer.instance_id, answer.code) {
+        (Some(id), ResultCode::Processing) if waits_for_app && !decision.events.is_empty() => {
+            Some(id.clone())
+        }
+        _ => None,
+    };
+    if wait_for.is_none() {
+        fill(record, &answer, started);
+        tx.record_callback(record).await?;
+    }
+    Ok(Some(Prepared {
+        tx,
+        answer,
+        wait_for,
+    }))
+}
+
+/// What the fast path leaves of the callback deadline for recording and answering.
+const ANSWER_MARGIN: Duration = Duration::from_millis(400);
+
+/// How often a waiting callback looks at the instance when no local completion wakes it
+/// (the app may have answered through another replica).
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Waits up to `provisioning_wait` (within the callback deadline) for the merchant's app
+/// to provide or refuse the instance: `000000` once it is provided, the app's
+/// `000100`–`000107` once it failed, `None` when the wait is over.
+async fn wait_for_app(services: &Services, instance_id: &str, started: Instant) -> Option<Answer> {
+    let budget = services.provisioning_wait.min(
+        services
+            .deadline
+            .saturating_sub(started.elapsed() + ANSWER_MARGIN),
+    );
+    let until = tokio::time::Instant::now() + budget;
+    loop {
+        let woken = services.provisioned.notified();
+        match services.store.instance(instance_id).await {
+            Ok(Some(instance)) if instance.app_info.is_some() => {
+                let reply = super::provision::provided_answer(instance_id);
+                return Some(Answer::reply(&reply).with_instance(instance_id.to_owned()));
+            }
+            Ok(Some(instance)) => {
+                if let Some(error) = &instance.provisioning_error
+                    && let Some(code) = ResultCode::unavailable(&error.result_code)
+                {
+                    return Some(Answer::reply(&Reply::new(code, error.message.clone())));
+                }
+            }
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the instance while waiting for the app");
+                return None;
+            }
+        }
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(WAIT_POLL) => {}
+            () = tokio::time::sleep_until(until) => return None,
+        }
+    }
 }
 
 /// How long recording a refused or failed callback may take past the deadline.

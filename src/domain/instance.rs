@@ -1,5 +1,6 @@
 //! Instances and their lifecycle: active ⇄ frozen → released (spec §3, D9).
 
+use super::events::ProvisioningError;
 use crate::protocol::reply::AppInfo;
 
 /// Which interface generation created the instance.
@@ -80,6 +81,9 @@ pub struct Instance {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub released_ms: Option<i64>,
+    /// What the merchant's app reported when it could not provide the instance
+    /// (`app` provisioning, merchant-api.md §3); `None` otherwise.
+    pub provisioning_error: Option<ProvisioningError>,
 }
 
 /// The instance cannot be acted on: it was released (D9), answered `000003`.
@@ -111,6 +115,7 @@ impl Instance {
             created_ms: now_ms,
             updated_ms: now_ms,
             released_ms: None,
+            provisioning_error: None,
         }
     }
 

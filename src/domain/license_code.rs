@@ -2,6 +2,7 @@
 //! open API; KooGallery's callbacks then renew, freeze, unfreeze and release it.
 
 use super::callback::Answer;
+use super::events::{Decision, Event, EventType};
 use super::instance::State;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::license_code::{Activity, Request};
@@ -121,7 +122,7 @@ impl LicenseCode {
 }
 
 /// Runs one verified, parsed License-code callback.
-pub async fn act(tx: &mut dyn Tx, request: Request, now_ms: i64) -> StoreResult<Answer> {
+pub async fn act(tx: &mut dyn Tx, request: Request, now_ms: i64) -> StoreResult<Decision<Answer>> {
     let license = request.activity.license();
     let not_found = || {
         Answer::reply(&Reply::new(
@@ -130,16 +131,33 @@ pub async fn act(tx: &mut dyn Tx, request: Request, now_ms: i64) -> StoreResult<
         ))
     };
     let Some(mut code) = tx.license_code_for_update(license).await? else {
-        return Ok(not_found());
+        return Ok(Decision::quiet(not_found()));
     };
     let before = code.clone();
     if !code.apply(request.test, &request.activity, now_ms) {
-        return Ok(not_found());
+        return Ok(Decision::quiet(not_found()));
     }
-    if code != before {
-        tx.update_license_code(&code).await?;
+    let answer = Answer::reply(&Reply::success());
+    if code == before {
+        return Ok(Decision::quiet(answer));
     }
-    Ok(Answer::reply(&Reply::success()))
+    tx.update_license_code(&code).await?;
+    let kind = match &request.activity {
+        Activity::RefreshLicenseCode { .. } => EventType::LicenseCodeRenewed,
+        Activity::UpdateLicenseCodeStatus {
+            status: StatusChange::Freeze,
+            ..
+        } => EventType::LicenseCodeFrozen,
+        Activity::UpdateLicenseCodeStatus {
+            status: StatusChange::Unfreeze,
+            ..
+        } => EventType::LicenseCodeUnfrozen,
+        Activity::ReleaseLicenseCode { .. } => EventType::LicenseCodeReleased,
+    };
+    Ok(Decision::with(
+        answer,
+        vec![Event::license_code(kind, &code, request.test)],
+    ))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! provisioning, and the decision each callback leads to.
 
 pub mod callback;
+pub mod events;
 pub mod instance;
 pub mod license_code;
 pub mod order;

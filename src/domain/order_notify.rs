@@ -2,6 +2,7 @@
 //! background; the answer never waits for the open API.
 
 use super::callback::Answer;
+use super::events::Decision;
 use super::order::{self, Fetch};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::order::NotifyRequest;
@@ -9,7 +10,11 @@ use crate::protocol::reply::Reply;
 use crate::store::{StoreResult, Tx};
 
 /// Runs one verified, parsed order notification inside the callback's transaction.
-pub async fn act(tx: &mut dyn Tx, request: NotifyRequest, now_ms: i64) -> StoreResult<Answer> {
+pub async fn act(
+    tx: &mut dyn Tx,
+    request: NotifyRequest,
+    now_ms: i64,
+) -> StoreResult<Decision<Answer>> {
     let fetch = Fetch {
         order_id: request.order_id,
         order_line_id: request.order_line_id,
@@ -20,6 +25,9 @@ pub async fn act(tx: &mut dyn Tx, request: NotifyRequest, now_ms: i64) -> StoreR
     if !order::remember_and_fetch(tx, &fetch, now_ms).await? {
         tracing::info!("order line already known: answered again, nothing fetched again");
     }
-    // §7 documents exactly this body.
-    Ok(Answer::reply(&Reply::new(ResultCode::Success, "success")))
+    // §7 documents exactly this body. `order.received` follows once the line is fetched.
+    Ok(Decision::quiet(Answer::reply(&Reply::new(
+        ResultCode::Success,
+        "success",
+    ))))
 }

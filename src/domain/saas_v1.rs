@@ -3,6 +3,7 @@
 //! 1.0 request carries go to the instance's columns, the rest to its `details`.
 
 use super::callback::Answer;
+use super::events::{Decision, EventType};
 use super::instance::{Family, Instance};
 use super::provision::Provisioner;
 use super::steps::{self, Created, change};
@@ -22,7 +23,7 @@ pub async fn act(
     request: crate::protocol::saas_v1::Request,
     cipher: &FieldCipher,
     now_ms: i64,
-) -> StoreResult<Answer> {
+) -> StoreResult<Decision<Answer>> {
     let test = request.test;
     let credentials = Credentials::Encrypted(cipher.clone());
     // An exact repeat of a state-changing request gets the first answer without running
@@ -39,26 +40,31 @@ pub async fn act(
     if let Some(key) = &repeat
         && let Some(earlier) = steps::replay(tx, key, now_ms).await?
     {
-        return Ok(earlier);
+        return Ok(Decision::quiet(earlier));
     }
-    let answer = match request.activity {
+    let decision = match request.activity {
         Activity::NewInstance(order) => {
             new_instance(tx, provisioner, test, *order, &credentials, now_ms).await
         }
         Activity::QueryInstance { instance_ids } => {
-            steps::query(tx, &instance_ids, test, &credentials).await
+            steps::query(tx, &instance_ids, test, &credentials)
+                .await
+                .map(Decision::quiet)
         }
         Activity::RefreshInstance(refresh) => refresh_instance(tx, test, refresh, now_ms).await,
         // expireInstance freezes: the buyer may still renew during the freeze period (§1).
         Activity::ExpireInstance { instance_id, .. } => {
-            change(tx, &instance_id, |i| i.freeze(test, now_ms)).await
+            change(tx, &instance_id, EventType::InstanceFrozen, |i| {
+                i.freeze(test, now_ms)
+            })
+            .await
         }
         Activity::ReleaseInstance {
             instance_id,
             order_id,
             order_amount,
         } => {
-            change(tx, &instance_id, |i| {
+            change(tx, &instance_id, EventType::InstanceReleased, |i| {
                 i.release(Some(&order_id), now_ms);
                 if let Some(amount) = order_amount {
                     i.details
@@ -73,7 +79,11 @@ pub async fn act(
             instance_id,
             status,
         } => {
-            change(tx, &instance_id, |i| match status {
+            let kind = match status {
+                StatusChange::Freeze => EventType::InstanceFrozen,
+                StatusChange::Unfreeze => EventType::InstanceUnfrozen,
+            };
+            change(tx, &instance_id, kind, |i| match status {
                 StatusChange::Freeze => i.freeze(test, now_ms),
                 StatusChange::Unfreeze => i.unfreeze(test, now_ms),
             })
@@ -81,9 +91,9 @@ pub async fn act(
         }
     }?;
     if let Some(key) = &repeat {
-        steps::settle(tx, key, &answer).await?;
+        steps::settle(tx, key, &decision.answer).await?;
     }
-    Ok(answer)
+    Ok(decision)
 }
 
 /// D7: one instance per `orderId` — per `orderId` + `productId` for pay-per-use, where one
@@ -98,7 +108,7 @@ async fn new_instance(
     order: NewInstance,
     credentials: &Credentials,
     now_ms: i64,
-) -> StoreResult<Answer> {
+) -> StoreResult<Decision<Answer>> {
     let key = IdempotencyKey {
         scope: "saas_v1.newInstance",
         // Ids are at most 64 characters and never contain a newline.
@@ -118,7 +128,8 @@ async fn new_instance(
         }
     };
     match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
-        Created::Fresh(answer) | Created::Replayed(answer) => Ok(answer),
+        Created::Fresh(decision) => Ok(decision),
+        Created::Replayed(answer) => Ok(Decision::quiet(answer)),
     }
 }
 
@@ -187,8 +198,8 @@ async fn refresh_instance(
     test: bool,
     r: Refresh,
     now_ms: i64,
-) -> StoreResult<Answer> {
-    change(tx, &r.instance_id, |i| {
+) -> StoreResult<Decision<Answer>> {
+    change(tx, &r.instance_id, EventType::InstanceRenewed, |i| {
         i.refresh(
             test,
             &r.order_id,
@@ -216,15 +227,20 @@ async fn refresh_instance(
 
 /// `upgrade` applies once per upgrade order (§1): a repeat replays the first answer and
 /// changes nothing, even if its parameters differ.
-async fn upgrade_once(tx: &mut dyn Tx, test: bool, u: Upgrade, now_ms: i64) -> StoreResult<Answer> {
+async fn upgrade_once(
+    tx: &mut dyn Tx,
+    test: bool,
+    u: Upgrade,
+    now_ms: i64,
+) -> StoreResult<Decision<Answer>> {
     let key = IdempotencyKey {
         scope: "saas_v1.upgrade",
         key: u.order_id.clone(),
     };
     if let Some(earlier) = steps::replay(tx, &key, now_ms).await? {
-        return Ok(earlier);
+        return Ok(Decision::quiet(earlier));
     }
-    let answer = change(tx, &u.instance_id, |i| {
+    let decision = change(tx, &u.instance_id, EventType::InstanceUpgraded, |i| {
         i.upgrade(test, &u.order_id, now_ms)?;
         i.sku_code = Some(u.sku_code);
         i.product_id = Some(u.product_id);
@@ -233,6 +249,6 @@ async fn upgrade_once(tx: &mut dyn Tx, test: bool, u: Upgrade, now_ms: i64) -> S
         Ok(())
     })
     .await?;
-    steps::settle(tx, &key, &answer).await?;
-    Ok(answer)
+    steps::settle(tx, &key, &decision.answer).await?;
+    Ok(decision)
 }

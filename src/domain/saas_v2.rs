@@ -1,6 +1,7 @@
 //! What each SaaS 2.0 activity does (spec §3, D7–D9), inside the callback's transaction.
 
 use super::callback::Answer;
+use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Instance};
 use super::order::{self, Fetch};
 use super::provision::Provisioner;
@@ -8,7 +9,7 @@ use super::steps::{self, Created, change};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::{Activity, Request, StatusChange};
-use crate::store::{IdempotencyKey, StoreResult, Tx};
+use crate::store::{StoreResult, Tx};
 
 /// Runs one verified, parsed SaaS 2.0 callback. `credentials` says how `queryInstance`
 /// returns app-info credentials (D6).
@@ -18,7 +19,7 @@ pub async fn act(
     request: Request,
     credentials: &Credentials,
     now_ms: i64,
-) -> StoreResult<Answer> {
+) -> StoreResult<Decision<Answer>> {
     let test = request.test;
     match request.activity {
         Activity::NewInstance {
@@ -38,7 +39,9 @@ pub async fn act(
             .await
         }
         Activity::QueryInstance { instance_ids } => {
-            steps::query(tx, &instance_ids, test, credentials).await
+            steps::query(tx, &instance_ids, test, credentials)
+                .await
+                .map(Decision::quiet)
         }
         Activity::RefreshInstance {
             order_id,
@@ -48,7 +51,7 @@ pub async fn act(
             expire_time,
             ..
         } => {
-            let answer = change(tx, &instance_id, |i| {
+            let decision = change(tx, &instance_id, EventType::InstanceRenewed, |i| {
                 i.refresh(
                     test,
                     &order_id,
@@ -65,13 +68,17 @@ pub async fn act(
                 "refreshInstance",
                 test,
             );
-            fetch_if_accepted(tx, answer, &fetch, now_ms).await
+            fetch_if_accepted(tx, decision, &fetch, now_ms).await
         }
         Activity::UpdateInstanceStatus {
             instance_id,
             status,
         } => {
-            change(tx, &instance_id, |i| match status {
+            let kind = match status {
+                StatusChange::Freeze => EventType::InstanceFrozen,
+                StatusChange::Unfreeze => EventType::InstanceUnfrozen,
+            };
+            change(tx, &instance_id, kind, |i| match status {
                 StatusChange::Freeze => i.freeze(test, now_ms),
                 StatusChange::Unfreeze => i.unfreeze(test, now_ms),
             })
@@ -82,7 +89,7 @@ pub async fn act(
             order_id,
             ..
         } => {
-            change(tx, &instance_id, |i| {
+            change(tx, &instance_id, EventType::InstanceReleased, |i| {
                 i.release(order_id.as_deref(), now_ms);
                 Ok(())
             })
@@ -93,7 +100,13 @@ pub async fn act(
             order_id,
             order_line_id,
         } => {
-            let answer = change(tx, &instance_id, |i| i.upgrade(test, &order_id, now_ms)).await?;
+            // `instance.upgraded` follows once the upgrade order is fetched (§2.4), with
+            // the new facts: the order fetch reports it.
+            let mut decision = change(tx, &instance_id, EventType::InstanceUpgraded, |i| {
+                i.upgrade(test, &order_id, now_ms)
+            })
+            .await?;
+            decision.events.clear();
             let fetch = fetch(
                 order_id,
                 order_line_id,
@@ -101,7 +114,7 @@ pub async fn act(
                 "upgradeInstance",
                 test,
             );
-            fetch_if_accepted(tx, answer, &fetch, now_ms).await
+            fetch_if_accepted(tx, decision, &fetch, now_ms).await
         }
         Activity::ChangeInstanceCheck {
             instance_id,
@@ -115,8 +128,10 @@ pub async fn act(
                 .await?
                 .first()
             {
-                Some(i) if i.visible_to(test) => Ok(Answer::reply(&Reply::success())),
-                _ => Ok(steps::not_found(&instance_id)),
+                Some(i) if i.visible_to(test) => {
+                    Ok(Decision::quiet(Answer::reply(&Reply::success())))
+                }
+                _ => Ok(Decision::quiet(steps::not_found(&instance_id))),
             }
         }
     }
@@ -132,12 +147,8 @@ async fn new_instance(
     order_line_id: String,
     business_id: String,
     now_ms: i64,
-) -> StoreResult<Answer> {
-    let key = IdempotencyKey {
-        scope: "saas_v2.newInstance",
-        // Both ids are at most 64 characters and never contain a newline.
-        key: format!("{order_id}\n{order_line_id}"),
-    };
+) -> StoreResult<Decision<Answer>> {
+    let key = super::provision::new_instance_key(&order_id, &order_line_id);
     let build = || {
         let mut instance =
             Instance::new(business_id, Family::SaasV2, order_id.clone(), test, now_ms);
@@ -151,17 +162,46 @@ async fn new_instance(
         };
         reply.with_instance_id(&instance.id)
     };
+    if provisioner.asks_app() {
+        if let Some(earlier) = steps::replay(tx, &key, now_ms).await? {
+            return Ok(Decision::quiet(earlier));
+        }
+        // The app reported this order line as failed, and the stored answer was given up
+        // so that this retry asks it again, for the same instance (merchant-api.md §3).
+        if let Some(mut failed) = tx
+            .instance_for_order_line(&order_id, &order_line_id)
+            .await?
+            && failed.provisioning_error.is_some()
+        {
+            failed.provisioning_error = None;
+            failed.updated_ms = now_ms;
+            tx.update_instance(&failed).await?;
+            let reply = answer(&failed);
+            let asked = Answer::reply(&reply).with_instance(failed.id.clone());
+            steps::settle(tx, &key, &asked).await?;
+            let event = Event::instance(EventType::InstanceProvisionRequested, &failed);
+            return Ok(Decision::with(asked, vec![event]));
+        }
+        let created = steps::create(tx, provisioner, &key, build, answer).await?;
+        return match created.answer.instance_id.clone() {
+            Some(instance_id) => {
+                let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
+                fetch_if_accepted(tx, created, &fetch, now_ms).await
+            }
+            None => Ok(created),
+        };
+    }
     // Only the call that created the instance enqueues its order fetch: a replay (every
     // retry, and every buyer who opens the resource details) stays a read and one insert.
     match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
-        Created::Fresh(created) => match created.instance_id.clone() {
+        Created::Fresh(created) => match created.answer.instance_id.clone() {
             Some(instance_id) => {
                 let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
                 fetch_if_accepted(tx, created, &fetch, now_ms).await
             }
             None => Ok(created),
         },
-        Created::Replayed(earlier) => Ok(earlier),
+        Created::Replayed(earlier) => Ok(Decision::quiet(earlier)),
     }
 }
 
@@ -187,12 +227,12 @@ fn fetch(
 /// that changed nothing (`000003`, `000005`) fetches nothing.
 async fn fetch_if_accepted(
     tx: &mut dyn Tx,
-    answer: Answer,
+    decision: Decision<Answer>,
     fetch: &Fetch,
     now_ms: i64,
-) -> StoreResult<Answer> {
-    if answer.code.is_accepted() {
+) -> StoreResult<Decision<Answer>> {
+    if decision.answer.code.is_accepted() {
         order::remember_and_fetch(tx, fetch, now_ms).await?;
     }
-    Ok(answer)
+    Ok(decision)
 }

@@ -3,7 +3,8 @@
 //! change under the row lock (D9), and answer a query (D8).
 
 use super::callback::Answer;
-use super::instance::{Gone, Instance};
+use super::events::{Decision, Event, EventType};
+use super::instance::{Family, Gone, Instance};
 use super::provision::{ProvisionRequest, Provisioned, Provisioner};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply};
@@ -11,8 +12,9 @@ use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
 
 /// What [`create_once`] did.
 pub enum Created {
-    /// This call created (or tried and failed to create) the instance.
-    Fresh(Answer),
+    /// This call created (or tried and failed to create) the instance: its answer and
+    /// the events of the creation.
+    Fresh(Decision<Answer>),
     /// An earlier call did: its answer, to send again byte for byte.
     Replayed(Answer),
 }
@@ -31,6 +33,23 @@ pub async fn create_once(
     if let Some(earlier) = replay(tx, key, now_ms).await? {
         return Ok(Created::Replayed(earlier));
     }
+    create(tx, provisioner, key, build, answer)
+        .await
+        .map(Created::Fresh)
+}
+
+/// Creates and provisions the instance `build` describes, under a key this callback has
+/// claimed with [`replay`], and reports it: `instance.created`, then
+/// `instance.provisioned` when app info is known at once, or
+/// `instance.provision_requested` when the merchant's app is asked for it and the order
+/// facts are already in hand (SaaS 1.0 sends them in the callback).
+pub async fn create(
+    tx: &mut dyn Tx,
+    provisioner: &dyn Provisioner,
+    key: &IdempotencyKey,
+    build: impl FnOnce() -> Instance,
+    answer: impl FnOnce(&Instance) -> Reply,
+) -> StoreResult<Decision<Answer>> {
     let mut instance = build();
     instance.app_info = provision(provisioner, &instance);
     // businessId is unique per call, but an id that is somehow taken must not merge two
@@ -40,15 +59,24 @@ pub async fn create_once(
         instance.app_info = provision(provisioner, &instance);
         if !tx.insert_instance(&instance).await? {
             tx.abandon_idempotency(key).await?;
-            return Ok(Created::Fresh(Answer::reply(&Reply::new(
+            return Ok(Decision::quiet(Answer::reply(&Reply::new(
                 ResultCode::Internal,
                 "could not allocate an instance id",
             ))));
         }
     }
-    let answer = Answer::reply(&answer(&instance)).with_instance(instance.id);
-    settle(tx, key, &answer).await?;
-    Ok(Created::Fresh(answer))
+    let reply = Answer::reply(&answer(&instance)).with_instance(instance.id.clone());
+    settle(tx, key, &reply).await?;
+    let mut events = vec![Event::instance(EventType::InstanceCreated, &instance)];
+    if instance.app_info.is_some() {
+        events.push(Event::instance(EventType::InstanceProvisioned, &instance));
+    } else if provisioner.asks_app() && instance.family == Family::SaasV1 {
+        events.push(Event::instance(
+            EventType::InstanceProvisionRequested,
+            &instance,
+        ));
+    }
+    Ok(Decision::with(reply, events))
 }
 
 /// Claims `key` for this callback; `Some` is an earlier callback's answer, to replay
@@ -95,27 +123,39 @@ fn provision(provisioner: &dyn Provisioner, instance: &Instance) -> Option<AppIn
 }
 
 /// Applies a lifecycle change to one instance under its row lock: `000003` when the
-/// instance is unknown or `apply` finds it gone (D9), `000000` otherwise.
+/// instance is unknown or `apply` finds it gone (D9), `000000` otherwise. A change that
+/// changed something is reported as an event of type `kind`; a repeat reports none.
 pub async fn change(
     tx: &mut dyn Tx,
     instance_id: &str,
+    kind: EventType,
     apply: impl FnOnce(&mut Instance) -> Result<(), Gone>,
-) -> StoreResult<Answer> {
+) -> StoreResult<Decision<Answer>> {
     let Some(mut instance) = tx.instance_for_update(instance_id).await? else {
-        return Ok(not_found(instance_id));
+        return Ok(Decision::quiet(not_found(instance_id)));
     };
     let before = instance.clone();
     if apply(&mut instance).is_err() {
-        return Ok(not_found(instance_id));
+        return Ok(Decision::quiet(not_found(instance_id)));
     }
-    if instance != before {
-        tx.update_instance(&instance).await?;
+    let answer = Answer::reply(&Reply::success());
+    // A repeat only moves `updated_ms`: it changed nothing, writes nothing, reports nothing.
+    let mut unmoved = instance.clone();
+    unmoved.updated_ms = before.updated_ms;
+    if unmoved == before {
+        return Ok(Decision::quiet(answer));
     }
-    Ok(Answer::reply(&Reply::success()))
+    tx.update_instance(&instance).await?;
+    Ok(Decision::with(
+        answer,
+        vec![Event::instance(kind, &instance)],
+    ))
 }
 
-/// `queryInstance` (D8, D9): `info` for the listed instances the caller can see, in the
-/// order asked, credentials sealed; `000003` when there is none.
+/// `queryInstance` (D8, D9, D12): `info` for the listed instances the caller can see and
+/// whose app info is known, in the order asked, credentials sealed; `000004` when the
+/// ones it can see are all still being provided (or their provisioning failed); `000003`
+/// when there is none.
 pub async fn query(
     tx: &mut dyn Tx,
     instance_ids: &[String],
@@ -129,20 +169,31 @@ pub async fn query(
             unique.push(id.clone());
         }
     }
-    let info: Vec<InstanceInfo> = tx
+    let visible: Vec<Instance> = tx
         .instances(&unique)
         .await?
         .into_iter()
         .filter(|i| i.visible_to(test))
-        .map(|i| InstanceInfo {
-            instance_id: i.id,
-            app_info: i.app_info,
+        .collect();
+    if visible.is_empty() {
+        return Ok(Answer::reply(&Reply::new(
+            ResultCode::NotFound,
+            "no such instance",
+        )));
+    }
+    let info: Vec<InstanceInfo> = visible
+        .into_iter()
+        .filter_map(|i| {
+            i.app_info.map(|app_info| InstanceInfo {
+                instance_id: i.id,
+                app_info: Some(app_info),
+            })
         })
         .collect();
     if info.is_empty() {
         return Ok(Answer::reply(&Reply::new(
-            ResultCode::NotFound,
-            "no such instance",
+            ResultCode::Processing,
+            "provisioning.",
         )));
     }
     Ok(Answer::reply(

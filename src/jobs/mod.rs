@@ -6,6 +6,7 @@
 //! parks a job as failed, with its last error, after the last attempt. A replica that dies
 //! mid-job leaves a lease that ends; the job is then taken again.
 
+pub mod event_delivery;
 pub mod order_fetch;
 
 use crate::domain::callback::Clock;
@@ -34,6 +35,9 @@ pub struct Policy {
     /// Longest an attempt may run: shorter than the lease, so that no other replica takes
     /// a job while an attempt at it still runs.
     pub attempt_timeout: Duration,
+    /// Attempts this replica runs at once, so that one slow endpoint does not hold up
+    /// every other job.
+    pub concurrency: u32,
 }
 
 impl Policy {
@@ -51,11 +55,26 @@ impl Policy {
     }
 }
 
-/// Why an attempt failed, and whether another attempt could succeed.
+/// Why an attempt failed, and when (if ever) the job should run again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobError {
     pub message: String,
-    pub retryable: bool,
+    pub retry: Retry,
+}
+
+/// When a failed job runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// After the worker's backoff, until its last attempt.
+    Backoff,
+    /// After this wait, whatever the count of attempts: the handler keeps its own
+    /// schedule (event deliveries retry for days) and parks the job itself.
+    After(Duration),
+    /// After this wait, without counting the attempt: the job could not be tried (its
+    /// endpoint is paused).
+    Deferred(Duration),
+    /// Never: the job is parked at once.
+    Never,
 }
 
 impl JobError {
@@ -63,7 +82,7 @@ impl JobError {
     pub fn retry(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            retryable: true,
+            retry: Retry::Backoff,
         }
     }
 
@@ -71,8 +90,12 @@ impl JobError {
     pub fn park(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            retryable: false,
+            retry: Retry::Never,
         }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.retry != Retry::Never
     }
 }
 
@@ -89,6 +112,12 @@ pub enum Outcome {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn run(&self, job: &Job) -> Result<Outcome, JobError>;
+
+    /// The handler decides when its jobs are retried and parked ([`Retry::After`]), so
+    /// the worker's count of attempts does not limit them.
+    fn keeps_own_schedule(&self) -> bool {
+        false
+    }
 }
 
 /// A job to enqueue: `payload` is serialised to JSON.
@@ -104,6 +133,7 @@ pub fn new_job(
         payload: serde_json::to_string(payload).expect("job payloads serialise"),
         dedup_key,
         subject,
+        lane: None,
         run_at_ms: now_ms,
         created_ms: now_ms,
     }
@@ -154,9 +184,15 @@ impl Worker {
         self
     }
 
-    /// Runs due jobs until `stop` changes or its sender is dropped. An attempt running
-    /// then is cut short and made due again at once, for this or another replica.
-    pub async fn run(self, mut stop: watch::Receiver<()>) {
+    /// Runs due jobs, `concurrency` at a time, until `stop` changes or its sender is
+    /// dropped. An attempt running then is cut short and made due again at once, for this
+    /// or another replica.
+    pub async fn run(self, stop: watch::Receiver<()>) {
+        let slots = (0..self.policy.concurrency.max(1)).map(|_| self.run_slot(stop.clone()));
+        futures_util::future::join_all(slots).await;
+    }
+
+    async fn run_slot(&self, mut stop: watch::Receiver<()>) {
         loop {
             loop {
                 if stop.has_changed().unwrap_or(true) {
@@ -189,6 +225,8 @@ impl Worker {
         let Some(job) = self.store.claim_job(&lease).await? else {
             return Ok(false);
         };
+        // More may be due: wake another slot while this one works.
+        self.wake.notify_one();
         let span =
             tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
         self.process(&job, &lease, stop).instrument(span).await?;
@@ -202,7 +240,11 @@ impl Worker {
         stop: &mut watch::Receiver<()>,
     ) -> StoreResult<()> {
         let max = i64::from(self.policy.max_attempts);
-        let result = if job.attempts > max {
+        let counted = self
+            .handlers
+            .get(&job.kind)
+            .is_none_or(|h| !h.keeps_own_schedule());
+        let result = if counted && job.attempts > max {
             // Its last attempt was claimed by a replica that died before recording it.
             Err(Failure::Job(JobError::park(format!(
                 "abandoned: the replica running attempt {max} stopped before finishing it"
@@ -271,13 +313,18 @@ impl Worker {
             Failure::Job(error) => (error, false),
             Failure::Interrupted => (JobError::retry("interrupted: the replica shut down"), true),
         };
-        let retry_at_ms = if interrupted {
-            Some(now_ms)
-        } else if error.retryable && attempts < self.policy.max_attempts {
-            let wait = self.policy.backoff(attempts, &mut rand::rng());
+        let after = |wait: Duration| {
             Some(now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
-        } else {
-            None
+        };
+        let (retry_at_ms, uncounted) = match error.retry {
+            _ if interrupted => (Some(now_ms), true),
+            Retry::Deferred(wait) => (after(wait), true),
+            Retry::After(wait) => (after(wait), false),
+            Retry::Backoff if attempts < self.policy.max_attempts => (
+                after(self.policy.backoff(attempts, &mut rand::rng())),
+                false,
+            ),
+            Retry::Backoff | Retry::Never => (None, false),
         };
         let recorded = self
             .store
@@ -286,7 +333,7 @@ impl Worker {
                 token: &lease.token,
                 error: &error.message,
                 retry_at_ms,
-                uncounted: interrupted,
+                uncounted,
                 now_ms,
             })
             .await?;
@@ -322,6 +369,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(29),
+            concurrency: 1,
         }
     }
 

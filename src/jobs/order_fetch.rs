@@ -3,6 +3,7 @@
 
 use super::{Handler, JobError, Outcome};
 use crate::domain::callback::Clock;
+use crate::domain::events::{self, Event, EventType};
 use crate::domain::order::{self, Fetch};
 use crate::marketplace::{Client, MarketError};
 use crate::store::{Job, Store, StoreError};
@@ -14,13 +15,19 @@ pub struct OrderFetch {
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub clock: Clock,
+    /// A webhook endpoint is configured: events are queued for delivery too.
+    pub deliver_events: bool,
+    /// The merchant's app provides app info: a new SaaS 2.0 instance is announced with
+    /// `instance.provision_requested` once its order facts are known.
+    pub asks_app: bool,
 }
 
 impl From<MarketError> for JobError {
     fn from(error: MarketError) -> Self {
-        Self {
-            retryable: error.retryable(),
-            message: error.to_string(),
+        if error.retryable() {
+            Self::retry(error.to_string())
+        } else {
+            Self::park(error.to_string())
         }
     }
 }
@@ -76,6 +83,10 @@ impl Handler for OrderFetch {
         record.order_info = Some(answer.order_info_json.clone());
         record.fetched_ms = Some(now_ms);
         tx.store_order_info(&record).await?;
+        let mut events = Vec::new();
+        if fetch.source == "orderNotify" {
+            events.push(Event::order_received(&record));
+        }
         for mut instance in instances {
             if !order::is_current_order(&instance, &fetch.order_id) {
                 tracing::info!(
@@ -90,7 +101,25 @@ impl Handler for OrderFetch {
             if instance != before {
                 tx.update_instance(&instance).await?;
             }
+            // An upgrade is reported once its order is known, with the new facts (§2.4).
+            let kind = match fetch.source.as_str() {
+                "upgradeInstance" => Some(EventType::InstanceUpgraded),
+                _ if instance != before => Some(EventType::InstanceOrderUpdated),
+                _ => None,
+            };
+            events.extend(kind.map(|kind| Event::instance(kind, &instance)));
+            if self.asks_app
+                && fetch.source == "newInstance"
+                && instance.app_info.is_none()
+                && instance.provisioning_error.is_none()
+            {
+                events.push(Event::instance(
+                    EventType::InstanceProvisionRequested,
+                    &instance,
+                ));
+            }
         }
+        events::record(tx.as_mut(), &events, self.deliver_events, now_ms).await?;
         tracing::info!(order_id = %fetch.order_id, order_line_id = %fetch.order_line_id, "order details stored");
         Ok(Outcome::Commit(tx))
     }

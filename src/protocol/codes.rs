@@ -18,12 +18,28 @@ pub enum ResultCode {
     Processing,
     /// `000005`: other internal error.
     Internal,
+    /// `000100`–`000107`: the product cannot be provided to this order (no resource,
+    /// phone or e-mail taken, sold out …), as the merchant's app reports it; the number
+    /// is the last three digits, 100 to 107.
+    Unavailable(u8),
 }
+
+/// The `Unavailable` codes the spec's table lists (§5).
+pub const UNAVAILABLE: std::ops::RangeInclusive<u8> = 100..=107;
 
 impl ResultCode {
     /// The six-digit wire form.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::Unavailable(100) => "000100",
+            Self::Unavailable(101) => "000101",
+            Self::Unavailable(102) => "000102",
+            Self::Unavailable(103) => "000103",
+            Self::Unavailable(104) => "000104",
+            Self::Unavailable(105) => "000105",
+            Self::Unavailable(106) => "000106",
+            // Built only through `parse` or `unavailable`, which keep to 100..=107.
+            Self::Unavailable(_) => "000107",
             Self::Success => "000000",
             Self::AuthFailed => "000001",
             Self::InvalidParam => "000002",
@@ -33,8 +49,17 @@ impl ResultCode {
         }
     }
 
+    /// `000100`–`000107` from its wire form; `None` for any other code.
+    pub fn unavailable(code: &str) -> Option<Self> {
+        let n: u8 = code.strip_prefix("000")?.parse().ok()?;
+        (code.len() == 6 && UNAVAILABLE.contains(&n)).then_some(Self::Unavailable(n))
+    }
+
     /// Parses the wire form; `None` for codes koogate does not produce.
     pub fn parse(code: &str) -> Option<Self> {
+        if let Some(code) = Self::unavailable(code) {
+            return Some(code);
+        }
         [
             Self::Success,
             Self::AuthFailed,
@@ -77,6 +102,13 @@ mod tests {
             assert_eq!(ResultCode::parse(code.as_str()), Some(code));
             assert_eq!(code.as_str().len(), 6);
         }
-        assert_eq!(ResultCode::parse("000100"), None);
+        for n in UNAVAILABLE {
+            let code = ResultCode::Unavailable(n);
+            assert_eq!(code.as_str(), format!("000{n}"));
+            assert_eq!(ResultCode::parse(code.as_str()), Some(code));
+        }
+        for outside in ["000099", "000108", "000999", "0001000", "00010a", "100"] {
+            assert_eq!(ResultCode::unavailable(outside), None, "{outside}");
+        }
     }
 }

@@ -17,3 +17,4 @@ pub mod signature;
 pub mod time;
 pub mod usage;
 pub mod v1;
+pub mod webhook;

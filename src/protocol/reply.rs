@@ -82,8 +82,9 @@ impl Reply {
     }
 }
 
-/// How a buyer reaches the provisioned application (spec §3.2 AppInfo).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How a buyer reaches the provisioned application (spec §3.2 AppInfo). `Debug` never
+/// shows the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppInfo {
     pub front_end_url: String,
@@ -95,6 +96,18 @@ pub struct AppInfo {
     pub password: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub memo: Option<String>,
+}
+
+impl std::fmt::Debug for AppInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppInfo")
+            .field("front_end_url", &self.front_end_url)
+            .field("admin_url", &self.admin_url)
+            .field("user_name", &self.user_name)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("memo", &self.memo)
+            .finish()
+    }
 }
 
 /// Field limits of AppInfo (spec §3.2), checked when the provisioner's output is accepted.
@@ -221,6 +234,15 @@ mod tests {
     fn long_messages_are_cut_at_the_limit() {
         let reply = Reply::new(ResultCode::InvalidParam, "错".repeat(300));
         assert_eq!(reply.result_msg.chars().count(), MAX_RESULT_MSG);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let text = format!("{:?}", app_info());
+        assert!(
+            text.contains("[redacted]") && !text.contains(app_info().password.as_deref().unwrap()),
+            "{text}"
+        );
     }
 
     #[test]

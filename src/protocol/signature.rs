@@ -132,7 +132,7 @@ pub enum AuthError {
 pub enum Form {
     /// The body exactly as received.
     Raw,
-    /// The body's canonical form ([`super::canonical::canonical`]).
+    /// The body's canonical form ([`super::canonical::canonical_form`]).
     Canonical,
 }
 
@@ -283,7 +283,7 @@ pub fn verify_with(
         return Ok(verified(matched, Form::Raw));
     }
     if accept.canonical
-        && let Some(canonical) = super::canonical::canonical(body)
+        && let Some(canonical) = super::canonical::canonical_form(body)
         && canonical != body
         && let Some(matched) = matching(&canonical)
     {

@@ -2,6 +2,7 @@
 //! verify, parse, hand over to the domain, sign the exact bytes and answer.
 
 mod answer;
+pub mod api;
 mod health;
 mod license_code;
 mod order_notify;

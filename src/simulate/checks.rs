@@ -18,6 +18,12 @@ pub const AUTH_FAILED: &[&str] = &["000001"];
 pub const INVALID: &[&str] = &["000002"];
 pub const NOT_FOUND: &[&str] = &["000003"];
 
+/// Every result code of the spec's table (§5); KooGallery knows no other.
+const SPEC_CODES: [&str; 18] = [
+    "000000", "000001", "000002", "000003", "000004", "000005", "000100", "000101", "000102",
+    "000103", "000104", "000105", "000106", "000107", "000900", "000901", "000902", "000903",
+];
+
 /// What an answer must carry besides `resultCode`.
 #[derive(Debug, Clone)]
 pub enum Shape {
@@ -195,17 +201,28 @@ fn result_code(
             return None;
         }
     };
+    let expected = expect.codes.join(" or ");
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         problems.push(format!("resultCode {code:?} is not six digits (spec §5)"));
+    } else if !SPEC_CODES.contains(&code.as_str()) {
+        problems.push(format!(
+            "resultCode {code} is not one of the spec's result codes (§5), so KooGallery cannot \
+             tell what it means; expected {expected}"
+        ));
     } else if !expect.codes.contains(&code.as_str()) {
         let msg = object
             .get("resultMsg")
             .and_then(Value::as_str)
             .map(|m| format!(" ({m:?})"))
             .unwrap_or_default();
+        // 000004 reads as "being processed": KooGallery waits and polls instead of failing.
+        let hint = if code == "000004" {
+            "; 000004 (request being processed) is the answer of an asynchronous newInstance only"
+        } else {
+            ""
+        };
         problems.push(format!(
-            "resultCode is {code}{msg}, expected {}",
-            expect.codes.join(" or ")
+            "resultCode is {code}{msg}, expected {expected}{hint}"
         ));
     }
     Some(code)
@@ -340,6 +357,24 @@ fn app_info(
             ));
         }
     }
+}
+
+/// The one plaintext that every one of `ids` decrypts to under the access key (§2.5 format,
+/// either key size), if they do: a single id encrypted under a fresh IV each time.
+pub fn one_id_encrypted(key: &str, ids: &[&str]) -> Option<String> {
+    [KeySize::Aes256, KeySize::Aes128]
+        .into_iter()
+        .find_map(|size| {
+            let cipher = FieldCipher::new(key, size);
+            let plain: Vec<String> = ids
+                .iter()
+                .map(|id| cipher.decrypt(id).ok())
+                .collect::<Option<_>>()?;
+            plain
+                .iter()
+                .all(|p| *p == plain[0])
+                .then(|| plain[0].clone())
+        })
 }
 
 /// Why `Body-Sign` does not prove these exact bytes came from the key's holder, naming the
@@ -520,6 +555,17 @@ mod tests {
             body_sign_problem(KEY, &received(sent, Some(good)), "1"),
             None
         );
+    }
+
+    #[test]
+    fn one_id_under_random_ivs_is_told_from_two_ids() {
+        let cipher = FieldCipher::new(KEY, KeySize::Aes128);
+        let (a, b) = (cipher.encrypt("inst-1"), cipher.encrypt("inst-1"));
+        assert_ne!(a, b);
+        assert_eq!(one_id_encrypted(KEY, &[&a, &b]).as_deref(), Some("inst-1"));
+        let other = cipher.encrypt("inst-2");
+        assert_eq!(one_id_encrypted(KEY, &[&a, &other]), None);
+        assert_eq!(one_id_encrypted(KEY, &["inst-1", "inst-2"]), None);
     }
 
     #[test]

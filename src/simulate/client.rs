@@ -30,14 +30,45 @@ pub struct Request {
     /// The time signed into the request (V2 `timestamp`, V1 `timeStamp`): an answer signed with
     /// key + this time is a known mistake (spec §2.4).
     pub time: String,
+    /// The variant of a V2 signature made correctly over the exact body sent (D1); `None` for
+    /// requests signed otherwise, or deliberately wrongly.
+    pub variant: Option<Variant>,
 }
 
 impl Request {
     /// A POST to `url` with `signature`, `timestamp` and `nonce` for `key` over `body`.
     pub fn signed_post(url: &Url, key: &str, body: Vec<u8>, timestamp_ms: i64) -> Self {
+        Self::signed_post_with(url, key, body, timestamp_ms, Variant::A)
+    }
+
+    /// As [`Request::signed_post`], with the payload hash of `variant` (D1).
+    pub fn signed_post_with(
+        url: &Url,
+        key: &str,
+        body: Vec<u8>,
+        timestamp_ms: i64,
+        variant: Variant,
+    ) -> Self {
+        let signed = body.clone();
+        Self {
+            variant: Some(variant),
+            ..Self::signed_over(url, key, body, &signed, timestamp_ms, variant)
+        }
+    }
+
+    /// A POST of `body` whose signature covers `signed` instead (D1a: the canonical form of
+    /// `body`, as Huawei's sample server verifies it).
+    pub fn signed_over(
+        url: &Url,
+        key: &str,
+        body: Vec<u8>,
+        signed: &[u8],
+        timestamp_ms: i64,
+        variant: Variant,
+    ) -> Self {
         let timestamp = timestamp_ms.to_string();
         let nonce = nonce();
-        let sig = signature::sign(key, &nonce, &timestamp, &body, Variant::A);
+        let sig = signature::sign(key, &nonce, &timestamp, signed, variant);
         Self::post(
             url,
             &format!("signature={sig}&timestamp={timestamp}&nonce={nonce}"),
@@ -53,6 +84,7 @@ impl Request {
             url: append_query(url, query),
             body: Some(body),
             time,
+            variant: None,
         }
     }
 
@@ -75,6 +107,7 @@ impl Request {
             url: append_query(url, &query),
             body: None,
             time: time_stamp.to_owned(),
+            variant: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod scenarios;
 
 pub use report::{Check, Exchanged, Human, Quiet, Report, ScenarioReport, Sink};
 
+use crate::protocol::crypto::KeySize;
 use reqwest::Url;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -60,17 +61,22 @@ pub enum Scenario {
     Security,
     /// Malformed and out-of-spec requests: each must get `000002`, and the server must keep answering.
     BadInput,
+    /// What real implementations get wrong: the form of the body the signature covers (D1a),
+    /// forged and unknown-instance requests for every activity, bad times, and the inputs
+    /// KooGallery really sends.
+    Strict,
     /// The saved debugging cases, replayed as the dial test replays them.
     DialTest,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Lifecycle,
         Self::Idempotency,
         Self::Security,
         Self::BadInput,
+        Self::Strict,
         Self::DialTest,
     ];
 
@@ -80,6 +86,7 @@ impl Scenario {
             Self::Idempotency => "idempotency",
             Self::Security => "security",
             Self::BadInput => "bad-input",
+            Self::Strict => "strict",
             Self::DialTest => "dial-test",
         }
     }
@@ -100,6 +107,12 @@ pub struct Options {
     pub real: bool,
     /// The V1 `timeStamp` window the server applies (D3); zero when it does not check.
     pub v1_window: Duration,
+    /// SaaS 1.0: send every `newInstance` with an encrypted `mobilePhone` and `email`, as
+    /// KooGallery does for a product that creates the buyer's account from them (§4.1).
+    pub v1_contact: bool,
+    /// SaaS 1.0: the key size chosen when the product was published, which encrypts
+    /// `mobilePhone` and `email` (§2.5).
+    pub v1_key_size: KeySize,
     /// A license code the server knows (activated through it), for the License-code scenarios
     /// that need an existing code.
     pub license_code: Option<String>,
@@ -117,6 +130,8 @@ impl Options {
             scenarios: Scenario::ALL.to_vec(),
             real: false,
             v1_window: DEFAULT_V1_WINDOW,
+            v1_contact: false,
+            v1_key_size: KeySize::default(),
             license_code: None,
             timeout: KOOGALLERY_TIMEOUT,
         }

@@ -1,6 +1,7 @@
-//! The report: one line per check with ✓ or ✗, what was sent and what came back for each
-//! failure, a summary with counts; the same as JSON for machines. A `Sink` hears about each
-//! request and check as it happens, so a person watches a slow server being tested live.
+//! The report: one line per check with ✓, ! (passed with a warning) or ✗, what was sent and
+//! what came back for each failure, a summary with counts; the same as JSON for machines. A
+//! `Sink` hears about each request and check as it happens, so a person watches a slow server
+//! being tested live. A fault that fails every check is stated once, not under each check.
 
 use super::{Interface, Scenario};
 use serde::Serialize;
@@ -30,8 +31,13 @@ pub struct Exchanged {
 pub struct Check {
     pub name: String,
     pub passed: bool,
-    /// Each fault found, one sentence each; empty when the check passed.
+    /// Each fault found, one sentence each; empty when the check passed. A fault every check
+    /// had is in the report's `common_problems` instead.
     pub problems: Vec<String>,
+    /// What passed but would break if KooGallery behaves in a way the spec leaves open (D1a:
+    /// which form of the body it signs); a warning never fails the check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The slowest answer the check waited for.
     pub duration_ms: u64,
     /// Whether that answer took more than half of KooGallery's timeout: too little margin.
@@ -60,9 +66,15 @@ pub struct Report {
     /// Why the run stopped before every scenario ran, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// The faults every check that got an answer had, when every one of them failed (no
+    /// `Body-Sign`, HTTP 400 everywhere): said once here, and left out of each check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub common_problems: Vec<String>,
     pub checks: usize,
     pub passed: usize,
     pub failed: usize,
+    /// How many checks passed with a warning.
+    pub warnings: usize,
 }
 
 impl Report {
@@ -76,10 +88,20 @@ impl Report {
         self.scenarios.iter().flat_map(|s| s.checks.iter())
     }
 
+    /// Counts the checks, and moves the faults every answered check had to `common_problems`.
     pub(super) fn count(&mut self) {
         self.checks = self.all_checks().count();
         self.passed = self.all_checks().filter(|c| c.passed).count();
         self.failed = self.checks - self.passed;
+        self.warnings = self
+            .all_checks()
+            .filter(|c| c.passed && !c.warnings.is_empty())
+            .count();
+        self.common_problems = common_problems(self.all_checks());
+        let common = &self.common_problems;
+        for check in self.scenarios.iter_mut().flat_map(|s| s.checks.iter_mut()) {
+            check.problems.retain(|p| !common.contains(p));
+        }
     }
 
     /// The summary line.
@@ -89,11 +111,40 @@ impl Report {
             "{} check{plural}, {} passed, {} failed",
             self.checks, self.passed, self.failed
         );
+        if self.warnings > 0 {
+            line.push_str(&format!(", {} with a warning", self.warnings));
+        }
+        if !self.common_problems.is_empty() {
+            line.push_str(", all with the fault stated at the first check");
+        }
         if let Some(reason) = &self.stopped {
             line.push_str(&format!("; stopped early: {reason}"));
         }
         line
     }
+}
+
+/// The problems every check that got an answer had, when there are at least two such checks and
+/// every check failed. A check that did not run (it has no exchange) is left out: it failed
+/// because an earlier one did.
+fn common_problems<'a>(checks: impl Iterator<Item = &'a Check>) -> Vec<String> {
+    let mut common: Option<Vec<String>> = None;
+    let mut answered = 0;
+    for check in checks {
+        if check.passed {
+            return Vec::new();
+        }
+        if check.exchanges.is_empty() {
+            continue;
+        }
+        answered += 1;
+        let shared = common.get_or_insert_with(|| check.problems.clone());
+        shared.retain(|p| check.problems.contains(p));
+    }
+    if answered < 2 {
+        return Vec::new();
+    }
+    common.unwrap_or_default()
 }
 
 /// Hears about a run as it happens.
@@ -116,6 +167,9 @@ pub struct Human<W: Write> {
     out: W,
     verbose: bool,
     report: bool,
+    /// The problems every answered check so far had while every check failed (`None` before
+    /// the first): printed in full at the first check, and only referred to after it.
+    shared: Option<Vec<String>>,
 }
 
 impl<W: Write> Human<W> {
@@ -125,6 +179,7 @@ impl<W: Write> Human<W> {
             out,
             verbose,
             report: true,
+            shared: None,
         }
     }
 
@@ -134,6 +189,7 @@ impl<W: Write> Human<W> {
             out,
             verbose: true,
             report: false,
+            shared: None,
         }
     }
 
@@ -177,7 +233,11 @@ impl<W: Write> Sink for Human<W> {
         if !self.report {
             return;
         }
-        let mark = if check.passed { '✓' } else { '✗' };
+        let mark = match (check.passed, check.warnings.is_empty()) {
+            (false, _) => '✗',
+            (true, true) => '✓',
+            (true, false) => '!',
+        };
         let slow = if check.slow {
             ", slow: KooGallery gives up after 5 s"
         } else {
@@ -188,8 +248,15 @@ impl<W: Write> Sink for Human<W> {
             check.name,
             duration(check.duration_ms)
         ));
-        for problem in &check.problems {
+        let (repeated, own) = self.split_shared(check);
+        for problem in own {
             self.line(&format!("      - {problem}"));
+        }
+        if repeated {
+            self.line("      - the same fault as every check above");
+        }
+        for warning in &check.warnings {
+            self.line(&format!("      - warning: {warning}"));
         }
         for exchange in &check.exchanges {
             self.line(&format!("      sent: {}", exchange.sent));
@@ -218,6 +285,28 @@ impl<W: Write> Sink for Human<W> {
             self.line(&format!("summary: {}", report.summary()));
         }
         let _ = self.out.flush();
+    }
+}
+
+impl<W: Write> Human<W> {
+    /// The check's problems not shared by every check before it, and whether it had any that
+    /// were; keeps `shared` up to date.
+    fn split_shared<'c>(&mut self, check: &'c Check) -> (bool, Vec<&'c String>) {
+        if check.passed {
+            self.shared = Some(Vec::new());
+            return (false, Vec::new());
+        }
+        if check.exchanges.is_empty() {
+            return (false, check.problems.iter().collect());
+        }
+        let Some(shared) = self.shared.as_mut() else {
+            self.shared = Some(check.problems.clone());
+            return (false, check.problems.iter().collect());
+        };
+        let (repeated, own): (Vec<&String>, Vec<&String>) =
+            check.problems.iter().partition(|p| shared.contains(p));
+        shared.retain(|p| check.problems.contains(p));
+        (!repeated.is_empty(), own)
     }
 }
 

@@ -3,6 +3,7 @@
 //! its nonce, the instance, the idempotent answer and the audit record — is written
 //! through one [`Tx`] and commits together.
 
+mod events;
 pub mod health;
 mod postgres;
 mod rows;
@@ -13,6 +14,7 @@ use crate::domain::license_code::LicenseCode;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -99,6 +101,34 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a parked job back in the queue, due now, with a fresh count of attempts (its
     /// last error is kept until the next attempt); `false` if it is not parked.
     async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Every parked job of a kind back in the queue (as [`Store::requeue_job`]), in one
+    /// statement; returns how many.
+    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
+    /// The job of a kind with this dedup key.
+    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
+
+    // Events and their delivery (merchant-api.md §2).
+
+    /// Events after `after`, in feed order, as many as `limit`.
+    async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>>;
+    /// One event by its public id.
+    async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// The events of one subject, in sequence.
+    async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>>;
+    /// The delivery attempts of an event, oldest first.
+    async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>>;
+    async fn record_attempt(&self, attempt: &Attempt) -> StoreResult<()>;
+    /// The webhook endpoint's pause, if it is paused.
+    async fn webhook_pause(&self) -> StoreResult<Option<Pause>>;
+    /// Pauses the webhook endpoint (a first pause is kept).
+    async fn pause_webhook(&self, paused_ms: i64, reason: &str) -> StoreResult<()>;
+    /// Lifts the pause and makes every waiting delivery of `kind` due now, parked ones
+    /// included; returns how many deliveries were put back in the queue.
+    async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
+    /// Deletes at most `batch` events created before `before_ms`; returns how many.
+    async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+    /// Instances, newest first.
+    async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -121,6 +151,12 @@ pub trait Tx: Send {
     async fn insert_instance(&mut self, instance: &Instance) -> StoreResult<bool>;
     /// Reads an instance and locks it for this transaction.
     async fn instance_for_update(&mut self, id: &str) -> StoreResult<Option<Instance>>;
+    /// The SaaS 2.0 instance of an order line, locked for this transaction.
+    async fn instance_for_order_line(
+        &mut self,
+        order_id: &str,
+        order_line_id: &str,
+    ) -> StoreResult<Option<Instance>>;
     /// Reads the instances with these ids that exist, in the order asked.
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>>;
     /// Writes back an instance read with [`Tx::instance_for_update`].
@@ -138,6 +174,8 @@ pub trait Tx: Send {
     /// Enqueues a job, to be run once this transaction commits; `false` (and nothing
     /// enqueued) if a job of the same kind and dedup key exists.
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool>;
+    /// Writes an event; returns its sequence within its subject.
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64>;
     /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
@@ -295,6 +333,9 @@ pub struct NewJob {
     pub dedup_key: Option<String>,
     /// What the job is about (an order id), for lookups.
     pub subject: Option<String>,
+    /// Jobs of one lane run one at a time, oldest first: a later one waits while an
+    /// earlier one is pending, running or parked.
+    pub lane: Option<String>,
     pub run_at_ms: i64,
     pub created_ms: i64,
 }

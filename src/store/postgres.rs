@@ -3,6 +3,7 @@
 //! the first transaction and then see its result (READ COMMITTED); instance changes
 //! take a row lock.
 
+use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
 use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
@@ -21,17 +22,17 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// 21 placeholders, one per column of `instance_columns!`.
+/// 22 placeholders, one per column of `instance_columns!`.
 const INSERT_INSTANCE: &str = concat!(
     "INSERT INTO instances (",
     instance_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
      ON CONFLICT DO NOTHING"
 );
 const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = $1, sku_code = $2, charging_mode = $3, \
      period_type = $4, period_number = $5, linear_value = $6, customer_id = $7, customer_name = $8, details = $9, \
-     state = $10, app_info = $11, expire_ms = $12, last_order_id = $13, updated_ms = $14, released_ms = $15 \
-     WHERE instance_id = $16";
+     state = $10, app_info = $11, expire_ms = $12, last_order_id = $13, updated_ms = $14, released_ms = $15, \
+     provisioning_error = $16 WHERE instance_id = $17";
 
 const INSERT_LICENSE_CODE: &str = concat!(
     "INSERT INTO license_codes (",
@@ -45,9 +46,10 @@ const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = $1, order
 /// until its lease ends.
 const CLAIM_JOB: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = $1, updated_ms = $2, \
-     lease_until_ms = $3 WHERE id = (SELECT id FROM jobs WHERE (state = 'pending' AND run_at_ms <= $4) \
-     OR (state = 'running' AND lease_until_ms < $5) ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-     RETURNING ",
+     lease_until_ms = $3 WHERE id = (SELECT id FROM jobs j WHERE ((state = 'pending' AND run_at_ms <= $4) \
+     OR (state = 'running' AND lease_until_ms < $5)) AND (lane IS NULL OR NOT EXISTS \
+     (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
     job_columns!()
 );
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
@@ -269,6 +271,59 @@ impl Store for PgStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+        events::pg::requeue_failed(&self.pool, kind, now_ms).await
+    }
+
+    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
+        events::pg::job_by_key(&self.pool, kind, key).await
+    }
+
+    async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        events::pg::events_after(&self.pool, after, limit).await
+    }
+
+    async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+        events::pg::event(&self.pool, event_id).await
+    }
+
+    async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
+        events::pg::events_of(&self.pool, subject).await
+    }
+
+    async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
+        events::pg::attempts(&self.pool, event_id).await
+    }
+
+    async fn record_attempt(&self, attempt: &Attempt) -> StoreResult<()> {
+        events::pg::insert_attempt(&self.pool, attempt).await
+    }
+
+    async fn webhook_pause(&self) -> StoreResult<Option<Pause>> {
+        events::pg::pause(&self.pool).await
+    }
+
+    async fn pause_webhook(&self, paused_ms: i64, reason: &str) -> StoreResult<()> {
+        events::pg::set_pause(&self.pool, paused_ms, reason).await
+    }
+
+    async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        events::pg::clear_pause(&mut *tx).await?;
+        let parked = events::pg::requeue_failed(&mut *tx, kind, now_ms).await?;
+        let waiting = events::pg::due_now(&mut *tx, kind, now_ms).await?;
+        tx.commit().await?;
+        Ok(parked + waiting)
+    }
+
+    async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        events::pg::purge_events(&self.pool, before_ms, batch).await
+    }
+
+    async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
+        events::pg::list_instances(&self.pool, filter).await
+    }
 }
 
 struct PgTx(Transaction<'static, Postgres>);
@@ -344,6 +399,24 @@ impl Tx for PgTx {
             " FROM instances WHERE instance_id = $1 FOR UPDATE"
         ))
         .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(InstanceRow::into_instance).transpose()
+    }
+
+    async fn instance_for_order_line(
+        &mut self,
+        order_id: &str,
+        order_line_id: &str,
+    ) -> StoreResult<Option<Instance>> {
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE order_id = $1 AND order_line_id = $2 AND family = 'saas_v2' \
+             ORDER BY created_ms LIMIT 1 FOR UPDATE"
+        ))
+        .bind(order_id)
+        .bind(order_line_id)
         .fetch_optional(&mut *self.0)
         .await?;
         row.map(InstanceRow::into_instance).transpose()
@@ -433,19 +506,24 @@ impl Tx for PgTx {
 
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO jobs (kind, payload, dedup_key, subject, state, attempts, run_at_ms, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8) ON CONFLICT DO NOTHING",
         )
         .bind(&job.kind)
         .bind(&job.payload)
         .bind(&job.dedup_key)
         .bind(&job.subject)
+        .bind(&job.lane)
         .bind(job.run_at_ms)
         .bind(job.created_ms)
         .bind(job.created_ms)
         .execute(&mut *self.0)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
+        events::pg::insert_event(&mut *self.0, event).await
     }
 
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {

@@ -11,7 +11,7 @@ macro_rules! instance_columns {
     () => {
         "instance_id, family, order_id, order_line_id, test, created_ms, product_id, sku_code, charging_mode, \
          period_type, period_number, linear_value, customer_id, customer_name, details, state, app_info, \
-         expire_ms, last_order_id, updated_ms, released_ms"
+         expire_ms, last_order_id, updated_ms, released_ms, provisioning_error"
     };
 }
 pub(super) use instance_columns;
@@ -49,6 +49,7 @@ macro_rules! bind_instance {
             .bind(&$i.last_order_id)
             .bind($i.updated_ms)
             .bind($i.released_ms)
+            .bind($crate::store::rows::provisioning_error_json($i))
     };
 }
 pub(super) use bind_instance;
@@ -76,6 +77,7 @@ pub(super) struct InstanceRow {
     created_ms: i64,
     updated_ms: i64,
     released_ms: Option<i64>,
+    provisioning_error: Option<String>,
 }
 
 impl InstanceRow {
@@ -90,6 +92,12 @@ impl InstanceRow {
         };
         let app_info = match &self.app_info {
             Some(json) => Some(serde_json::from_str(json).map_err(|_| corrupt("app_info"))?),
+            None => None,
+        };
+        let provisioning_error = match &self.provisioning_error {
+            Some(json) => {
+                Some(serde_json::from_str(json).map_err(|_| corrupt("provisioning_error"))?)
+            }
             None => None,
         };
         Ok(Instance {
@@ -114,8 +122,17 @@ impl InstanceRow {
             created_ms: self.created_ms,
             updated_ms: self.updated_ms,
             released_ms: self.released_ms,
+            provisioning_error,
         })
     }
+}
+
+/// The JSON form of what the app reported when provisioning failed, as stored.
+pub(crate) fn provisioning_error_json(instance: &Instance) -> Option<String> {
+    instance
+        .provisioning_error
+        .as_ref()
+        .map(|e| serde_json::to_string(e).expect("a provisioning error serialises"))
 }
 
 /// The JSON form of an instance's details, as stored.

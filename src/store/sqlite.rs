@@ -4,6 +4,7 @@
 //! waiting writers sleep and poll, which showed as a 100 ms+ latency tail under load;
 //! the busy timeout still covers other processes (a `koogate migrate`, say).
 
+use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
 use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
@@ -28,15 +29,15 @@ pub struct SqliteStore {
     writer: Arc<Mutex<()>>,
 }
 
-/// 21 placeholders, one per column of `instance_columns!`.
+/// 22 placeholders, one per column of `instance_columns!`.
 const INSERT_INSTANCE: &str = concat!(
     "INSERT INTO instances (",
     instance_columns!(),
-    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 );
 const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = ?, sku_code = ?, charging_mode = ?, period_type = ?, \
      period_number = ?, linear_value = ?, customer_id = ?, customer_name = ?, details = ?, state = ?, app_info = ?, \
-     expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ? WHERE instance_id = ?";
+     expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ?, provisioning_error = ? WHERE instance_id = ?";
 
 const INSERT_LICENSE_CODE: &str = concat!(
     "INSERT INTO license_codes (",
@@ -50,8 +51,10 @@ const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = ?, order_
 /// take the same job.
 const CLAIM_JOB: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, updated_ms = ?, \
-     lease_until_ms = ? WHERE id = (SELECT id FROM jobs WHERE (state = 'pending' AND run_at_ms <= ?) \
-     OR (state = 'running' AND lease_until_ms < ?) ORDER BY run_at_ms, id LIMIT 1) RETURNING ",
+     lease_until_ms = ? WHERE id = (SELECT id FROM jobs j WHERE ((state = 'pending' AND run_at_ms <= ?) \
+     OR (state = 'running' AND lease_until_ms < ?)) AND (lane IS NULL OR NOT EXISTS \
+     (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY run_at_ms, id LIMIT 1) RETURNING ",
     job_columns!()
 );
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = ? \
@@ -297,6 +300,64 @@ impl Store for SqliteStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        events::lite::requeue_failed(&self.pool, kind, now_ms).await
+    }
+
+    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
+        events::lite::job_by_key(&self.pool, kind, key).await
+    }
+
+    async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        events::lite::events_after(&self.pool, after, limit).await
+    }
+
+    async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+        events::lite::event(&self.pool, event_id).await
+    }
+
+    async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
+        events::lite::events_of(&self.pool, subject).await
+    }
+
+    async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
+        events::lite::attempts(&self.pool, event_id).await
+    }
+
+    async fn record_attempt(&self, attempt: &Attempt) -> StoreResult<()> {
+        let _turn = self.writer.lock().await;
+        events::lite::insert_attempt(&self.pool, attempt).await
+    }
+
+    async fn webhook_pause(&self) -> StoreResult<Option<Pause>> {
+        events::lite::pause(&self.pool).await
+    }
+
+    async fn pause_webhook(&self, paused_ms: i64, reason: &str) -> StoreResult<()> {
+        let _turn = self.writer.lock().await;
+        events::lite::set_pause(&self.pool, paused_ms, reason).await
+    }
+
+    async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        events::lite::clear_pause(&mut *tx).await?;
+        let parked = events::lite::requeue_failed(&mut *tx, kind, now_ms).await?;
+        let waiting = events::lite::due_now(&mut *tx, kind, now_ms).await?;
+        tx.commit().await?;
+        Ok(parked + waiting)
+    }
+
+    async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        events::lite::purge_events(&self.pool, before_ms, batch).await
+    }
+
+    async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
+        events::lite::list_instances(&self.pool, filter).await
+    }
 }
 
 /// A write transaction and this process's turn to write. Fields drop in order: the
@@ -383,6 +444,24 @@ impl Tx for SqliteTx {
         row.map(InstanceRow::into_instance).transpose()
     }
 
+    async fn instance_for_order_line(
+        &mut self,
+        order_id: &str,
+        order_line_id: &str,
+    ) -> StoreResult<Option<Instance>> {
+        let row: Option<InstanceRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            instance_columns!(),
+            " FROM instances WHERE order_id = ? AND order_line_id = ? AND family = 'saas_v2' \
+             ORDER BY created_ms LIMIT 1"
+        ))
+        .bind(order_id)
+        .bind(order_line_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(InstanceRow::into_instance).transpose()
+    }
+
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
         let ids_json = serde_json::to_string(ids).expect("strings serialise");
         let rows: Vec<InstanceRow> = sqlx::query_as(concat!("SELECT ", instance_columns!(), " FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id ORDER BY wanted.key"))
@@ -463,19 +542,24 @@ impl Tx for SqliteTx {
 
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO jobs (kind, payload, dedup_key, subject, state, attempts, run_at_ms, created_ms, updated_ms) \
-             VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, created_ms, updated_ms) \
+             VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(&job.kind)
         .bind(&job.payload)
         .bind(&job.dedup_key)
         .bind(&job.subject)
+        .bind(&job.lane)
         .bind(job.run_at_ms)
         .bind(job.created_ms)
         .bind(job.created_ms)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
+        events::lite::insert_event(&mut *self.tx, event).await
     }
 
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {

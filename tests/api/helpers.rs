@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 /// The key bound in seller center in these tests (the spec's test key).
 pub const KEY: &str = "test-access-key-0001";
 
+/// The management API's bearer token in these tests.
+pub const API_TOKEN: &str = "test-api-token-0001";
+
 /// Which store the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -89,6 +92,7 @@ impl Default for Options {
     fn default() -> Self {
         let mut env = HashMap::new();
         env.insert("KOOGATE_ACCESS_KEY".into(), KEY.into());
+        env.insert("KOOGATE_API_TOKEN".into(), API_TOKEN.into());
         env.insert(
             "KOOGATE_FRONTEND_URL".into(),
             "https://app.example.net/{instanceId}".into(),
@@ -116,6 +120,8 @@ impl Options {
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The internal listener: the management API.
+    pub admin: SocketAddr,
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
     pub db: Database,
@@ -183,7 +189,7 @@ impl TestApp {
             .expect("store opens and migrates");
         let provisioner = options
             .provisioner
-            .unwrap_or_else(|| Arc::new(settings.provisioner()));
+            .unwrap_or_else(|| settings.configured_provisioner());
         let mut state = AppState::new(&settings, store.clone(), provisioner);
         if let Some(clock) = options.clock {
             state.services.clock = clock;
@@ -192,12 +198,21 @@ impl TestApp {
             .await
             .expect("bind port 0");
         let addr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let admin = admin_listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(app::serve(listener, state, async {
+        let listeners = app::Listeners {
+            public: listener,
+            admin: admin_listener,
+        };
+        let server = tokio::spawn(app::serve(listeners, state, async {
             let _ = rx.await;
         }));
         Self {
             addr,
+            admin,
             store,
             client: reqwest::Client::new(),
             db,
@@ -319,6 +334,49 @@ impl TestApp {
         Self::received(response).await
     }
 
+    /// `GET` on the management API with the test token: status and JSON body.
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.admin))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("the internal listener answers");
+        api_answer(response).await
+    }
+
+    /// The feed's first page once it holds `n` events. On PostgreSQL an event shows once
+    /// every older transaction of the server has ended, so it may lag a commit briefly.
+    pub async fn feed(&self, n: usize) -> Vec<Value> {
+        eventually(&format!("{n} events in the feed"), || async {
+            let (status, page) = self.api_get("/api/v1/events?limit=1000").await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (items.len() >= n).then_some(items)
+        })
+        .await
+    }
+
+    /// `PUT` a JSON body on the management API with the test token.
+    pub async fn api_put(
+        &self,
+        path: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .put(format!("http://{}{path}", self.admin))
+            .bearer_auth(API_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        api_answer(request.send().await.expect("the internal listener answers")).await
+    }
+
     pub async fn received(response: reqwest::Response) -> Received {
         let status = response.status().as_u16();
         let body_sign = response
@@ -332,6 +390,18 @@ impl TestApp {
             body,
         }
     }
+}
+
+async fn api_answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.expect("the answer arrives");
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "answer is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, json)
 }
 
 /// A `newInstance` body for an order line.

@@ -3,7 +3,7 @@
 
 use crate::helpers::{Backend, Database, KEY, Options, TestApp, V1Params, order_id};
 use crate::on_both_backends;
-use koogate::protocol::canonical::canonical;
+use koogate::protocol::canonical::canonical_form as canonical;
 use koogate::protocol::signature::{self, Variant};
 
 on_both_backends!(

@@ -2,7 +2,9 @@
 //! PostgreSQL. Each drives the real server over HTTP with requests signed by the same
 //! protocol module the server uses.
 
+mod api;
 mod connections;
+mod events;
 mod helpers;
 mod inputs;
 mod jobs;
@@ -12,6 +14,8 @@ mod mock_market;
 mod orders;
 mod outages;
 mod postgres;
+mod provisioning;
+mod receiver;
 mod saas_v1;
 mod saas_v2;
 mod simulate;

@@ -3,9 +3,9 @@
 //! the scenarios that change a code need one the server knows (`--license-code`, a test code
 //! from seller center activated through the server). A code it does not know gets `000003`.
 
-use super::{Flow, SIMULTANEOUS, Session, body, line, next_year, signed};
+use super::{BAD_TIME, Flow, SIMULTANEOUS, Session, body, line, next_year, signed};
 use crate::simulate::Scenario;
-use crate::simulate::checks::{Expect, NOT_FOUND, SUCCESS};
+use crate::simulate::checks::{Expect, INVALID, NOT_FOUND, SUCCESS};
 
 /// The order saved in the 更新授权码有效期 debugging case, and its expiry.
 const DIAL_ORDER: &str = "MOCKMONTYRENEW";
@@ -18,6 +18,7 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
     match (scenario, code) {
         (Scenario::Security, code) => security(s, code).await,
         (Scenario::BadInput, code) => bad_input(s, code).await,
+        (Scenario::Strict, code) => strict(s, code).await,
         (Scenario::Lifecycle, Some(code)) => lifecycle(s, &code).await,
         (Scenario::Idempotency, Some(code)) => idempotency(s, &code).await,
         (Scenario::DialTest, Some(code)) => dial_test(s, &code).await,
@@ -198,6 +199,65 @@ async fn bad_input(s: &mut Session<'_>, code: Option<String>) -> Flow {
         expect,
     );
     signed::bad_input(s, cases, after).await
+}
+
+/// The form of the body the signature is verified over (D1a), forged requests for each activity
+/// and forged invalid ones; with a known code, an expiry that is not `yyyyMMddHHmmss`.
+async fn strict(s: &mut Session<'_>, code: Option<String>) -> Flow {
+    let flag = s.test_flag();
+    let license = code.clone().unwrap_or_else(unknown_code);
+    let expect = match code {
+        Some(_) => Expect::plain(SUCCESS),
+        None => Expect::plain(NOT_FOUND),
+    };
+    let renewal = |order: &str| {
+        vec![
+            ("activity", "refreshLicenseCode".to_owned()),
+            ("expireTime", next_year()),
+            ("license", license.clone()),
+            ("orderId", order.to_owned()),
+            ("orderLineId", line(order)),
+            ("scene", "RENEWAL".to_owned()),
+            ("testFlag", flag.to_owned()),
+        ]
+    };
+    let fields = [renewal(&s.fresh_order()), renewal(&s.fresh_order())];
+    signed::payload_form(s, fields, expect).await?;
+    let order = s.fresh_order();
+    signed::forged_each(
+        s,
+        vec![
+            (
+                "refreshLicenseCode",
+                refresh(&license, &order, "RENEWAL", &next_year(), flag),
+            ),
+            ("updateLicenseCodeStatus", status(&license, "FREEZE", flag)),
+            ("releaseLicenseCode", release(&license, flag)),
+        ],
+    )
+    .await?;
+    let without_scene = body(&[
+        ("activity", "refreshLicenseCode"),
+        ("expireTime", &next_year()),
+        ("license", &license),
+        ("orderId", &order),
+        ("orderLineId", &line(&order)),
+        ("testFlag", flag),
+    ]);
+    signed::forged_invalid(s, "refreshLicenseCode", without_scene).await?;
+    // Only a code the server knows tells a bad time apart from an unknown code.
+    if let Some(code) = code {
+        let request = s.signed(refresh(&code, &order, "RENEWAL", BAD_TIME, flag));
+        s.step(
+            format!(
+                "refreshLicenseCode with an expireTime that is not yyyyMMddHHmmss ({BAD_TIME:?}) gets 000002"
+            ),
+            request,
+            Expect::plain(INVALID),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The saved debugging cases (更新授权码有效期, 变更授权码状态, 释放授权码), replayed twice as the dial

@@ -11,6 +11,7 @@ use super::checks::{self, Answer, Credentials, Expect};
 use super::client::{self, Exchange, Failure, Request};
 use super::report::{Check, Exchanged, Report, ScenarioReport, Sink};
 use super::{Interface, Options};
+use crate::protocol::signature::Variant;
 use reqwest::Url;
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
@@ -32,9 +33,11 @@ pub async fn run(options: &Options, sink: &mut dyn Sink) -> Report {
         notes: notes(&options.url),
         scenarios: Vec::new(),
         stopped: None,
+        common_problems: Vec::new(),
         checks: 0,
         passed: 0,
         failed: 0,
+        warnings: 0,
     };
     sink.started(&report);
     match client::build(options.timeout) {
@@ -90,6 +93,9 @@ pub struct Session<'a> {
     /// Makes this run's order ids unique, so runs against a real server can repeat.
     run_id: String,
     serial: u32,
+    /// Whether the server accepted variant B (D1) where it refused variant A: asked once, at
+    /// the first correctly signed request refused `000001`.
+    variant_b: Option<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -101,6 +107,7 @@ impl<'a> Session<'a> {
             checks: Vec::new(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase(),
             serial: 0,
+            variant_b: None,
         }
     }
 
@@ -152,12 +159,43 @@ impl<'a> Session<'a> {
         exchanges.into_iter().map(|(_, e)| e).collect()
     }
 
-    pub fn inspect(&self, exchange: &Exchange, expect: &Expect) -> Answer {
+    /// What was found in one answer, without asking the server anything more.
+    pub fn answer(&self, exchange: &Exchange, expect: &Expect) -> Answer {
         let credentials = match self.options.interface {
             Interface::SaasV1 => Credentials::Encrypted,
             _ => Credentials::PlainUnlessTyped,
         };
         checks::inspect(exchange, expect, self.key(), credentials)
+    }
+
+    /// What was found in one answer. A correctly signed request refused `000001` is sent
+    /// again signed with variant B (D1), once per run, to say which variant the server expects.
+    pub async fn inspect(&mut self, exchange: &Exchange, expect: &Expect) -> Answer {
+        let mut answer = self.answer(exchange, expect);
+        let refused = answer.code.as_deref() == Some("000001")
+            && !expect.codes.contains(&"000001")
+            && exchange.request.variant == Some(Variant::A);
+        if !refused {
+            return answer;
+        }
+        if self.variant_b.is_none() {
+            let body = exchange.request.body.clone().unwrap_or_default();
+            let probe =
+                Request::signed_post_with(self.url(), self.key(), body, now_ms(), Variant::B);
+            let probed = self.send(probe).await;
+            let code = self.answer(&probed, expect).code;
+            self.variant_b = Some(code.is_some_and(|c| c != "000001"));
+        }
+        if self.variant_b == Some(true) {
+            answer.problems.push(
+                "the server expects variant B: it refused this request, signed with variant A \
+                 (payload hash keyed with the access key), and accepted it signed with variant B \
+                 (a plain SHA-256 payload hash); KooGallery's documented algorithm keys the \
+                 payload hash with the access key (variant A, D1, §2.2)"
+                    .into(),
+            );
+        }
+        answer
     }
 
     /// Sends `request` and records whether its answer meets `expect`.
@@ -168,9 +206,19 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow<Answer> {
         let exchange = self.send(request).await;
-        let answer = self.inspect(&exchange, &expect);
+        let answer = self.inspect(&exchange, &expect).await;
         self.record(name, answer.problems.clone(), &[&exchange])?;
         Ok(answer)
+    }
+
+    /// Records one check that passed with `warnings`.
+    pub fn warn(
+        &mut self,
+        name: impl Into<String>,
+        warnings: Vec<String>,
+        exchanges: &[&Exchange],
+    ) -> Flow {
+        self.record_check(name, Vec::new(), warnings, exchanges)
     }
 
     /// Records one check; stops the run when an exchange could not reach the server.
@@ -178,6 +226,16 @@ impl<'a> Session<'a> {
         &mut self,
         name: impl Into<String>,
         problems: Vec<String>,
+        exchanges: &[&Exchange],
+    ) -> Flow {
+        self.record_check(name, problems, Vec::new(), exchanges)
+    }
+
+    fn record_check(
+        &mut self,
+        name: impl Into<String>,
+        problems: Vec<String>,
+        warnings: Vec<String>,
         exchanges: &[&Exchange],
     ) -> Flow {
         let passed = problems.is_empty();
@@ -190,6 +248,7 @@ impl<'a> Session<'a> {
             name: name.into(),
             passed,
             problems,
+            warnings,
             duration_ms: u64::try_from(slowest.as_millis()).unwrap_or(u64::MAX),
             slow: slowest > self.options.timeout / 2,
             exchanges: if passed {
@@ -225,8 +284,8 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow<Answer> {
         let exchange = self.send(request).await;
-        let mut answer = self.inspect(&exchange, &expect);
-        let differences = same_as_first(first, &answer);
+        let mut answer = self.inspect(&exchange, &expect).await;
+        let differences = same_as_first(self.key(), first, &answer);
         answer.problems.extend(differences);
         self.record(name, answer.problems.clone(), &[&exchange])?;
         Ok(answer)
@@ -241,16 +300,25 @@ impl<'a> Session<'a> {
         expect: Expect,
     ) -> Flow {
         let exchanges = self.send_together(requests).await;
-        let answers: Vec<Answer> = exchanges.iter().map(|e| self.inspect(e, &expect)).collect();
-        let mut problems = Vec::new();
+        let mut answers = Vec::with_capacity(exchanges.len());
+        for exchange in &exchanges {
+            answers.push(self.inspect(exchange, &expect).await);
+        }
+        // A fault every call had is said once; the others name their call, five at most.
+        let mut problems: Vec<String> = answers
+            .first()
+            .map(|first| first.problems.clone())
+            .unwrap_or_default();
+        problems.retain(|p| answers.iter().all(|a| a.problems.contains(p)));
+        let mut by_call = Vec::new();
         for (i, answer) in answers.iter().enumerate() {
-            for problem in &answer.problems {
-                let problem = format!("call {}: {problem}", i + 1);
-                if problems.len() < 5 {
-                    problems.push(problem);
+            for problem in answer.problems.iter().filter(|p| !problems.contains(p)) {
+                if by_call.len() < 5 {
+                    by_call.push(format!("call {}: {problem}", i + 1));
                 }
             }
         }
+        problems.extend(by_call);
         let mut ids: Vec<&str> = answers
             .iter()
             .filter_map(|a| a.instance_id.as_deref())
@@ -258,13 +326,17 @@ impl<'a> Session<'a> {
         ids.sort_unstable();
         ids.dedup();
         if ids.len() > 1 {
-            problems.push(format!(
-                "{} calls for one order got {} different instanceIds ({}): a second instance was \
-                 created for a duplicate (spec §1: the same instanceId, never a second instance)",
-                answers.len(),
-                ids.len(),
-                ids.join(", ")
-            ));
+            problems.push(match checks::one_id_encrypted(self.key(), &ids) {
+                Some(plain) => random_iv(&plain),
+                None => format!(
+                    "{} calls for one order got {} different instanceIds ({}): a second instance \
+                     was created for a duplicate (spec §1: the same instanceId, never a second \
+                     instance)",
+                    answers.len(),
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            });
         }
         let mut bodies: Vec<&[u8]> = answers.iter().filter_map(|a| a.body.as_deref()).collect();
         bodies.sort_unstable();
@@ -291,16 +363,20 @@ impl<'a> Session<'a> {
     }
 }
 
-/// How `later` differs from `first`: another instanceId, other bytes.
-fn same_as_first(first: &Answer, later: &Answer) -> Vec<String> {
+/// How `later` differs from `first`: another instanceId (or the same one encrypted under
+/// another IV, which `key` tells apart), other bytes.
+fn same_as_first(key: &str, first: &Answer, later: &Answer) -> Vec<String> {
     let mut problems = Vec::new();
     if let (Some(a), Some(b)) = (&first.instance_id, &later.instance_id)
         && a != b
     {
-        problems.push(format!(
-            "instanceId {b} differs from the first answer's {a}: a second instance was created \
-             for the same order (spec §1, D7)"
-        ));
+        problems.push(match checks::one_id_encrypted(key, &[a, b]) {
+            Some(plain) => random_iv(&plain),
+            None => format!(
+                "instanceId {b} differs from the first answer's {a}: a second instance was \
+                 created for the same order (spec §1, D7)"
+            ),
+        });
     }
     if let (Some(a), Some(b)) = (&first.body, &later.body)
         && a != b
@@ -312,6 +388,14 @@ fn same_as_first(first: &Answer, later: &Answer) -> Vec<String> {
         ));
     }
     problems
+}
+
+fn random_iv(plain: &str) -> String {
+    format!(
+        "instanceId changes between repeats: encrypted with a random IV each time (every one \
+         decrypts under the access key to {plain:?}); KooGallery needs the same instanceId on \
+         every repeat (spec §1, D7): send it as it is, or store the first answer's bytes"
+    )
 }
 
 fn exchanged(exchange: &Exchange) -> Exchanged {
@@ -342,6 +426,37 @@ pub fn body(fields: &[(&str, &str)]) -> Vec<u8> {
     serde_json::to_vec(&map).expect("a map of strings always serialises")
 }
 
+/// Names the fault when a forged `activity` (signed with another key) was not refused: the
+/// signature must be checked before anything else (§2.2, D5).
+pub fn forged_not_refused(activity: &str, answer: &mut Answer) {
+    if let Some(code) = answer.code.as_deref()
+        && code != "000001"
+    {
+        answer.problems.push(format!(
+            "a forged {activity} was answered {code} instead of being refused: every activity \
+             must check the signature before anything else (§2.2, D5)"
+        ));
+    }
+}
+
+/// Names the fault when a forged request that is also invalid got `000002`.
+pub fn validated_before_authenticated(answer: &mut Answer) {
+    if answer.code.as_deref() == Some("000002") {
+        answer.problems.push(
+            "the server validates the request before authenticating it: it tells an \
+             unauthenticated caller which fields it wants; check the signature first, then the \
+             fields (§11)"
+                .into(),
+        );
+    }
+}
+
+/// An `expireTime` in a format KooGallery never sends (D10: `yyyyMMddHHmmss`): a server must
+/// answer it `000002`, not fail.
+pub const BAD_TIME: &str = "2099-12-31 23:59:59";
+/// Fourteen digits, but 31 February.
+pub const IMPOSSIBLE_TIME: &str = "20990231120000";
+
 /// The first order line of an order, as KooGallery numbers them.
 pub fn line(order: &str) -> String {
     format!("{order}-000001")
@@ -349,6 +464,11 @@ pub fn line(order: &str) -> String {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A key no server holds, for forged requests.
+pub fn other_key() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 pub fn business_id() -> String {

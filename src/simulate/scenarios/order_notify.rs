@@ -24,6 +24,7 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::Security => security(s).await,
         Scenario::BadInput => bad_input(s).await,
+        Scenario::Strict => strict(s).await,
         Scenario::DialTest => dial_test(s).await,
     }
 }
@@ -120,6 +121,31 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
         Expect::plain(SUCCESS),
     );
     signed::bad_input(s, cases, after).await
+}
+
+fn notify_fields(order: &str, flag: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("activity", "orderNotify".into()),
+        ("orderId", order.into()),
+        ("orderLineId", line(order)),
+        ("testFlag", flag.into()),
+    ]
+}
+
+/// The form of the body the signature is verified over (D1a), and forged invalid requests.
+async fn strict(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let fields = [
+        notify_fields("MOCKPERIODYEARNEW", flag),
+        notify_fields("MOCKMONTYRENEW", flag),
+    ];
+    signed::payload_form(s, fields, Expect::plain(SUCCESS)).await?;
+    let without_order = body(&[
+        ("activity", "orderNotify"),
+        ("orderLineId", &line(DIAL_ORDER)),
+        ("testFlag", flag),
+    ]);
+    signed::forged_invalid(s, "orderNotify", without_order).await
 }
 
 /// The saved 订单通知 debugging case, replayed twice as the dial test does, with `testFlag=1`.

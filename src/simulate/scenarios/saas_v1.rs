@@ -2,11 +2,15 @@
 //! all of them (§2.1). Credentials in `appInfo` come back encrypted (§2.5). There is no nonce,
 //! so a replayed request is legitimate here (the dial test replays), and no JSON body to break.
 
-use super::{Flow, SIMULTANEOUS, Session, business_id, dial_test_rounds, next_year};
+use super::{
+    BAD_TIME, Flow, IMPOSSIBLE_TIME, SIMULTANEOUS, Session, business_id, dial_test_rounds,
+    forged_not_refused, next_year, other_key, validated_before_authenticated,
+};
+use crate::protocol::crypto::FieldCipher;
 use crate::protocol::time;
 use crate::simulate::Scenario;
-use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, SUCCESS};
-use crate::simulate::client::{self, Request};
+use crate::simulate::checks::{AUTH_FAILED, Expect, INVALID, NOT_FOUND, SUCCESS};
+use crate::simulate::client::{self, Exchange, Request};
 use chrono::{Duration, Utc};
 
 const CUSTOMER_ID: &str = "68cbc86abc2018ab880d92f36422fa0e";
@@ -27,6 +31,7 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::Security => security(s).await,
         Scenario::BadInput => bad_input(s).await,
+        Scenario::Strict => strict(s).await,
         Scenario::DialTest => dial_test(s).await,
     }
 }
@@ -116,8 +121,30 @@ fn time_stamp(offset: Duration) -> String {
     time::format_millis(Utc::now() + offset)
 }
 
+/// A request as KooGallery sends it: with `--v1-contact`, every `newInstance` carries the
+/// buyer's encrypted `mobilePhone` and `email` (§4.1).
 fn get(s: &Session<'_>, params: &Params) -> Request {
-    Request::v1_get(s.url(), s.key(), params, &time_stamp(Duration::zero()))
+    let mut params = params.clone();
+    if s.options().v1_contact && params.contains(&("activity", "newInstance".to_owned())) {
+        params.extend(contact(s));
+    }
+    Request::v1_get(s.url(), s.key(), &params, &time_stamp(Duration::zero()))
+}
+
+/// An encrypted `mobilePhone` and `email` (§2.5, under the product's key size), different on
+/// every call: a server may refuse a number or address it already has (`000101`, `000102`).
+fn contact(s: &Session<'_>) -> Params {
+    let cipher = FieldCipher::new(s.key(), s.options().v1_key_size);
+    let n = uuid::Uuid::new_v4().as_u128() % 100_000_000;
+    vec![
+        ("email", cipher.encrypt(&format!("buyer{n:08}@example.com"))),
+        ("mobilePhone", cipher.encrypt(&format!("138{n:08}"))),
+    ]
+}
+
+fn without(mut params: Params, name: &str) -> Params {
+    params.retain(|(k, _)| *k != name);
+    params
 }
 
 /// new → query → renew → freeze (expireInstance) → unfreeze (instanceStatus NORMAL) → upgrade
@@ -140,7 +167,7 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
         );
     };
     let (renewal, upgrade_order) = (s.fresh_order(), s.fresh_order());
-    let steps = [
+    let mut steps = vec![
         (
             "queryInstance lists the new instance",
             query(&id, flag),
@@ -177,6 +204,38 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
             Expect::plain(SUCCESS),
         ),
     ];
+    // A real release is final (D9); a debugging one keeps the instance for later debugging
+    // calls (D11), so these checks are made on real callbacks only.
+    if s.options().real {
+        let later = s.fresh_order();
+        steps.extend([
+            (
+                "refreshInstance on the released instance answers 000003 (D9)",
+                refresh(&id, &later, &next_year(), flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "queryInstance for the released instance answers 000003 (D8, D9)",
+                query(&id, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "instanceStatus on the released instance answers 000003 (D9)",
+                status(&id, "NORMAL", flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "upgrade on the released instance answers 000003 (D9)",
+                upgrade(&id, &later, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "expireInstance on the released instance answers 000003 (D9)",
+                expire(&id, &order, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+        ]);
+    }
     for (name, step, expect) in steps {
         let request = get(s, &step);
         s.step(name, request, expect).await?;
@@ -249,8 +308,7 @@ async fn security(s: &mut Session<'_>) -> Flow {
     )
     .await?;
 
-    let other_key = uuid::Uuid::new_v4().to_string();
-    let wrong_key = Request::v1_get(&url, &other_key, &forged("key"), &now);
+    let wrong_key = Request::v1_get(&url, &other_key(), &forged("key"), &now);
     s.step(
         "an authToken computed with another key gets 000001",
         wrong_key,
@@ -289,7 +347,7 @@ async fn security(s: &mut Session<'_>) -> Flow {
 
     let valid = get(s, &new_instance(&order, &business_id(), &expire_at, flag));
     let exchange = s.send(valid).await;
-    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS));
+    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS)).await;
     if let Some(id) = answer.instance_id.as_deref()
         && markers.iter().any(|m| m == id)
     {
@@ -350,6 +408,164 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
     )
     .await?;
     Ok(())
+}
+
+/// `saasExtendParams` as KooGallery puts it in the query once URL-decoded: Base64 of the array in
+/// the spec's example (§4.1, §12 vector 7).
+const SPEC_EXTEND_PARAMS: &str = "W3sibmFtZSI6ImlkTnVtIiwidmFsdWUiOiIzNTIyNTU1NTU1NTU2NTYifSx7Im5hbWUiOiJ1c2VyTmFtZSIsInZhbHVlIjoiaHVhd2VpMTIzIn0seyJuYW1lIjoiY3VzdEVtYWlsIiwidmFsdWUiOiIxMjNAaHVhd2VpLmNvbSJ9XQ==";
+
+/// What real implementations get wrong: the inputs KooGallery really sends (no `testFlag`, no
+/// `customerName`, `saasExtendParams`, and no `mobilePhone`/`email` unless the product asked
+/// for them), forged requests for every activity (and an invalid forged one), every activity
+/// for an unknown instance, and expiry times that are not `yyyyMMddHHmmss`.
+async fn strict(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let create = get(s, &new_instance(&order, &business_id(), &next_year(), flag));
+    let created = s
+        .step(
+            format!("newInstance for new order {order} answers 000000 with an instanceId"),
+            create,
+            Expect::created(SUCCESS),
+        )
+        .await?;
+
+    let fresh =
+        |s: &mut Session<'_>| new_instance(&s.fresh_order(), &business_id(), &next_year(), flag);
+    let mut extended = fresh(s);
+    extended.push(("saasExtendParams", SPEC_EXTEND_PARAMS.to_owned()));
+    let inputs = [
+        (
+            "newInstance without testFlag (a real order, as the newest pages send it) answers 000000",
+            without(fresh(s), "testFlag"),
+        ),
+        (
+            "newInstance without customerName (optional on the international site) answers 000000",
+            without(fresh(s), "customerName"),
+        ),
+        (
+            "newInstance with the saasExtendParams of the spec's example answers 000000",
+            extended,
+        ),
+    ];
+    for (name, params) in inputs {
+        let request = get(s, &params);
+        s.step(name, request, Expect::created(SUCCESS)).await?;
+    }
+    if !s.options().v1_contact {
+        contact_not_required(s).await?;
+    }
+
+    let Some(id) = created.instance_id else {
+        return s.skipped(
+            "the rest of the strict scenario",
+            "newInstance gave no instanceId to continue with",
+        );
+    };
+    let other = s.fresh_order();
+    let activities = |instance: &str| {
+        [
+            (
+                "refreshInstance",
+                refresh(instance, &other, &next_year(), flag),
+            ),
+            ("expireInstance", expire(instance, &order, flag)),
+            ("instanceStatus", status(instance, "FREEZE", flag)),
+            ("upgrade", upgrade(instance, &other, flag)),
+            ("queryInstance", query(instance, flag)),
+            ("releaseInstance", release(instance, &order, flag)),
+        ]
+    };
+    let now = time_stamp(Duration::zero());
+    for (activity, params) in activities(&id) {
+        let forged = Request::v1_get(s.url(), &other_key(), &params, &now);
+        let exchange = s.send(forged).await;
+        let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+        forged_not_refused(activity, &mut answer);
+        s.record(
+            format!("a forged {activity} (authToken from another key) gets 000001"),
+            answer.problems,
+            &[&exchange],
+        )?;
+    }
+    let invalid = without(
+        new_instance(&other, &business_id(), &next_year(), flag),
+        "orderId",
+    );
+    let forged = Request::v1_get(s.url(), &other_key(), &invalid, &now);
+    let exchange = s.send(forged).await;
+    let mut answer = s.answer(&exchange, &Expect::plain(AUTH_FAILED));
+    validated_before_authenticated(&mut answer);
+    s.record(
+        "a forged newInstance missing a mandatory parameter gets 000001, not 000002",
+        answer.problems,
+        &[&exchange],
+    )?;
+
+    let unknown = format!("{}-unknown", business_id());
+    for (activity, params) in activities(&unknown) {
+        let request = get(s, &params);
+        s.step(
+            format!("{activity} for an unknown instance gets 000003"),
+            request,
+            Expect::plain(NOT_FOUND),
+        )
+        .await?;
+    }
+
+    for bad in [BAD_TIME, IMPOSSIBLE_TIME] {
+        let request = get(s, &refresh(&id, &other, bad, flag));
+        s.step(
+            format!("refreshInstance with an expireTime that is not yyyyMMddHHmmss ({bad:?}) gets 000002"),
+            request,
+            Expect::plain(INVALID),
+        )
+        .await?;
+    }
+    let bad_order = s.fresh_order();
+    let request = get(s, &new_instance(&bad_order, &business_id(), BAD_TIME, flag));
+    s.step(
+        format!(
+            "newInstance with an expireTime that is not yyyyMMddHHmmss ({BAD_TIME:?}) gets 000002"
+        ),
+        request,
+        Expect::plain(INVALID),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A `newInstance` without `mobilePhone` and `email`, as every product that does not create the
+/// buyer's account from them receives it. When it is refused, the same order with both sent
+/// tells whether the server requires them.
+async fn contact_not_required(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let bare = get(s, &new_instance(&order, &business_id(), &next_year(), flag));
+    let exchange = s.send(bare).await;
+    let mut answer = s.inspect(&exchange, &Expect::created(SUCCESS)).await;
+    let mut exchanges = vec![exchange];
+    if answer.code.as_deref().is_some_and(|c| c != "000000") {
+        let mut with = new_instance(&s.fresh_order(), &business_id(), &next_year(), flag);
+        with.extend(contact(s));
+        let probe = s.send(get(s, &with)).await;
+        if s.answer(&probe, &Expect::created(SUCCESS)).ok() {
+            answer.problems.push(
+                "the server requires mobilePhone or email: the same newInstance was accepted \
+                 once both were sent, encrypted. KooGallery sends them only for a product that \
+                 creates the buyer's account from the mobile number or the email (§4.1); if \
+                 yours does, run with --v1-contact"
+                    .into(),
+            );
+        }
+        exchanges.push(probe);
+    }
+    let shown: Vec<&Exchange> = exchanges.iter().collect();
+    s.record(
+        "newInstance without mobilePhone and email (a product that creates no account from them) answers 000000",
+        answer.problems,
+        &shown,
+    )
 }
 
 /// The saved debugging cases (新购商品, 查询实例, 商品续费, 商品升级, 商品过期, 资源释放), replayed twice

@@ -1,10 +1,11 @@
 //! SaaS 2.0 (spec §3): POST JSON with `signature`/`timestamp`/`nonce` URL parameters.
 
 use super::{
-    Flow, SIMULTANEOUS, Session, body, business_id, dial_test_rounds, line, next_year, signed,
+    BAD_TIME, Flow, IMPOSSIBLE_TIME, SIMULTANEOUS, Session, body, business_id, dial_test_rounds,
+    line, next_year, signed,
 };
 use crate::simulate::Scenario;
-use crate::simulate::checks::{ACCEPTED, Expect, NOT_FOUND, SUCCESS};
+use crate::simulate::checks::{ACCEPTED, Expect, INVALID, NOT_FOUND, SUCCESS};
 
 /// The mock order the debugging cases use (spec §8.2, §9): KooGallery's 查询订单 answers it
 /// without a purchase.
@@ -15,6 +16,10 @@ const DIAL_CHANGE: &str = "MOCKMONTYCHANGE";
 const DIAL_BUSINESS_ID: &str = "koogate-simulate-dial-test";
 /// The expiry saved in the 更新实例 debugging case.
 const DIAL_EXPIRE: &str = "20991231235959";
+/// The product and specification a `changeInstanceCheck` names (made-up ids, as on the
+/// debugging page).
+const PRODUCT_ID: &str = "OFFI000000000000000001";
+const SKU_UPGRADED: &str = "koogate-simulate-pro";
 
 pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
     match scenario {
@@ -22,18 +27,29 @@ pub async fn run(s: &mut Session<'_>, scenario: Scenario) -> Flow {
         Scenario::Idempotency => idempotency(s).await,
         Scenario::Security => security(s).await,
         Scenario::BadInput => bad_input(s).await,
+        Scenario::Strict => strict(s).await,
         Scenario::DialTest => dial_test(s).await,
     }
 }
 
+fn new_instance_fields(order: &str, business_id: &str, flag: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("activity", "newInstance".into()),
+        ("businessId", business_id.into()),
+        ("orderId", order.into()),
+        ("orderLineId", line(order)),
+        ("testFlag", flag.into()),
+    ]
+}
+
 fn new_instance(order: &str, business_id: &str, flag: &str) -> Vec<u8> {
-    body(&[
-        ("activity", "newInstance"),
-        ("businessId", business_id),
-        ("orderId", order),
-        ("orderLineId", &line(order)),
-        ("testFlag", flag),
-    ])
+    let fields = new_instance_fields(order, business_id, flag);
+    body(
+        &fields
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn query(instance: &str, flag: &str) -> Vec<u8> {
@@ -73,6 +89,28 @@ fn upgrade(instance: &str, order: &str, flag: &str) -> Vec<u8> {
         ("orderLineId", &line(order)),
         ("testFlag", flag),
     ])
+}
+
+/// `changeInstanceCheck` for a change to the upgraded specification, with `productInfo` as a
+/// JSON object or, as some senders write it, a JSON string holding one (§3.7).
+fn change_check(instance: &str, as_string: bool, flag: &str) -> Vec<u8> {
+    let product = serde_json::json!({
+        "linearValue": 1,
+        "productId": PRODUCT_ID,
+        "skuCode": SKU_UPGRADED,
+    });
+    let product = if as_string {
+        serde_json::Value::from(product.to_string())
+    } else {
+        product
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "activity": "changeInstanceCheck",
+        "instanceId": instance,
+        "productInfo": product,
+        "testFlag": flag,
+    }))
+    .expect("JSON values always serialise")
 }
 
 fn release(instance: &str, flag: &str) -> Vec<u8> {
@@ -142,6 +180,16 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
             Expect::plain(SUCCESS),
         ),
         (
+            "changeInstanceCheck with productInfo as an object answers 000000 (the change is allowed)",
+            change_check(&id, false, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
+            "changeInstanceCheck with productInfo as a JSON string answers 000000",
+            change_check(&id, true, flag),
+            Expect::plain(SUCCESS),
+        ),
+        (
             "releaseInstance answers 000000",
             release(&id, flag),
             Expect::plain(SUCCESS),
@@ -153,14 +201,37 @@ async fn lifecycle(s: &mut Session<'_>) -> Flow {
         ),
     ];
     // A real release is final (D9). After a debugging release, koogate keeps a test
-    // instance for later test callbacks so the dial test keeps passing (spec §9), so the
-    // check is made on real callbacks only.
+    // instance for later test callbacks so the dial test keeps passing (spec §9, D11), so
+    // these checks are made on real callbacks only.
     if s.options.real {
-        steps.push((
-            "updateInstanceStatus on the released instance answers 000003 (D9)",
-            status(&id, "UNFREEZE", flag),
-            Expect::plain(NOT_FOUND),
-        ));
+        let later = s.fresh_order();
+        steps.extend([
+            (
+                "refreshInstance on the released instance answers 000003 (D9)",
+                refresh(&id, &later, &next_year(), flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "queryInstance for the released instance answers 000003 (D8, D9)",
+                query(&id, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "updateInstanceStatus on the released instance answers 000003 (D9)",
+                status(&id, "UNFREEZE", flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "upgradeInstance on the released instance answers 000003 (D9)",
+                upgrade(&id, &later, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+            (
+                "changeInstanceCheck on the released instance answers 000003 (D9)",
+                change_check(&id, false, flag),
+                Expect::plain(NOT_FOUND),
+            ),
+        ]);
     }
     for (name, step, expect) in steps {
         let request = s.signed(step);
@@ -259,6 +330,103 @@ async fn bad_input(s: &mut Session<'_>) -> Flow {
         Expect::created(ACCEPTED),
     );
     signed::bad_input(s, cases, after).await
+}
+
+/// What real implementations get wrong: the form of the body the signature covers (D1a), a
+/// `newInstance` without `testFlag`, forged requests for every activity (and invalid forged
+/// ones), every activity for an unknown instance, and expiry times that are not
+/// `yyyyMMddHHmmss`.
+async fn strict(s: &mut Session<'_>) -> Flow {
+    let flag = s.test_flag();
+    let order = s.fresh_order();
+    let create = s.signed(new_instance(&order, &business_id(), flag));
+    let created = s
+        .step(
+            format!(
+                "newInstance for new order {order} answers 000000 or 000004 with an instanceId"
+            ),
+            create,
+            Expect::created(ACCEPTED),
+        )
+        .await?;
+    let fields = [
+        new_instance_fields(&s.fresh_order(), &business_id(), flag),
+        new_instance_fields(&s.fresh_order(), &business_id(), flag),
+    ];
+    signed::payload_form(s, fields, Expect::created(ACCEPTED)).await?;
+    let real = s.fresh_order();
+    let without_flag = body(&[
+        ("activity", "newInstance"),
+        ("businessId", &business_id()),
+        ("orderId", &real),
+        ("orderLineId", &line(&real)),
+    ]);
+    let request = s.signed(without_flag);
+    s.step(
+        "newInstance without testFlag (a real order, as the newest pages send it) answers 000000 or 000004",
+        request,
+        Expect::created(ACCEPTED),
+    )
+    .await?;
+
+    let Some(id) = created.instance_id else {
+        return s.skipped(
+            "the rest of the strict scenario",
+            "newInstance gave no instanceId to continue with",
+        );
+    };
+    let other = s.fresh_order();
+    signed::forged_each(
+        s,
+        vec![
+            ("refreshInstance", refresh(&id, &other, &next_year(), flag)),
+            ("updateInstanceStatus", status(&id, "FREEZE", flag)),
+            ("upgradeInstance", upgrade(&id, &other, flag)),
+            ("changeInstanceCheck", change_check(&id, false, flag)),
+            ("queryInstance", query(&id, flag)),
+            ("releaseInstance", release(&id, flag)),
+        ],
+    )
+    .await?;
+    let without_order = body(&[
+        ("activity", "newInstance"),
+        ("businessId", &business_id()),
+        ("orderLineId", &line(&other)),
+        ("testFlag", flag),
+    ]);
+    signed::forged_invalid(s, "newInstance", without_order).await?;
+
+    let unknown = format!("{}-unknown", business_id());
+    let cases = [
+        (
+            "refreshInstance",
+            refresh(&unknown, &other, &next_year(), flag),
+        ),
+        ("upgradeInstance", upgrade(&unknown, &other, flag)),
+        ("changeInstanceCheck", change_check(&unknown, false, flag)),
+        ("releaseInstance", release(&unknown, flag)),
+        ("queryInstance", query(&unknown, flag)),
+    ];
+    for (activity, case) in cases {
+        let request = s.signed(case);
+        s.step(
+            format!("{activity} for an unknown instance gets 000003"),
+            request,
+            Expect::plain(NOT_FOUND),
+        )
+        .await?;
+    }
+
+    for bad in [BAD_TIME, IMPOSSIBLE_TIME] {
+        let request = s.signed(refresh(&id, &other, bad, flag));
+        s.step(
+            format!("refreshInstance with an expireTime that is not yyyyMMddHHmmss ({bad:?}) gets 000002"),
+            request,
+            Expect::plain(INVALID),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The saved debugging cases (创建实例, 查询实例, 更新实例, 更新实例状态, 实例升级, 释放实例), replayed

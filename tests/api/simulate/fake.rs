@@ -9,12 +9,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use koogate::protocol::canonical;
 use koogate::protocol::codes::ResultCode;
 use koogate::protocol::crypto::{FieldCipher, KeySize};
 use koogate::protocol::fields::{FieldError, Fields};
 use koogate::protocol::reply::{AppInfo, InstanceInfo, Reply};
 use koogate::protocol::saas_v2::{Activity, Request};
-use koogate::protocol::signature::{self, KeyRing, SignedParams};
+use koogate::protocol::signature::{self, KeyRing, SignedParams, Variant};
+use koogate::protocol::time;
 use koogate::protocol::v1::V1Request;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,30 @@ pub struct Faults {
     pub breaks_after_bad_input: bool,
     /// V1 credentials are sent in plain text.
     pub plain_v1_credentials: bool,
+    /// The V2 signature is checked over the fake's own re-serialisation of the JSON (keys
+    /// sorted, nulls kept, escapes rewritten), never over the bytes received.
+    pub verifies_reserialised: bool,
+    /// The V2 signature is checked over the canonical form only (D1a), as Huawei's sample
+    /// server checks it.
+    pub verifies_canonical_only: bool,
+    /// The V2 payload hash is a plain SHA-256 (variant B); variant A is refused.
+    pub expects_variant_b: bool,
+    /// A forged updateInstanceStatus is answered 000004 instead of being refused.
+    pub forged_status_processing: bool,
+    /// V2 fields are validated before the signature is checked.
+    pub validates_before_authenticating: bool,
+    /// An unknown instance is answered 000004 instead of 000003.
+    pub unknown_instance_processing: bool,
+    /// Releases are ignored: a released instance keeps being answered.
+    pub answers_after_release: bool,
+    /// An expireTime that is not yyyyMMddHHmmss crashes the handler (HTTP 500).
+    pub crashes_on_bad_time: bool,
+    /// V1 newInstance requires mobilePhone.
+    pub requires_mobile_phone: bool,
+    /// V1 newInstance answers its instanceId encrypted under a fresh random IV each time.
+    pub random_iv_instance_id: bool,
+    /// Invalid requests are answered 000999, a code outside the spec's table.
+    pub unlisted_result_code: bool,
     /// Each answer waits this long first.
     pub delay: Duration,
 }
@@ -55,6 +81,11 @@ struct Memory {
     /// Idempotency key → the first answer's bytes.
     answers: HashMap<String, Vec<u8>>,
     instances: HashSet<String>,
+    /// Instances a real (testFlag 0) releaseInstance released (D9); a debugging release
+    /// keeps the instance for later debugging calls (D11).
+    released: HashSet<String>,
+    /// V1 order → the instanceId its first newInstance named.
+    first_ids: HashMap<String, String>,
     broken: bool,
 }
 
@@ -99,11 +130,48 @@ impl Fake {
             _ => now,
         };
         let refused = |why: String| Reply::new(ResultCode::AuthFailed, why).to_bytes();
-        let verified = signature::verify(&KeyRing::from_list(KEY), &params, body, false, now)
-            .map_err(|e| refused(e.to_string()))?;
-        if !self.memory().nonces.insert(verified.nonce.clone())
-            && !self.faults.accepts_replayed_nonce
-        {
+        // What the faulty servers verify instead of the bytes received; a body that is not
+        // JSON leaves them nothing to re-serialise, so its bytes are verified.
+        let signed = if self.faults.verifies_reserialised {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .map(|value| value.to_string().into_bytes())
+                .ok()
+        } else if self.faults.verifies_canonical_only {
+            canonical::canonical_form(body)
+        } else {
+            None
+        };
+        let signed = signed.as_deref().unwrap_or(body);
+        let nonce = if self.faults.expects_variant_b {
+            match (&params.signature, &params.timestamp, &params.nonce) {
+                (Some(sig), Some(ts), Some(nonce))
+                    if sig.eq_ignore_ascii_case(&signature::sign(
+                        KEY,
+                        nonce,
+                        ts,
+                        signed,
+                        Variant::B,
+                    )) =>
+                {
+                    nonce.clone()
+                }
+                _ => return Err(refused("signature does not match".into())),
+            }
+        } else {
+            let keys = KeyRing::from_list(KEY);
+            let verify = |bytes: &[u8]| signature::verify(&keys, &params, bytes, false, now);
+            // D1a: the raw bytes, then (unless a fault re-serialises) the canonical form.
+            let canonical_too =
+                !self.faults.verifies_reserialised && !self.faults.verifies_canonical_only;
+            verify(signed)
+                .or_else(|e| match canonical::canonical_form(body) {
+                    Some(form) if canonical_too => verify(&form),
+                    _ => Err(e),
+                })
+                .map_err(|e| refused(e.to_string()))?
+                .nonce
+        };
+        if !self.memory().nonces.insert(nonce) && !self.faults.accepts_replayed_nonce {
             return Err(refused("nonce was already used".into()));
         }
         Ok(params.timestamp.unwrap_or_default())
@@ -111,6 +179,10 @@ impl Fake {
 
     fn invalid(&self, error: FieldError) -> Vec<u8> {
         self.memory().broken |= self.faults.breaks_after_bad_input;
+        if self.faults.unlisted_result_code {
+            let reply = serde_json::json!({"resultCode": "000999", "resultMsg": error.to_string()});
+            return reply.to_string().into_bytes();
+        }
         Reply::new(ResultCode::InvalidParam, error.to_string()).to_bytes()
     }
 
@@ -153,14 +225,36 @@ impl Fake {
         self.memory().broken
     }
 
-    fn exists(&self, id: &str) -> Reply {
-        if self.memory().instances.contains(id) {
+    /// Whether `id` is an instance callbacks may still change (D9).
+    fn live(&self, id: &str) -> bool {
+        let memory = self.memory();
+        memory.instances.contains(id)
+            && (self.faults.answers_after_release || !memory.released.contains(id))
+    }
+
+    fn not_found(&self, id: &str) -> Reply {
+        if self.faults.unknown_instance_processing && !self.memory().instances.contains(id) {
+            return Reply::new(ResultCode::Processing, "processing");
+        }
+        Reply::new(
+            ResultCode::NotFound,
+            format!("instance {id} does not exist"),
+        )
+    }
+
+    /// The answer to a change of `id`; a release is final only when it is real (D9, D11),
+    /// and a release of a released instance succeeds again.
+    fn change(&self, id: &str, release: bool, test: bool) -> Reply {
+        if release && self.memory().instances.contains(id) {
+            if !test {
+                self.memory().released.insert(id.to_owned());
+            }
+            return Reply::success();
+        }
+        if self.live(id) {
             Reply::success()
         } else {
-            Reply::new(
-                ResultCode::NotFound,
-                format!("instance {id} does not exist"),
-            )
+            self.not_found(id)
         }
     }
 
@@ -197,10 +291,25 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
     if fake.broken() {
         return SERVER_ERROR.into_response();
     }
+    if fake.faults.validates_before_authenticating
+        && let Err(error) = Request::parse(&body)
+    {
+        return fake.answer(fake.invalid(error), "").await;
+    }
     let time = match fake.verify(query.as_deref().unwrap_or_default(), &body) {
         Ok(time) => time,
+        Err(_)
+            if fake.faults.forged_status_processing
+                && activity(&body) == "updateInstanceStatus" =>
+        {
+            let processing = Reply::new(ResultCode::Processing, "processing");
+            return fake.answer(processing.to_bytes(), "").await;
+        }
         Err(refusal) => return fake.answer(refusal, "").await,
     };
+    if fake.faults.crashes_on_bad_time && bad_time(&body) {
+        return SERVER_ERROR.into_response();
+    }
     let bytes = match Request::parse(&body) {
         Err(error) => fake.invalid(error),
         Ok(request) => match request.activity {
@@ -212,10 +321,9 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                 Reply::success().with_instance_id(&business_id).to_bytes()
             }),
             Activity::QueryInstance { instance_ids } => {
-                let known = fake.memory().instances.clone();
                 let info: Vec<InstanceInfo> = instance_ids
                     .into_iter()
-                    .filter(|id| known.contains(id))
+                    .filter(|id| fake.live(id))
                     .map(|id| InstanceInfo {
                         app_info: Some(app_info(&id)),
                         instance_id: id,
@@ -229,12 +337,30 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                     reply.to_bytes()
                 }
             }
-            other => fake
-                .exists(other.instance_id().unwrap_or_default())
-                .to_bytes(),
+            other => {
+                let release = matches!(other, Activity::ReleaseInstance { .. });
+                let id = other.instance_id().unwrap_or_default();
+                fake.change(id, release, request.test).to_bytes()
+            }
         },
     };
     fake.answer(bytes, &time).await
+}
+
+/// The body's `activity`, or nothing.
+fn activity(body: &[u8]) -> String {
+    Fields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("activity", 64).ok().flatten())
+        .unwrap_or_default()
+}
+
+/// Whether the body carries an `expireTime` that is not `yyyyMMddHHmmss`.
+fn bad_time(body: &[u8]) -> bool {
+    Fields::parse(body)
+        .ok()
+        .and_then(|f| f.optional("expireTime", 64).ok().flatten())
+        .is_some_and(|t| time::parse_compact(&t).is_none())
 }
 
 async fn saas_v1(State(fake): State<Fake>, RawQuery(query): RawQuery) -> Response {
@@ -275,10 +401,34 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         info
     };
     let activity = required("activity")?;
+    let test = request.get("testFlag") == Some("1");
+    if let Some(expire) = request.get("expireTime")
+        && time::parse_compact(expire).is_none()
+    {
+        return Err(FieldError::Invalid {
+            field: "expireTime",
+            reason: format!("{expire:?} is not yyyyMMddHHmmss"),
+        });
+    }
     Ok(match activity.as_str() {
         "newInstance" => {
             let (order, id) = (required("orderId")?, required("businessId")?);
             required("customerId")?;
+            if fake.faults.requires_mobile_phone && request.get("mobilePhone").is_none() {
+                return Err(FieldError::Missing("mobilePhone"));
+            }
+            if fake.faults.random_iv_instance_id {
+                let id = {
+                    let mut memory = fake.memory();
+                    let id = memory.first_ids.entry(order).or_insert(id).clone();
+                    memory.instances.insert(id.clone());
+                    id
+                };
+                let mut reply = Reply::success().with_instance_id(cipher.encrypt(&id));
+                reply.encrypt_type = Some("1");
+                reply.app_info = Some(credentials(&id));
+                return Ok(reply.to_bytes());
+            }
             fake.once(order, &id, || {
                 let mut reply = Reply::success().with_instance_id(&id);
                 reply.encrypt_type = Some("1");
@@ -288,8 +438,8 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
         }
         "queryInstance" => {
             let id = required("instanceId")?;
-            if !fake.memory().instances.contains(&id) {
-                return Ok(fake.exists(&id).to_bytes());
+            if !fake.live(&id) {
+                return Ok(fake.not_found(&id).to_bytes());
             }
             let mut reply = Reply::success();
             reply.encrypt_type = Some("1");
@@ -300,7 +450,9 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
             reply.to_bytes()
         }
         "refreshInstance" | "expireInstance" | "instanceStatus" | "upgrade" | "releaseInstance" => {
-            fake.exists(&required("instanceId")?).to_bytes()
+            let id = required("instanceId")?;
+            fake.change(&id, activity == "releaseInstance", test)
+                .to_bytes()
         }
         _ => return Err(FieldError::UnknownActivity(activity)),
     })
@@ -350,9 +502,10 @@ async fn license_code(
         let license = f.required("license", 64)?;
         match f.required("activity", 32)?.as_str() {
             "refreshLicenseCode" => {
-                for field in ["scene", "orderId", "orderLineId", "expireTime"] {
+                for field in ["scene", "orderId", "orderLineId"] {
                     f.required(field, 64)?;
                 }
+                f.compact_time("expireTime")?;
             }
             "updateLicenseCodeStatus" => {
                 f.required("status", 32)?;

@@ -12,7 +12,8 @@ use crate::helpers::{Backend, Database, KEY, TestApp};
 use crate::on_both_backends;
 use fake::Faults;
 use koogate::domain::license_code::LicenseCode;
-use koogate::simulate::{self, Interface, Options, Quiet, Report, Scenario};
+use koogate::protocol::crypto::KeySize;
+use koogate::simulate::{self, Human, Interface, Options, Quiet, Report, Scenario};
 use reqwest::Url;
 use secrecy::SecretString;
 use std::process::Output;
@@ -39,12 +40,24 @@ async fn simulate(options: &Options) -> Report {
 
 /// The failed checks, with their problems, for assertion messages.
 fn failures(report: &Report) -> String {
+    let mut lines = vec![format!("common: {}", report.common_problems.join(" | "))];
+    lines.extend(
+        report
+            .all_checks()
+            .filter(|c| !c.passed)
+            .map(|c| format!("✗ {}: {}", c.name, c.problems.join(" | "))),
+    );
+    lines.join("\n")
+}
+
+/// Whether a failed check named like `check` says `fault`, itself or, when every check had
+/// that fault, once for the whole report.
+fn names(report: &Report, check: &str, fault: &str) -> bool {
+    let common = report.common_problems.iter().any(|p| p.contains(fault));
     report
         .all_checks()
-        .filter(|c| !c.passed)
-        .map(|c| format!("✗ {}: {}", c.name, c.problems.join(" | ")))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .filter(|c| !c.passed && c.name.contains(check))
+        .any(|c| common || c.problems.iter().any(|p| p.contains(fault)))
 }
 
 fn assert_all_passed(report: &Report, expected_scenarios: usize) {
@@ -68,9 +81,9 @@ async fn every_saas_v2_check_passes_against_koogate(backend: Backend) {
     .await;
     let again = simulate(&options(&url, Interface::SaasV2)).await;
 
-    assert_all_passed(&debugging, 5);
-    assert_all_passed(&real, 5);
-    assert_all_passed(&again, 5);
+    assert_all_passed(&debugging, 6);
+    assert_all_passed(&real, 6);
+    assert_all_passed(&again, 6);
     assert_eq!((real.test_flag, debugging.test_flag), ("0", "1"));
     let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
     for expected in [
@@ -103,9 +116,18 @@ async fn every_saas_v1_check_passes_against_koogate(backend: Backend) {
             ..options(&url, Interface::SaasV1)
         })
         .await;
+        // A product that creates accounts from the buyer's mobile number or email gets both,
+        // encrypted under the product's key size, in every newInstance.
+        let with_contact = simulate(&Options {
+            v1_contact: true,
+            v1_key_size: KeySize::from_encrypt_type(encrypt_type).unwrap(),
+            ..options(&url, Interface::SaasV1)
+        })
+        .await;
 
-        assert_all_passed(&debugging, 5);
-        assert_all_passed(&real, 5);
+        assert_all_passed(&debugging, 6);
+        assert_all_passed(&real, 6);
+        assert_all_passed(&with_contact, 6);
         let names: Vec<&str> = debugging.all_checks().map(|c| c.name.as_str()).collect();
         assert!(
             names.contains(&"a timeStamp 661 s old (the window plus 61 s) gets 000001 (D3)"),
@@ -128,8 +150,8 @@ async fn every_order_notify_check_passes_against_koogate(backend: Backend) {
     })
     .await;
 
-    assert_all_passed(&debugging, 5);
-    assert_all_passed(&real, 5);
+    assert_all_passed(&debugging, 6);
+    assert_all_passed(&real, 6);
 }
 
 async fn every_license_code_check_passes_against_koogate(backend: Backend) {
@@ -145,8 +167,8 @@ async fn every_license_code_check_passes_against_koogate(backend: Backend) {
     let first = simulate(&with_code()).await;
     let again = simulate(&with_code()).await;
 
-    assert_all_passed(&first, 5);
-    assert_all_passed(&again, 5);
+    assert_all_passed(&first, 6);
+    assert_all_passed(&again, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -158,19 +180,21 @@ async fn every_check_passes_against_a_correct_implementation_of_each_interface()
         (Interface::OrderNotify, "/order-notify"),
         (Interface::LicenseCode, "/license-code"),
     ];
-    for (interface, path) in cases {
+    for ((interface, path), real) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let report = simulate(&Options {
             license_code: Some(fake::LICENSE.into()),
+            real,
             ..options(&format!("{base}{path}"), interface)
         })
         .await;
         assert!(
             report.all_passed(),
-            "{}:\n{}",
+            "{} (real: {real}):\n{}",
             interface.as_str(),
             failures(&report)
         );
-        assert_eq!(report.scenarios.len(), 5, "{}", interface.as_str());
+        assert_eq!(report.scenarios.len(), 6, "{}", interface.as_str());
+        assert_eq!(report.warnings, 0, "{}", interface.as_str());
     }
 }
 
@@ -200,7 +224,7 @@ async fn license_code_scenarios_that_change_a_code_need_one() {
         assert_eq!(checks.len(), 1, "{needs_code:?}");
         assert!(checks[0].problems[0].contains("needs --license-code"));
     }
-    for runs_without in [Scenario::Security, Scenario::BadInput] {
+    for runs_without in [Scenario::Security, Scenario::BadInput, Scenario::Strict] {
         let checks = &by_scenario(runs_without).checks;
         assert!(checks.iter().all(|c| c.passed), "{}", failures(&report));
     }
@@ -346,12 +370,8 @@ async fn broken_servers_are_named_for_their_fault() {
         .await;
 
         assert!(!report.all_passed(), "{faults:?} went unnoticed");
-        let named = report
-            .all_checks()
-            .filter(|c| !c.passed && c.name.contains(check))
-            .any(|c| c.problems.iter().any(|p| p.contains(fault)));
         assert!(
-            named,
+            names(&report, check, fault),
             "{faults:?}: no failed check {check:?} says {fault:?}:\n{}",
             failures(&report)
         );
@@ -361,6 +381,381 @@ async fn broken_servers_are_named_for_their_fault() {
             "a failure shows what was sent"
         );
     }
+}
+
+/// A server broken the way a real merchant implementation was.
+struct Broken {
+    faults: Faults,
+    interface: Interface,
+    scenario: Scenario,
+    real: bool,
+    /// Part of the name of a check that must fail, and part of what it must say.
+    check: &'static str,
+    fault: &'static str,
+    /// A misdiagnosis no check may make.
+    not_said: &'static str,
+}
+
+fn broken(faults: Faults, interface: Interface, scenario: Scenario) -> Broken {
+    Broken {
+        faults,
+        interface,
+        scenario,
+        real: false,
+        check: "",
+        fault: "",
+        not_said: "a second instance was created",
+    }
+}
+
+impl Broken {
+    fn named(self, check: &'static str, fault: &'static str) -> Self {
+        Self {
+            check,
+            fault,
+            ..self
+        }
+    }
+
+    fn real(self) -> Self {
+        Self { real: true, ..self }
+    }
+
+    fn not_said(self, not_said: &'static str) -> Self {
+        Self { not_said, ..self }
+    }
+}
+
+fn path(interface: Interface) -> &'static str {
+    match interface {
+        Interface::OrderNotify => "/order-notify",
+        Interface::LicenseCode => "/license-code",
+        Interface::SaasV2 | Interface::SaasV1 => "/saas",
+    }
+}
+
+/// Each defect found in real merchant implementations fails the run (a non-zero exit status)
+/// and the failing check names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn defects_of_real_implementations_fail_the_run_and_are_named() {
+    let f = Faults::default;
+    use Interface::{OrderNotify, SaasV1, SaasV2};
+    use Scenario::{BadInput, Idempotency, Lifecycle, Strict};
+    let cases = [
+        broken(
+            Faults {
+                verifies_reserialised: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "is not canonical",
+            "verifies the signature over its own re-serialisation of the JSON",
+        ),
+        broken(
+            Faults {
+                verifies_reserialised: true,
+                ..f()
+            },
+            OrderNotify,
+            Strict,
+        )
+        .named(
+            "is not canonical",
+            "verifies the signature over its own re-serialisation of the JSON",
+        ),
+        broken(
+            Faults {
+                expects_variant_b: true,
+                ..f()
+            },
+            SaasV2,
+            Lifecycle,
+        )
+        .named("newInstance for new order", "the server expects variant B"),
+        broken(
+            Faults {
+                expects_variant_b: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named("is not canonical", "the server expects variant B")
+        .not_said("its own re-serialisation"),
+        broken(
+            Faults {
+                forged_status_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "a forged updateInstanceStatus",
+            "a forged updateInstanceStatus was answered 000004 instead of being refused",
+        ),
+        broken(
+            Faults {
+                validates_before_authenticating: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "missing a mandatory field gets 000001",
+            "validates the request before authenticating it",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "refreshInstance for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "changeInstanceCheck for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                unknown_instance_processing: true,
+                ..f()
+            },
+            SaasV1,
+            Strict,
+        )
+        .named(
+            "expireInstance for an unknown instance",
+            "resultCode is 000004",
+        ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV2,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "refreshInstance on the released instance",
+            "resultCode is 000000",
+        ),
+        broken(
+            Faults {
+                answers_after_release: true,
+                ..f()
+            },
+            SaasV1,
+            Lifecycle,
+        )
+        .real()
+        .named(
+            "queryInstance for the released instance",
+            "resultCode is 000000",
+        ),
+        broken(
+            Faults {
+                crashes_on_bad_time: true,
+                ..f()
+            },
+            SaasV2,
+            Strict,
+        )
+        .named(
+            "with an expireTime that is not yyyyMMddHHmmss",
+            "HTTP status 500",
+        ),
+        broken(
+            Faults {
+                requires_mobile_phone: true,
+                ..f()
+            },
+            SaasV1,
+            Strict,
+        )
+        .named(
+            "without mobilePhone and email",
+            "the server requires mobilePhone or email",
+        ),
+        broken(
+            Faults {
+                random_iv_instance_id: true,
+                ..f()
+            },
+            SaasV1,
+            Idempotency,
+        )
+        .named(
+            "newInstance again",
+            "instanceId changes between repeats: encrypted with a random IV each time",
+        ),
+        broken(
+            Faults {
+                random_iv_instance_id: true,
+                ..f()
+            },
+            SaasV1,
+            Idempotency,
+        )
+        .named(
+            "at the same moment",
+            "instanceId changes between repeats: encrypted with a random IV each time",
+        ),
+        broken(
+            Faults {
+                unlisted_result_code: true,
+                ..f()
+            },
+            SaasV2,
+            BadInput,
+        )
+        .named(
+            "without orderId gets 000002",
+            "resultCode 000999 is not one of the spec's result codes (§5)",
+        ),
+    ];
+    for case in cases {
+        let base = fake::start(case.faults).await;
+        let report = simulate(&Options {
+            scenarios: vec![case.scenario],
+            real: case.real,
+            license_code: Some(fake::LICENSE.into()),
+            ..options(&format!("{base}{}", path(case.interface)), case.interface)
+        })
+        .await;
+
+        assert!(!report.all_passed(), "{:?} went unnoticed", case.faults);
+        assert!(
+            names(&report, case.check, case.fault),
+            "{:?}: no failed check {:?} says {:?}:\n{}",
+            case.faults,
+            case.check,
+            case.fault,
+            failures(&report)
+        );
+        assert!(
+            !failures(&report).contains(case.not_said),
+            "{:?} misdiagnosed:\n{}",
+            case.faults,
+            failures(&report)
+        );
+    }
+}
+
+/// Huawei's sample server verifies the canonical form only (D1a); which form KooGallery signs
+/// is not documented, so that is a warning naming the form, and the run still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_verifying_only_the_canonical_form_passes_with_a_warning_naming_it() {
+    let base = fake::start(Faults {
+        verifies_canonical_only: true,
+        ..Faults::default()
+    })
+    .await;
+    for interface in [
+        Interface::SaasV2,
+        Interface::OrderNotify,
+        Interface::LicenseCode,
+    ] {
+        let report = simulate(&Options {
+            license_code: Some(fake::LICENSE.into()),
+            ..options(&format!("{base}{}", path(interface)), interface)
+        })
+        .await;
+
+        assert!(report.all_passed(), "{}", failures(&report));
+        assert_eq!(report.warnings, 1, "{}", interface.as_str());
+        let warned = report.all_checks().find(|c| !c.warnings.is_empty());
+        assert!(
+            warned.is_some_and(|c| c.warnings[0].starts_with(
+                "the server verifies the signature over the body's canonical form only"
+            )),
+            "{warned:?}"
+        );
+    }
+
+    let mut out = Vec::new();
+    let strict = Options {
+        scenarios: vec![Scenario::Strict],
+        ..options(&format!("{base}/saas"), Interface::SaasV2)
+    };
+    let report = simulate::run(&strict, &mut Human::report(&mut out, false)).await;
+    let text = String::from_utf8(out).unwrap();
+    assert!(report.all_passed(), "{text}");
+    assert!(
+        text.contains("\n  ! a body that is not canonical"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n      - warning: the server verifies the signature over the body's canonical form only"),
+        "{text}"
+    );
+    assert!(text.contains(", 0 failed, 1 with a warning\n"), "{text}");
+}
+
+/// A fault that fails every check (no Body-Sign here) is said once, at the first check, not
+/// under each of them; the JSON report carries it once at the top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fault_every_check_has_is_stated_once() {
+    let base = fake::start(Faults {
+        no_body_sign: true,
+        ..Faults::default()
+    })
+    .await;
+    let mut out = Vec::new();
+
+    let report = simulate::run(
+        &options(&format!("{base}/saas"), Interface::SaasV2),
+        &mut Human::report(&mut out, false),
+    )
+    .await;
+
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(report.passed, 0, "{text}");
+    assert!(report.checks > 40, "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    let common = json["common_problems"].as_array().expect(&text);
+    assert!(
+        common.len() == 1
+            && common[0]
+                .as_str()
+                .unwrap()
+                .starts_with("no Body-Sign header"),
+        "{common:?}"
+    );
+    assert!(
+        report
+            .all_checks()
+            .all(|c| c.problems.iter().all(|p| !p.contains("Body-Sign"))),
+        "{}",
+        failures(&report)
+    );
+    assert_eq!(text.matches("no Body-Sign header").count(), 1, "{text}");
+    let stated = text.find("no Body-Sign header").unwrap();
+    assert!(stated < text.find("✗ queryInstance lists the new instance").unwrap());
+    assert!(text.contains("      - the same fault as every check above\n"));
+    assert!(
+        text.contains(" 0 passed, ")
+            && text.contains(", all with the fault stated at the first check"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -385,11 +780,11 @@ async fn slow_answers_are_marked_and_timeouts_fail() {
         "300 ms of 500 is slow"
     );
     assert!(!too_late.all_passed());
-    let first = too_late.all_checks().next().expect("a check");
+    // Every check timed out: the report says so once.
     assert!(
-        first.problems[0].starts_with("no answer within 100 ms"),
+        too_late.common_problems[0].starts_with("no answer within 100 ms"),
         "{:?}",
-        first.problems
+        too_late.common_problems
     );
     assert_eq!(too_late.checks, 2, "a timeout does not stop the run");
 }
@@ -480,6 +875,16 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
     ]))
     .await;
     let unreachable = koogate(args(&["simulate", "--url", &closed, "--key", KEY])).await;
+    let strict = koogate(args(&[
+        "simulate",
+        "--url",
+        &url,
+        "--key",
+        KEY,
+        "--scenario",
+        "strict",
+    ]))
+    .await;
 
     let stdout = String::from_utf8_lossy(&passed.stdout);
     assert_eq!(passed.status.code(), Some(0), "{stdout}");
@@ -488,7 +893,7 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 10 checks, 10 passed, 0 failed\n"),
+        stdout.ends_with("summary: 12 checks, 12 passed, 0 failed\n"),
         "{stdout}"
     );
 
@@ -506,6 +911,11 @@ async fn the_binary_reports_and_exits_zero_only_when_every_check_passed() {
     assert!(stdout.contains("✗ newInstance for new order"), "{stdout}");
     assert!(stdout.contains("resultCode is 000001"), "{stdout}");
     assert!(stdout.contains("sent: curl -X POST"), "{stdout}");
+
+    // A warning (which form of the body koogate verifies, D1a) never fails the run.
+    let stdout = String::from_utf8_lossy(&strict.stdout);
+    assert_eq!(strict.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
 
     let stdout = String::from_utf8_lossy(&unreachable.stdout);
     assert_eq!(unreachable.status.code(), Some(1), "{stdout}");
@@ -527,7 +937,7 @@ async fn usage_errors_list_the_valid_choices() {
                 "--scenario",
                 "everything",
             ]),
-            "[possible values: lifecycle, idempotency, security, bad-input, dial-test, all]",
+            "[possible values: lifecycle, idempotency, security, bad-input, strict, dial-test, all]",
         ),
         (
             args(&[
