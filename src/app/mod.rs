@@ -16,6 +16,7 @@ use crate::protocol::signature::Accept;
 use crate::protocol::webhook::WebhookSecret;
 use crate::routes;
 use crate::store::health::{self, Health};
+use crate::store::refused::{self, RefusedWriter};
 use crate::store::{self, PoolOptions, Store, StoreError};
 use axum::Router;
 use axum::http::HeaderName;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub audit_retention: Option<Duration>,
     /// What the public listener allows each connection.
     pub connections: server::Limits,
+    /// Writes the records of refused requests; taken by [`serve`].
+    refused_writer: Arc<std::sync::Mutex<Option<RefusedWriter>>>,
     /// How long events are kept, if not for ever.
     pub event_retention: Option<Duration>,
     /// Where events are delivered, if anywhere.
@@ -71,8 +74,11 @@ impl AppState {
         store: Arc<dyn Store>,
         provisioner: Arc<dyn Provisioner>,
     ) -> Self {
+        let (refused, refused_writer) = refused::channel(store.clone(), refused::CAPACITY);
         Self {
+            refused_writer: Arc::new(std::sync::Mutex::new(Some(refused_writer))),
             services: Services {
+                refused,
                 store,
                 provisioner,
                 deadline: settings.callback_deadline(),
@@ -253,6 +259,19 @@ pub async fn serve(
         );
         async move { health.probe(store, stop).await }
     };
+    let writer = state
+        .refused_writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let refused = {
+        let stop = stop_rx.clone();
+        async move {
+            if let Some(writer) = writer {
+                writer.run(stop).await;
+            }
+        }
+    };
     let worker = state.worker().run(stop_rx.clone());
     let mut admin_stop = stop_rx;
     let admin = axum::serve(listeners.admin, admin_router(state.clone())).with_graceful_shutdown(
@@ -267,7 +286,8 @@ pub async fn serve(
         drop(stop_tx);
         result
     };
-    let (result, admin, (), (), ()) = tokio::join!(server, admin, purger, worker, probe);
+    let (result, admin, (), (), (), ()) =
+        tokio::join!(server, admin, purger, worker, probe, refused);
     result.and(admin)
 }
 

@@ -15,6 +15,7 @@ use crate::protocol::saas_v1 as v1;
 use crate::protocol::saas_v2 as v2;
 use crate::protocol::signature::{AuthError, Verified};
 use crate::store::health::Health;
+use crate::store::refused::RefusedLog;
 use crate::store::{CallbackRecord, Store, StoreError, StoreResult, StoredAnswer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -36,6 +37,8 @@ pub struct Services {
     pub wake_jobs: Arc<tokio::sync::Notify>,
     /// Whether the database is known to be down.
     pub health: Arc<Health>,
+    /// Where requests refused before verification are recorded, off the hot path.
+    pub refused: RefusedLog,
     /// A webhook endpoint is configured: every event is also queued for delivery.
     pub deliver_events: bool,
     /// Woken when the merchant's app completes a provisioning on this replica, so that a
@@ -472,6 +475,23 @@ pub async fn refuse(
             waited_ms = left.as_millis() as u64,
             "could not record the callback in time"
         ),
+    }
+    answer
+}
+
+/// Answers a request refused before its signature was verified (or that could not be
+/// read). Its record (bounded by [`CallbackRecord::bound_unverified`]) goes into the
+/// refused-request buffer instead of being written now, so that anonymous senders never
+/// take the database from callbacks.
+pub fn refuse_unverified(
+    services: &Services,
+    mut record: CallbackRecord,
+    answer: Answer,
+    started: Instant,
+) -> Answer {
+    fill(&mut record, &answer, started);
+    if !services.health.is_down() {
+        services.refused.record(record);
     }
     answer
 }

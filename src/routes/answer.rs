@@ -152,7 +152,7 @@ pub async fn read_body(
     record.bound_unverified();
     record.http_status = status.as_u16();
     let reply = Reply::new(ResultCode::InvalidParam, problem);
-    let answer = callback::refuse(services, record, Answer::reply(&reply), started).await;
+    let answer = callback::refuse_unverified(services, record, Answer::reply(&reply), started);
     Err(signed(status, keys.primary(), answer.body))
 }
 

@@ -77,8 +77,12 @@ pub async fn handle(
                 ResultCode::AuthFailed,
                 format!("authentication failed: {problem}"),
             );
-            let answer =
-                callback::refuse(&state.services, record, Answer::reply(&reply), started).await;
+            let answer = callback::refuse_unverified(
+                &state.services,
+                record,
+                Answer::reply(&reply),
+                started,
+            );
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

@@ -6,6 +6,7 @@
 mod events;
 pub mod health;
 mod postgres;
+pub mod refused;
 mod rows;
 mod sqlite;
 
@@ -66,6 +67,8 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// Records a callback that changed nothing (refused before or after its transaction).
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
+    /// Records several refused requests in one transaction.
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()>;
     /// Forgets nonces whose replay window has passed; returns how many.
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
     /// Deletes at most `batch` callback records received before `before_ms`, oldest

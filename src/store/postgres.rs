@@ -97,6 +97,15 @@ impl Store for PgStore {
         insert_callback(&mut conn, record).await
     }
 
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            insert_callback(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < $1")
             .bind(now_ms)

@@ -119,6 +119,17 @@ impl Store for SqliteStore {
         insert_callback(&mut conn, record).await
     }
 
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()> {
+        // One turn of the writer and one commit for the whole batch.
+        let _turn = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for record in records {
+            insert_callback(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64> {
         let _turn = self.writer.lock().await;
         let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < ?")

@@ -146,3 +146,48 @@ async fn a_stop_completes_at_once_with_idle_clients_connected() {
     let rest = read_to_close(&mut kept_alive).await;
     assert!(!rest.contains("HTTP/1.1"), "{rest}");
 }
+
+/// A flood of forged requests (bounded here to what a shared test machine bears) while
+/// genuine callbacks flow: no genuine one waits behind the forged ones' records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn genuine_callbacks_are_served_during_a_forged_flood() {
+    let app = spawn("4096").await;
+    let url = app.url("/koogallery/saas");
+    let forged = (0..8).map(|worker| {
+        let (client, url) = (app.client.clone(), url.clone());
+        tokio::spawn(async move {
+            for n in 0..150 {
+                let _ = client
+                    .post(format!(
+                        "{url}?signature=00&timestamp=1&nonce=f{worker}-{n}"
+                    ))
+                    .body(new_instance("CSFORGED", "forged"))
+                    .send()
+                    .await;
+            }
+        })
+    });
+    let forged: Vec<_> = forged.collect();
+
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let answer = app
+            .saas(&new_instance(
+                &order_id(),
+                &uuid::Uuid::new_v4().to_string(),
+            ))
+            .await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(answer.code(), "000000", "{}", answer.msg());
+    }
+    for flood in forged {
+        flood.await.unwrap();
+    }
+
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest genuine callback: {slowest:?}"
+    );
+    app.stop().await;
+}

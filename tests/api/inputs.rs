@@ -71,7 +71,7 @@ async fn control_characters_in_ids_get_000002_naming_the_field(backend: Backend)
         assert!(answer.msg().starts_with(field), "{body}: {}", answer.msg());
         assert!(answer.signed_with(KEY));
     }
-    let records = app.store.recent_callbacks(10).await.unwrap();
+    let records = app.records(10).await;
     assert_eq!(records.len(), cases.len(), "every refusal is recorded");
     assert!(
         app.store
@@ -99,7 +99,7 @@ async fn a_control_character_in_the_nonce_gets_000001_and_is_recorded(backend: B
 
     assert_eq!(answer.code(), "000001", "{}", answer.msg());
     assert!(answer.msg().contains("nonce"), "{}", answer.msg());
-    assert_eq!(app.store.recent_callbacks(10).await.unwrap().len(), 1);
+    assert_eq!(app.records(10).await.len(), 1);
 }
 
 async fn long_numeric_ids_keep_their_exact_text(backend: Backend) {
@@ -193,7 +193,7 @@ async fn bodies_signed_over_their_canonical_form_are_accepted(backend: Backend) 
 
     assert_eq!(accepted.code(), "000000", "{}", accepted.msg());
     assert_eq!(notified.code(), "000000", "{}", notified.msg());
-    let records = app.store.recent_callbacks(10).await.unwrap();
+    let records = app.records(10).await;
     assert!(
         records.iter().all(|r| r.verdict == "ok:A:canonical"),
         "{:?}",
@@ -247,7 +247,7 @@ async fn refused_requests_are_stored_bounded(backend: Backend) {
 
     let answer = TestApp::received(answer).await;
     assert_eq!(answer.code(), "000001");
-    let records = app.store.recent_callbacks(1).await.unwrap();
+    let records = app.records(1).await;
     let record = records.first().expect("recorded");
     assert!(record.raw_query.len() <= 4096, "{}", record.raw_query.len());
     assert!(record.raw_body.len() <= 4096);

@@ -1075,7 +1075,7 @@ async fn every_callback_is_recorded_as_saas_v1(backend: Backend) {
     app.get_raw("/koogallery/saas", "activity=newInstance")
         .await;
 
-    let records = app.store.recent_callbacks(10).await.unwrap();
+    let records = app.records(10).await;
     assert_eq!(records.len(), 3);
     let (refused, queried, first) = (&records[0], &records[1], &records[2]);
     for record in &records {
