@@ -81,6 +81,13 @@ pub trait Store: Send + Sync + 'static {
     /// The newest callbacks, newest first.
     async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>>;
     /// Remembers an activated license code; `false` if it is already known.
+    /// Notes that activating `license` through the open API begins (again).
+    async fn begin_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Notes that the activation of `license` completed and the code is stored.
+    async fn complete_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Activations begun and never completed (a crash or a failed call), oldest first,
+    /// with when they began.
+    async fn unfinished_license_activations(&self) -> StoreResult<Vec<(String, i64)>>;
     async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
     /// One license code, for operational commands and tests.
     async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;

@@ -448,3 +448,43 @@ async fn dot_segments_are_never_sent() {
         .unwrap_err();
     assert!(matches!(refused, MarketError::Request(_)), "{refused}");
 }
+
+crate::on_both_backends!(a_license_activation_is_noted_before_the_call_and_completed_after);
+
+async fn a_license_activation_is_noted_before_the_call_and_completed_after(
+    backend: crate::helpers::Backend,
+) {
+    use koogate::marketplace::license::{self, Activation};
+    let db = crate::helpers::Database::fresh(backend).await;
+    let options = koogate::store::PoolOptions {
+        max_connections: 4,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = koogate::store::connect(&db.url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    let mock = MockServer::start().await;
+    let client = client(&mock.url(), "", AK, SK);
+
+    // The call fails after the activation was noted: the code is not known, but noted.
+    mock.fail_next("http500", 1).await;
+    let failed = license::activate(&client, store.as_ref(), MOCK_LICENSE, None, 1_000).await;
+    assert!(failed.is_err());
+    assert!(store.license_code(MOCK_LICENSE).await.unwrap().is_none());
+    assert_eq!(
+        store.unfinished_license_activations().await.unwrap(),
+        vec![(MOCK_LICENSE.to_owned(), 1_000)]
+    );
+
+    // Activating again completes it.
+    let done = license::activate(&client, store.as_ref(), MOCK_LICENSE, None, 2_000)
+        .await
+        .unwrap();
+    assert!(matches!(done, Activation::New(_)));
+    assert!(
+        store
+            .unfinished_license_activations()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
