@@ -4,6 +4,7 @@
 
 mod api;
 mod connections;
+mod crash;
 mod events;
 mod helpers;
 mod inputs;
