@@ -6,6 +6,7 @@ mod api;
 mod connections;
 mod crash;
 mod events;
+mod fuzz_corpus;
 mod helpers;
 mod inputs;
 mod jobs;
