@@ -14,8 +14,11 @@ use koogate::protocol::{license_code, saas_v1, saas_v2};
 /// The spec's test key.
 pub const KEY: &str = "test-access-key-0001";
 
+/// A target: panics when what must hold does not.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its corpus folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("signed_body", signed_body),
     ("saas_v1_query", saas_v1_query),
     ("saas_v1_post", saas_v1_post),
