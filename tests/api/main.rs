@@ -14,6 +14,7 @@ mod license_code;
 mod logs;
 mod marketplace;
 mod mock_market;
+mod online_license;
 mod orders;
 mod outages;
 mod postgres;
