@@ -449,9 +449,25 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
                     print!("{}", describe_license(&code));
                     Ok(())
                 }
-                None => Err(
-                    format!("license code {license} is not known here: activate it first").into(),
-                ),
+                None => {
+                    let unfinished = store.unfinished_license_activations().await?;
+                    match unfinished.iter().find(|(code, _)| *code == license) {
+                        Some((_, started_ms)) => Err(format!(
+                            "license code {license}: an activation began at {} but did not \
+                             complete; KooGallery may have activated it: run `koogate license \
+                             activate {license}` again",
+                            crate::protocol::time::format_millis(
+                                chrono::DateTime::from_timestamp_millis(*started_ms)
+                                    .unwrap_or_default()
+                            )
+                        )
+                        .into()),
+                        None => Err(format!(
+                            "license code {license} is not known here: activate it first"
+                        )
+                        .into()),
+                    }
+                }
             }
         }
         Command::License(LicenseCommand::PublicKey) => {
@@ -597,11 +613,42 @@ async fn mock_marketplace(settings: &Settings, listen: SocketAddr) -> CommandRes
     Ok(())
 }
 
+/// Names the license codes whose activation began and never completed.
+async fn warn_about_unfinished_activations(store: &dyn crate::store::Store) {
+    match store.unfinished_license_activations().await {
+        Ok(unfinished) => {
+            for (license, _) in unfinished {
+                tracing::warn!(
+                    license,
+                    "a license-code activation did not complete: run `koogate license activate` \
+                     for it again"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not list unfinished license activations"),
+    }
+}
+
 async fn serve(mut settings: Settings) -> CommandResult {
     warn_about_setup(&settings);
     prepare_license_key(&mut settings)?;
-    let store = app::open_store(&settings).await?;
-    let state = AppState::new(&settings, store, settings.configured_provisioner());
+    match app::server::raise_open_file_limit() {
+        // Room for the database pool, log files and the like beside the connections.
+        Ok(limit) if limit < settings.http.max_connections as u64 + 256 => tracing::warn!(
+            open_file_limit = limit,
+            max_connections = settings.http.max_connections,
+            "http.max_connections does not fit within the open-file limit: raise the hard \
+             limit (ulimit -Hn) or lower http.max_connections"
+        ),
+        Ok(limit) => tracing::debug!(open_file_limit = limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+    let (store, health) = app::open_store_for_serving(&settings).await?;
+    if !health.is_down() {
+        warn_about_unfinished_activations(store.as_ref()).await;
+    }
+    let mut state = AppState::new(&settings, store, settings.configured_provisioner());
+    state.services.health = health;
     let public = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (KOOGATE_LISTEN): {e}", settings.listen))?;

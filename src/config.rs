@@ -142,12 +142,16 @@ pub struct Database {
 pub struct Http {
     pub max_body_bytes: usize,
     pub callback_deadline_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub keep_alive_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signature {
     pub accept_variant_b: bool,
+    pub accept_canonical: bool,
 }
 
 /// The SaaS 1.0 interface (spec §4).
@@ -333,6 +337,14 @@ impl Settings {
                 format!("{url:?} is neither sqlite://… nor postgres://…"),
             ));
         }
+        if let Some(rest) = url.strip_prefix("sqlite:")
+            && names_no_file(rest)
+        {
+            return Err(err(
+                "database_url",
+                format!("{url:?} names no file: every instance would be lost at exit"),
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(err("database.max_connections", "must be at least 1"));
         }
@@ -344,6 +356,21 @@ impl Settings {
                 "http.callback_deadline_ms",
                 "must be between 100 and 30000",
             ));
+        }
+        if !(100..=60_000).contains(&self.http.header_read_timeout_ms) {
+            return Err(err(
+                "http.header_read_timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if !(100..=600_000).contains(&self.http.keep_alive_timeout_ms) {
+            return Err(err(
+                "http.keep_alive_timeout_ms",
+                "must be between 100 and 600000",
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(err("http.max_connections", "must be at least 1"));
         }
         if self.database.acquire_timeout_ms >= self.http.callback_deadline_ms {
             // Otherwise a database outage makes callbacks wait out the whole deadline for a
@@ -548,6 +575,17 @@ impl Settings {
         Duration::from_millis(self.http.callback_deadline_ms)
     }
 
+    /// What the public listener allows each connection; a stop gives the requests in
+    /// flight the callback deadline.
+    pub fn connection_limits(&self) -> crate::app::server::Limits {
+        crate::app::server::Limits {
+            header_read_timeout: Duration::from_millis(self.http.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(self.http.keep_alive_timeout_ms),
+            max_connections: self.http.max_connections,
+            drain: self.callback_deadline(),
+        }
+    }
+
     /// How the job worker runs, from `[jobs]`.
     pub fn job_policy(&self) -> crate::jobs::Policy {
         let j = &self.jobs;
@@ -576,6 +614,14 @@ const PROVISIONING_MARGIN_MS: u64 = 500;
 
 /// An open-API base URL: `https://…`, or `http://` on this machine only (the mock
 /// marketplace), since the open APIs carry the AK/SK signature and buyer details.
+/// Whether what follows `sqlite:` opens an in-memory database (no path, `:memory:`, or
+/// `mode=memory`), whose every instance would vanish at exit.
+fn names_no_file(rest: &str) -> bool {
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+    matches!(path, "" | ":memory:") || options.split('&').any(|o| o == "mode=memory")
+}
+
 fn check_open_api_url(key: &str, url: &str) -> Result<(), ConfigError> {
     check_https_url(key, url, "a mock on this machine")
 }
@@ -787,14 +833,16 @@ mod tests {
     #[test]
     fn defaults_load_and_run_on_sqlite() {
         let s = load(&[], None).unwrap();
+        assert_eq!(
+            s.audit_retention(),
+            Some(Duration::from_secs(90 * 86_400)),
+            "callback records are not kept for ever by default"
+        );
+        let kept = load(&[("KOOGATE_AUDIT_RETENTION_DAYS", "0")], None).unwrap();
+        assert_eq!(kept.audit_retention(), None);
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.database_url.starts_with("sqlite://"));
         assert!(s.keys.is_empty());
-        assert_eq!(
-            s.audit_retention(),
-            None,
-            "records are kept unless told otherwise"
-        );
         assert_eq!(s.http.max_body_bytes, 65536);
         assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes256);
         assert_eq!(s.saas_v1.timestamp_window_secs, 600);
@@ -912,6 +960,36 @@ mod tests {
                 vec![("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "4000")],
                 None,
                 "database.acquire_timeout_ms",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_URL", "sqlite:")],
+                None,
+                "database_url",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_URL", "sqlite://")],
+                None,
+                "database_url",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_URL", "sqlite::memory:")],
+                None,
+                "database_url",
+            ),
+            (
+                vec![("KOOGATE_DATABASE_URL", "sqlite://x.db?mode=memory")],
+                None,
+                "database_url",
+            ),
+            (
+                vec![("KOOGATE_HTTP_HEADER_READ_TIMEOUT_MS", "0")],
+                None,
+                "http.header_read_timeout_ms",
+            ),
+            (
+                vec![("KOOGATE_HTTP_MAX_CONNECTIONS", "0")],
+                None,
+                "http.max_connections",
             ),
             (
                 vec![("KOOGATE_FRONTEND_URL", "app/{instanceId}")],

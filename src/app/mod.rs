@@ -1,6 +1,8 @@
 //! The application: shared state, the router with its middleware, and `serve`, which
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
+pub mod server;
+
 use crate::config::{ApiTokens, Keys, Settings};
 use crate::domain::callback::{self, Services};
 use crate::domain::events::DELIVER_KIND;
@@ -14,8 +16,11 @@ use crate::jobs::usage_push::{self, UsagePush};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::protocol::crypto::KeySize;
+use crate::protocol::signature::Accept;
 use crate::protocol::webhook::WebhookSecret;
 use crate::routes;
+use crate::store::health::{self, Health};
+use crate::store::refused::{self, RefusedWriter};
 use crate::store::{self, PoolOptions, Store, StoreError};
 use axum::Router;
 use axum::http::HeaderName;
@@ -31,7 +36,8 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub services: Services,
     pub keys: Arc<Keys>,
-    pub accept_variant_b: bool,
+    /// What a signature may match besides variant A over the raw body (D1, D1a).
+    pub accept: Accept,
     pub max_body_bytes: usize,
     /// SaaS 1.0 field-encryption key size (`encryptType`).
     pub saas_v1_key_size: KeySize,
@@ -44,6 +50,10 @@ pub struct AppState {
     pub job_policy: jobs::Policy,
     /// How long callback records are kept, if not for ever.
     pub audit_retention: Option<Duration>,
+    /// What the public listener allows each connection.
+    pub connections: server::Limits,
+    /// Writes the records of refused requests; taken by [`serve`].
+    refused_writer: Arc<std::sync::Mutex<Option<RefusedWriter>>>,
     /// How long events are kept, if not for ever.
     pub event_retention: Option<Duration>,
     /// How long finished jobs are kept, if not for ever.
@@ -72,13 +82,17 @@ impl AppState {
         store: Arc<dyn Store>,
         provisioner: Arc<dyn Provisioner>,
     ) -> Self {
+        let (refused, refused_writer) = refused::channel(store.clone(), refused::CAPACITY);
         Self {
+            refused_writer: Arc::new(std::sync::Mutex::new(Some(refused_writer))),
             services: Services {
+                refused,
                 store,
                 provisioner,
                 deadline: settings.callback_deadline(),
                 clock: callback::system_clock(),
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
+                health: Health::new(true),
                 deliver_events: !settings.events.url.is_empty(),
                 provisioned: Arc::new(tokio::sync::Notify::new()),
                 provisioning_wait: Duration::from_millis(settings.provisioning_wait_ms),
@@ -91,7 +105,10 @@ impl AppState {
                 licensed: Arc::new(tokio::sync::Notify::new()),
             },
             keys: Arc::new(settings.keys.clone()),
-            accept_variant_b: settings.signature.accept_variant_b,
+            accept: Accept {
+                variant_b: settings.signature.accept_variant_b,
+                canonical: settings.signature.accept_canonical,
+            },
             max_body_bytes: settings.http.max_body_bytes,
             saas_v1_key_size: settings
                 .saas_v1_key_size()
@@ -103,6 +120,7 @@ impl AppState {
             marketplace: marketplace::Client::from_settings(settings),
             job_policy: settings.job_policy(),
             audit_retention: settings.audit_retention(),
+            connections: settings.connection_limits(),
             event_retention: settings.event_retention(),
             job_retention: settings.job_retention(),
             webhook: (!settings.events.url.is_empty()).then(|| Webhook {
@@ -181,16 +199,59 @@ impl AppState {
 
 /// Opens and migrates the configured store.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
-    let options = PoolOptions {
-        max_connections: settings.database.max_connections,
-        acquire_timeout: settings.acquire_timeout(),
-    };
-    let store = store::connect(&settings.database_url, &options).await?;
+    let store = connect_store(settings).await?;
     store.migrate().await?;
     Ok(store)
 }
 
-/// The public router with its middleware: request ids outermost, then one span per request.
+async fn connect_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let options = PoolOptions {
+        max_connections: settings.database.max_connections,
+        acquire_timeout: settings.acquire_timeout(),
+    };
+    store::connect(&settings.database_url, &options).await
+}
+
+/// Longest wait between two attempts to migrate a database that cannot be reached.
+const MIGRATE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Opens the configured store for `serve`. A database that cannot be reached yet (say,
+/// PostgreSQL still starting) does not stop the start: the migrations are retried in the
+/// background with a backoff, and until they are applied the returned health says the
+/// database is down (callbacks `000005`, `/readyz` 503). Any other failure is returned.
+pub async fn open_store_for_serving(
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Arc<Health>), StoreError> {
+    let store = connect_store(settings).await?;
+    match store.migrate().await {
+        Ok(()) => return Ok((store, Health::new(true))),
+        Err(error) if !health::unreachable(&error) => return Err(error),
+        Err(error) => tracing::warn!(%error, "database unreachable: serving, migrations retried"),
+    }
+    let health = Health::new(false);
+    let (retrying, ready) = (store.clone(), health.clone());
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            tokio::time::sleep(wait).await;
+            match retrying.migrate().await {
+                Ok(()) => {
+                    tracing::info!("database reachable: migrations applied, ready");
+                    ready.set_migrated();
+                    return;
+                }
+                Err(error) => {
+                    wait = (wait * 2).min(MIGRATE_BACKOFF_MAX);
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "still waiting for the database to apply migrations");
+                }
+            }
+        }
+    });
+    Ok((store, health))
+}
+
+/// The public router with its middleware: request ids outermost (a client's kept only
+/// when it is a short printable token), then one span per request.
 pub fn router(state: AppState) -> Router {
     traced(routes::router(state))
 }
@@ -201,11 +262,13 @@ pub fn admin_router(state: AppState) -> Router {
 }
 
 fn traced(router: Router) -> Router {
-    let x_request_id = HeaderName::from_static("x-request-id");
+    let x_request_id = HeaderName::from_static(routes::REQUEST_ID);
     router
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        // Outermost: an unfit client id is dropped, so the layer above generates one.
+        .layer(axum::middleware::map_request(routes::drop_unfit_request_id))
 }
 
 /// The bound listeners: the public one KooGallery calls, and the internal one.
@@ -232,6 +295,27 @@ pub async fn serve(
         },
         stop_rx.clone(),
     );
+    let probe = {
+        let (health, store, stop) = (
+            state.services.health.clone(),
+            state.services.store.clone(),
+            stop_rx.clone(),
+        );
+        async move { health.probe(store, stop).await }
+    };
+    let writer = state
+        .refused_writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let refused = {
+        let stop = stop_rx.clone();
+        async move {
+            if let Some(writer) = writer {
+                writer.run(stop).await;
+            }
+        }
+    };
     let worker = state.worker().run(stop_rx.clone());
     let usage = usage_push::schedule(
         state.services.store.clone(),
@@ -246,13 +330,14 @@ pub async fn serve(
         },
     );
     let server = async move {
-        let result = axum::serve(listeners.public, router(state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = state.connections.clone();
+        let key = state.keys.saas.primary().cloned();
+        let result = server::run(listeners.public, router(state), limits, key, shutdown).await;
         drop(stop_tx);
         result
     };
-    let (result, admin, (), (), ()) = tokio::join!(server, admin, purger, worker, usage);
+    let (result, admin, (), (), (), (), ()) =
+        tokio::join!(server, admin, purger, worker, probe, refused, usage);
     result.and(admin)
 }
 

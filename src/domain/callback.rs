@@ -14,8 +14,11 @@ use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v1 as v1;
 use crate::protocol::saas_v2 as v2;
 use crate::protocol::signature::{AuthError, Verified};
+use crate::store::health::Health;
+use crate::store::refused::RefusedLog;
 use crate::store::{CallbackRecord, Store, StoreError, StoreResult, StoredAnswer};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the domain needs to run callbacks.
@@ -32,6 +35,10 @@ pub struct Services {
     /// Woken after each committed callback, so that the jobs it enqueued start at once
     /// rather than at the next poll.
     pub wake_jobs: Arc<tokio::sync::Notify>,
+    /// Whether the database is known to be down.
+    pub health: Arc<Health>,
+    /// Where requests refused before verification are recorded, off the hot path.
+    pub refused: RefusedLog,
     /// A webhook endpoint is configured: every event is also queued for delivery.
     pub deliver_events: bool,
     /// Woken when the merchant's app completes a provisioning on this replica, so that a
@@ -151,6 +158,13 @@ impl Work {
 /// Processes an authenticated callback. `nonce` (SaaS 2.0; 1.0 has none) is claimed in
 /// the same transaction as everything else; `work` is the parsed request, or why it
 /// could not be parsed.
+///
+/// One budget: reading the body (since `started`), the transaction and the record share
+/// the callback deadline. The transaction runs in its own task, so that a client that
+/// goes away cannot cut it off between COMMIT and the answer, and the deadline covers
+/// everything up to COMMIT but not COMMIT itself: once COMMIT is sent, its outcome
+/// decides the answer, so a committed callback is never answered `000005` nor recorded
+/// twice.
 pub async fn process(
     services: &Services,
     nonce: Option<&Verified>,
@@ -165,23 +179,73 @@ pub async fn process(
         record.order_id = work.order_id().map(str::to_owned);
         record.instance_id = work.instance_id().map(str::to_owned);
     }
-    let run = run(services, nonce, work, &mut record, started, now_ms);
-    let failure = match tokio::time::timeout(services.deadline, run).await {
-        Ok(Ok(Some(answer))) => return answer,
-        Ok(Ok(None)) => {
+    if services.health.is_down() {
+        // Waiting for a connection would only make KooGallery's retry come later.
+        tracing::warn!("database known to be down: answered 000005 at once");
+        return Answer::reply(&Reply::new(
+            ResultCode::Internal,
+            "internal error: database unavailable",
+        ));
+    }
+    let deadline = tokio::time::Instant::from_std(started + services.deadline);
+    let phase = Arc::new(AtomicU8::new(RUNNING));
+    let mut task = {
+        let services = services.clone();
+        let nonce = nonce.cloned();
+        let mut record = record.clone();
+        let phase = phase.clone();
+        tokio::spawn(async move {
+            let outcome = run(
+                &services,
+                nonce.as_ref(),
+                work,
+                &mut record,
+                started,
+                now_ms,
+                deadline,
+                &phase,
+            )
+            .await;
+            if let Err(Failure::Store(error)) = &outcome {
+                services.health.observe(error);
+            }
+            (outcome, record)
+        })
+    };
+    // The task's own timeout covers its waits; this one also covers work that does not
+    // yield (a provisioner). Past the deadline, a task that has not begun COMMIT is told
+    // to roll back; one that has is waited for, as its outcome is the answer.
+    let joined = match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => joined,
+        Err(_) if abandon(&phase) => Ok((Err(Failure::TimedOut), record.clone())),
+        Err(_) => task.await,
+    };
+    let (outcome, record) = match joined {
+        Ok((outcome, record)) => (outcome, record),
+        // The task panicked: nothing was committed (its transaction rolled back).
+        Err(_) => (Err(Failure::Panicked), record),
+    };
+    let failure = match outcome {
+        Ok(Some(answer)) => return answer,
+        Ok(None) => {
             tracing::warn!("replayed nonce refused");
             let answer = Answer::reply(&Reply::new(
                 ResultCode::AuthFailed,
                 AuthError::ReplayedNonce.to_string(),
             ));
+            let mut record = record;
             record.verdict = "replayed-nonce".into();
             return refuse(services, record, answer, started).await;
         }
-        Ok(Err(error)) => {
+        Err(Failure::Store(error)) => {
             tracing::error!(%error, "callback failed");
             "internal error"
         }
-        Err(_) => {
+        Err(Failure::Panicked) => {
+            tracing::error!("callback panicked");
+            "internal error"
+        }
+        Err(Failure::TimedOut) => {
             tracing::error!(
                 deadline_ms = services.deadline.as_millis() as u64,
                 "callback timed out"
@@ -193,6 +257,28 @@ pub async fn process(
     refuse(services, record, answer, started).await
 }
 
+/// Why a callback's transaction did not commit.
+enum Failure {
+    Store(StoreError),
+    /// The deadline passed before COMMIT.
+    TimedOut,
+    Panicked,
+}
+
+/// Where a callback's task is: still working, committing (its outcome is the answer), or
+/// abandoned at the deadline (it must roll back).
+const RUNNING: u8 = 0;
+const COMMITTING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Marks a still-running task as abandoned; `false` if it has begun COMMIT.
+fn abandon(phase: &AtomicU8) -> bool {
+    phase
+        .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+#[allow(clippy::too_many_arguments)] // The parts of one callback, owned by its task.
 async fn run(
     services: &Services,
     nonce: Option<&Verified>,
@@ -200,7 +286,67 @@ async fn run(
     record: &mut CallbackRecord,
     started: Instant,
     now_ms: i64,
-) -> StoreResult<Option<Answer>> {
+    deadline: tokio::time::Instant,
+    phase: &AtomicU8,
+) -> Result<Option<Answer>, Failure> {
+    let prepared = tokio::time::timeout_at(
+        deadline,
+        prepare(services, nonce, work, record, started, now_ms),
+    )
+    .await;
+    let Prepared {
+        tx,
+        answer,
+        wait_for,
+    } = match prepared {
+        Ok(Ok(Some(prepared))) => prepared,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(error)) => return Err(Failure::Store(error)),
+        Err(_) => return Err(Failure::TimedOut),
+    };
+    // Dropping the transaction rolls it back: the caller has answered 000005.
+    if phase
+        .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Failure::TimedOut);
+    }
+    tx.commit().await.map_err(Failure::Store)?;
+    services.wake_jobs.notify_one();
+    let Some(wait) = wait_for else {
+        return Ok(Some(answer));
+    };
+    // The answer sent may be the app's, so the record is written once it is known.
+    let answered = match wait {
+        Wait::App(instance_id) => wait_for_app(services, &instance_id, started).await,
+        Wait::License(event_id) => wait_for_upload(services, &event_id, started).await,
+    };
+    let answer = answered.unwrap_or(answer);
+    fill(record, &answer, started);
+    if let Err(error) = services.store.record_callback(record).await {
+        tracing::error!(%error, "could not record the callback");
+    }
+    Ok(Some(answer))
+}
+
+/// A callback's transaction, ready to commit.
+struct Prepared {
+    tx: Box<dyn crate::store::Tx>,
+    answer: Answer,
+    /// What is awaited after COMMIT (the app's provisioning, a License upload); the
+    /// record is then written on its own, once the answer sent is known.
+    wait_for: Option<Wait>,
+}
+
+/// Everything of a callback's transaction up to COMMIT; `None` for a replayed nonce.
+async fn prepare(
+    services: &Services,
+    nonce: Option<&Verified>,
+    work: Result<Work, FieldError>,
+    record: &mut CallbackRecord,
+    started: Instant,
+    now_ms: i64,
+) -> StoreResult<Option<Prepared>> {
     // `app` provisioning: a fresh SaaS 2.0 newInstance waits for the app (merchant-api.md §3).
     let waits_for_app = services.provisioner.asks_app()
         && matches!(&work, Ok(Work::SaasV2 { request, .. })
@@ -267,26 +413,15 @@ async fn run(
         }
         _ => None,
     };
-    let Some(wait) = wait_for else {
+    if wait_for.is_none() {
         fill(record, &answer, started);
         tx.record_callback(record).await?;
-        tx.commit().await?;
-        services.wake_jobs.notify_one();
-        return Ok(Some(answer));
-    };
-    // The answer sent may be the app's, so the record is written once it is known.
-    tx.commit().await?;
-    services.wake_jobs.notify_one();
-    let answered = match wait {
-        Wait::App(instance_id) => wait_for_app(services, &instance_id, started).await,
-        Wait::License(event_id) => wait_for_upload(services, &event_id, started).await,
-    };
-    let answer = answered.unwrap_or(answer);
-    fill(record, &answer, started);
-    if let Err(error) = services.store.record_callback(record).await {
-        tracing::error!(%error, "could not record the callback");
     }
-    Ok(Some(answer))
+    Ok(Some(Prepared {
+        tx,
+        answer,
+        wait_for,
+    }))
 }
 
 /// What an answered `000004` may still become within the callback's deadline.
@@ -388,17 +523,41 @@ pub async fn refuse(
     started: Instant,
 ) -> Answer {
     fill(&mut record, &answer, started);
+    if services.health.is_down() {
+        tracing::warn!("database known to be down: the callback is not recorded");
+        return answer;
+    }
     let left = services
         .deadline
         .saturating_sub(started.elapsed())
         .max(RECORD_GRACE);
     match tokio::time::timeout(left, services.store.record_callback(&record)).await {
         Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "could not record the callback"),
+        Ok(Err(error)) => {
+            services.health.observe(&error);
+            tracing::error!(%error, "could not record the callback");
+        }
         Err(_) => tracing::error!(
             waited_ms = left.as_millis() as u64,
             "could not record the callback in time"
         ),
+    }
+    answer
+}
+
+/// Answers a request refused before its signature was verified (or that could not be
+/// read). Its record (bounded by [`CallbackRecord::bound_unverified`]) goes into the
+/// refused-request buffer instead of being written now, so that anonymous senders never
+/// take the database from callbacks.
+pub fn refuse_unverified(
+    services: &Services,
+    mut record: CallbackRecord,
+    answer: Answer,
+    started: Instant,
+) -> Answer {
+    fill(&mut record, &answer, started);
+    if !services.health.is_down() {
+        services.refused.record(record);
     }
     answer
 }

@@ -26,7 +26,23 @@ pub async fn act(
 ) -> StoreResult<Decision<Answer>> {
     let test = request.test;
     let credentials = Credentials::Encrypted(cipher.clone());
-    match request.activity {
+    // An exact repeat of a state-changing request gets the first answer without running
+    // again, so that a captured `instanceStatus FREEZE` cannot be replayed after an
+    // unfreeze. newInstance is already answered once per order, queryInstance changes
+    // nothing.
+    let repeat = match (&request.activity, request.repeat_key) {
+        (Activity::NewInstance(_) | Activity::QueryInstance { .. }, _) | (_, None) => None,
+        (_, Some(key)) => Some(IdempotencyKey {
+            scope: "saas_v1.repeat",
+            key,
+        }),
+    };
+    if let Some(key) = &repeat
+        && let Some(earlier) = steps::replay(tx, key, now_ms).await?
+    {
+        return Ok(Decision::quiet(earlier));
+    }
+    let decision = match request.activity {
         Activity::NewInstance(order) => {
             new_instance(tx, provisioner, test, *order, &credentials, now_ms).await
         }
@@ -73,7 +89,11 @@ pub async fn act(
             })
             .await
         }
+    }?;
+    if let Some(key) = &repeat {
+        steps::settle(tx, key, &decision.answer).await?;
     }
+    Ok(decision)
 }
 
 /// D7: one instance per `orderId` — per `orderId` + `productId` for pay-per-use, where one

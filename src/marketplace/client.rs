@@ -17,6 +17,24 @@ use std::time::Duration;
 /// `92020000` (license codes).
 const SUCCESS_CODES: [&str; 3] = [MKT_SUCCESS, "CBC.0000", "92020000"];
 
+/// The largest open-API answer read: 查询订单, the largest, is a few KiB.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The path of 字符串/文件流上传 (§8.3) for `event_id`, which must be a plain token (at
+/// most 64 letters, digits, `-` or `_`) so that it can only name one event.
+pub fn market_event_file_path(event_id: &str) -> Result<String, MarketError> {
+    let plain = (1..=64).contains(&event_id.len())
+        && event_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    if !plain {
+        return Err(MarketError::Request(format!(
+            "event id {event_id:?} is not a token of at most 64 letters, digits, - or _"
+        )));
+    }
+    Ok(paths::MARKET_EVENT_FILE.replace("{event_id}", event_id))
+}
+
 /// A call to the open APIs failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MarketError {
@@ -388,7 +406,11 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(request_timeout)
+            // http:// is accepted for a loopback mock only, checked when the settings load.
             .https_only(false)
+            // A redirect would carry the signed headers to a host koogate never chose; a
+            // 3xx is an answer like any other, and not the JSON an API documents.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("koogate/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend initialises");
@@ -557,15 +579,34 @@ impl Client {
         if !request.body.is_empty() {
             builder = builder.body(request.body.to_vec());
         }
-        let response = builder.send().await.map_err(|e| self.classify(e))?;
+        let mut response = builder.send().await.map_err(|e| self.classify(e))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
+        let too_large = || {
+            HostError::Other(MarketError::Malformed {
+                status,
+                detail: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            })
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| HostError::Other(self.failure(e)))?;
+            .map_err(|e| HostError::Other(self.failure(e)))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(Answer {
             status,
-            body: body.to_vec(),
+            body,
             base: base.clone(),
         })
     }
@@ -579,6 +620,17 @@ impl Client {
         credentials: &Credentials,
         sdk_date: &str,
     ) -> Result<Prepared, MarketError> {
+        // A dot segment would be resolved by the gateway to another API than was signed.
+        if request
+            .path
+            .split('/')
+            .any(|segment| matches!(segment, "." | ".."))
+        {
+            return Err(MarketError::Request(format!(
+                "{:?} has a dot segment",
+                request.path
+            )));
+        }
         let prefix = base.path().trim_end_matches('/');
         let path = format!("{prefix}{}", request.path);
         let mut url = base.clone();

@@ -23,8 +23,11 @@ pub enum Activation {
     Known(LicenseCode),
 }
 
-/// Activates `license` with KooGallery and remembers it. The open API is called first,
-/// outside any transaction: a code KooGallery refuses is never stored.
+/// Activates `license` with KooGallery and remembers it. The activation is noted before
+/// the open API is called and completed once the code is stored, so that a crash (or a
+/// failure) between the two leaves a trace: `license show` and the start of `serve` name
+/// such codes, and activating again completes them. A code KooGallery refuses is never
+/// stored.
 pub async fn activate(
     client: &Client,
     store: &dyn Store,
@@ -32,15 +35,19 @@ pub async fn activate(
     real_effect_time: Option<&str>,
     now_ms: i64,
 ) -> Result<Activation, ActivateError> {
+    store.begin_license_activation(license, now_ms).await?;
     let info = client.activate_license(license, real_effect_time).await?;
     let code = LicenseCode::from_activation(license.to_owned(), &info, now_ms);
-    if store.insert_license_code(&code).await? {
+    let activation = if store.insert_license_code(&code).await? {
         tracing::info!(license, order_id = ?code.order_id, "license code activated");
-        return Ok(Activation::New(code));
-    }
-    let known = store
-        .license_code(license)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("license code {license} vanished")))?;
-    Ok(Activation::Known(known))
+        Activation::New(code)
+    } else {
+        let known = store
+            .license_code(license)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("license code {license} vanished")))?;
+        Activation::Known(known)
+    };
+    store.complete_license_activation(license, now_ms).await?;
+    Ok(activation)
 }

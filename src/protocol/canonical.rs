@@ -37,6 +37,22 @@ pub fn canonical_form(body: &[u8]) -> Option<Vec<u8>> {
     Some(out.into_bytes())
 }
 
+/// The top-level members of a JSON object in the order received, each value as its raw
+/// text, repeats included.
+pub fn members(body: &[u8]) -> Result<Vec<(String, Box<RawValue>)>, serde_json::Error> {
+    serde_json::from_slice(body).map(|Entries(entries)| entries)
+}
+
+/// A key named more than once among `members`, if any.
+pub fn repeated_key(members: &[(String, Box<RawValue>)]) -> Option<&str> {
+    let mut names: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    names
+        .windows(2)
+        .find(|pair| pair.first() == pair.last())
+        .and_then(|pair| pair.first().copied())
+}
+
 /// A nested value, compact, with its keys in the order received.
 fn write_value(raw: &RawValue, out: &mut String) -> Option<()> {
     let text = raw.get().trim();
@@ -143,6 +159,16 @@ mod tests {
         assert_eq!(
             signature::sign(KEY, NONCE, TS, VECTOR_3B.as_bytes(), Variant::A),
             "6067F7CAA33482FC64DE75ECED6CBEA85B42C7739C7DB0193E6B478B8D0B6DA4"
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_found() {
+        let members = members(br#"{"b":1,"a":2,"b":3}"#).unwrap();
+        assert_eq!(repeated_key(&members), Some("b"));
+        assert_eq!(
+            repeated_key(&super::members(br#"{"b":1,"a":2}"#).unwrap()),
+            None
         );
     }
 

@@ -1,7 +1,9 @@
 //! Reading request fields with the limits of the spec tables. Every failure names the
 //! field, because the message goes back to KooGallery as `resultMsg` (`000002`).
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// A request that does not match its field table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,19 +20,52 @@ pub enum FieldError {
     Invalid { field: &'static str, reason: String },
     #[error("unknown activity {0:?}")]
     UnknownActivity(String),
+    #[error("{0} appears more than once")]
+    Repeated(String),
 }
 
-/// The fields of one JSON request body.
-pub struct Fields(Map<String, Value>);
+/// Refuses a control character (NUL included) in an id or an enum word: no KooGallery id
+/// holds one, PostgreSQL cannot store NUL in text, and ids joined by a newline into one
+/// idempotency key stay distinct only because none contains one.
+pub fn refuse_control(field: &'static str, text: &str) -> Result<(), FieldError> {
+    match text.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(FieldError::Invalid {
+            field,
+            reason: format!("contains the control character U+{:04X}", u32::from(c)),
+        }),
+    }
+}
+
+/// Free text (a name) as it can be stored anywhere: NUL, which PostgreSQL refuses in
+/// text, becomes U+FFFD; everything else is kept.
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
+/// The fields of one JSON request body, each as its received JSON text.
+pub struct Fields(BTreeMap<String, Box<RawValue>>);
 
 impl Fields {
-    /// Parses a body that must be a JSON object.
+    /// Parses a body that must be a JSON object naming each field once (D1a: a repeated
+    /// field could be read differently from what was signed).
     pub fn parse(body: &[u8]) -> Result<Self, FieldError> {
+        // The general parser first, for its messages (and its number range check).
         match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(FieldError::NotJson("expected an object".into())),
-            Err(e) => Err(FieldError::NotJson(e.to_string())),
+            Ok(Value::Object(_)) => {}
+            Ok(_) => return Err(FieldError::NotJson("expected an object".into())),
+            Err(e) => return Err(FieldError::NotJson(e.to_string())),
         }
+        let members =
+            super::canonical::members(body).map_err(|e| FieldError::NotJson(e.to_string()))?;
+        if let Some(name) = super::canonical::repeated_key(&members) {
+            return Err(FieldError::Repeated(name.to_owned()));
+        }
+        Ok(Self(members.into_iter().collect()))
     }
 
     /// A mandatory string of at most `max` characters. Blank counts as missing.
@@ -39,14 +74,20 @@ impl Fields {
     }
 
     /// An optional string of at most `max` characters. Absent, `null` and blank are `None`.
-    /// Numbers are accepted in their JSON text form, since V1 documents some string
-    /// fields (e.g. `testFlag`) as integers.
+    /// Numbers are accepted in their JSON text exactly as sent (never through floating
+    /// point, which would merge long numeric ids), since V1 documents some string fields
+    /// (e.g. `testFlag`) as integers. Every field read here is an id or an enum word, so
+    /// control characters are refused.
     pub fn optional(&self, field: &'static str, max: usize) -> Result<Option<String>, FieldError> {
-        let text = match self.0.get(field) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(FieldError::NotString(field)),
+        let Some(raw) = self.0.get(field).map(|raw| raw.get()) else {
+            return Ok(None);
+        };
+        let text = match raw.as_bytes().first() {
+            Some(b'n') => return Ok(None),
+            Some(b'"') => serde_json::from_str::<String>(raw)
+                .map_err(|e| FieldError::NotJson(e.to_string()))?,
+            Some(b'-' | b'0'..=b'9') => raw.to_owned(),
+            _ => return Err(FieldError::NotString(field)),
         };
         if text.trim().is_empty() {
             return Ok(None);
@@ -54,12 +95,19 @@ impl Fields {
         if text.chars().count() > max {
             return Err(FieldError::TooLong { field, max });
         }
+        refuse_control(field, &text)?;
         Ok(Some(text))
     }
 
     /// A field that may be a JSON object or a JSON string holding one (spec §3.7).
     pub fn object(&self, field: &'static str) -> Result<Map<String, Value>, FieldError> {
-        match self.0.get(field) {
+        let value = self
+            .0
+            .get(field)
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+            .transpose()
+            .map_err(|e| FieldError::NotJson(e.to_string()))?;
+        match value.as_ref() {
             None | Some(Value::Null) => Err(FieldError::Missing(field)),
             Some(Value::Object(map)) => Ok(map.clone()),
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
@@ -144,6 +192,57 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_text() {
+        let f = fields(
+            r#"{"a":123456789012345678901234567890,"b":123456789012345678901234567891,"c":1.50}"#,
+        );
+        assert_eq!(
+            f.required("a", 64).unwrap(),
+            "123456789012345678901234567890"
+        );
+        assert_eq!(
+            f.required("b", 64).unwrap(),
+            "123456789012345678901234567891"
+        );
+        assert_eq!(f.required("c", 64).unwrap(), "1.50");
+    }
+
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        for body in [
+            r#"{"orderId":"A\u0000"}"#,
+            r#"{"orderId":"A\nB"}"#,
+            r#"{"orderId":"\u007f"}"#,
+        ] {
+            let refused = fields(body).required("orderId", 64).unwrap_err();
+            assert!(
+                matches!(
+                    refused,
+                    FieldError::Invalid {
+                        field: "orderId",
+                        ..
+                    }
+                ),
+                "{body}: {refused:?}"
+            );
+            assert!(refused.to_string().starts_with("orderId "), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused() {
+        assert_eq!(
+            Fields::parse(br#"{"orderId":"A","orderId":"B"}"#).err(),
+            Some(FieldError::Repeated("orderId".into()))
+        );
+    }
+
+    #[test]
+    fn free_text_is_kept_but_storable() {
+        assert_eq!(storable_text("a\0b\n".into()), "a\u{FFFD}b\n");
     }
 
     #[test]

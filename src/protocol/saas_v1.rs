@@ -8,11 +8,12 @@
 //! or length confirmed, spec §13 #5) are kept as text of at most [`MAX_UNDOCUMENTED_LEN`].
 
 use super::crypto::FieldCipher;
-use super::fields::FieldError;
+use super::fields::{FieldError, refuse_control, storable_text};
 use super::saas_v2::{MAX_QUERY_IDS_LEN, StatusChange, split_instance_ids};
 use super::time;
 use super::v1::{ExtendParam, ExtendParamsError, V1Request, decode_extend_params};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 /// Longest encrypted `mobilePhone`/`email` accepted: far above any real address once
 /// encrypted, but a bound on what is decrypted and stored.
@@ -26,6 +27,11 @@ pub const MAX_UNDOCUMENTED_LEN: usize = 64;
 pub struct Request {
     pub test: bool,
     pub activity: Activity,
+    /// Lowercase hex SHA-256 of the `authToken`. SaaS 1.0 has no nonce, but the token is
+    /// an HMAC over every parameter and the `timeStamp`, so an exact repeat (a capture
+    /// replayed, or KooGallery's own retry) has the same one. The hash, not the token, is
+    /// stored.
+    pub repeat_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,9 +255,9 @@ impl Request {
                 product_id: p.required("productId", 64)?,
                 sku_code: p.optional("skuCode", 64)?,
                 customer_id: p.required("customerId", 100)?,
-                customer_name: p.optional("customerName", 64)?,
+                customer_name: p.text("customerName", 64)?,
                 user_id: p.optional("userId", 64)?,
-                user_name: p.optional("userName", 64)?,
+                user_name: p.text("userName", 64)?,
                 mobile_phone: p.encrypted("mobilePhone", cipher)?,
                 email: p.encrypted("email", cipher)?,
                 trial_flag: p.optional("trialFlag", MAX_UNDOCUMENTED_LEN)?,
@@ -311,7 +317,14 @@ impl Request {
             },
             other => return Err(FieldError::UnknownActivity(other.to_owned())),
         };
-        Ok(Self { test, activity })
+        let repeat_key = request
+            .auth_token()
+            .map(|token| hex::encode(Sha256::digest(token.as_bytes())));
+        Ok(Self {
+            test,
+            activity,
+            repeat_key,
+        })
     }
 }
 
@@ -346,12 +359,23 @@ struct Params<'a>(&'a V1Request);
 impl Params<'_> {
     /// An optional value of at most `max` characters; absent and blank are `None` (the GET
     /// form keeps empty parameters, which carry nothing).
+    /// Every field read this way is an id or an enum word, so control characters are
+    /// refused (see [`refuse_control`]); names are read with [`Params::text`].
     fn optional(&self, field: &'static str, max: usize) -> Result<Option<String>, FieldError> {
+        let text = self.text(field, max)?;
+        if let Some(text) = &text {
+            refuse_control(field, text)?;
+        }
+        Ok(text)
+    }
+
+    /// Free text of at most `max` characters, kept as sent but storable.
+    fn text(&self, field: &'static str, max: usize) -> Result<Option<String>, FieldError> {
         match self.0.get(field) {
             None => Ok(None),
             Some(value) if value.trim().is_empty() => Ok(None),
             Some(value) if value.chars().count() > max => Err(FieldError::TooLong { field, max }),
-            Some(value) => Ok(Some(value.to_owned())),
+            Some(value) => Ok(Some(storable_text(value.to_owned()))),
         }
     }
 
@@ -378,6 +402,7 @@ impl Params<'_> {
         self.parsed(field, MAX_ENCRYPTED_LEN, |raw| {
             cipher
                 .decrypt(raw)
+                .map(storable_text)
                 .map_err(|e| format!("cannot be decrypted: {e}"))
         })
     }

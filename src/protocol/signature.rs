@@ -119,17 +119,39 @@ pub enum AuthError {
     Future(i64),
     #[error("nonce is longer than {MAX_NONCE_LEN} characters")]
     NonceTooLong,
+    #[error("nonce contains a control character")]
+    NonceControl,
     #[error("signature does not match")]
     BadSignature,
     #[error("nonce was already used")]
     ReplayedNonce,
 }
 
-/// A verified request: which key and variant matched, and when its nonce may be forgotten.
+/// Which bytes a signature matched (D1a).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The body exactly as received.
+    Raw,
+    /// The body's canonical form ([`super::canonical::canonical_form`]).
+    Canonical,
+}
+
+/// What a verification accepts besides variant A over the raw body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accept {
+    /// D1: variant B (plain SHA-256 payload hash) too.
+    pub variant_b: bool,
+    /// D1a: the body's canonical form, when the raw bytes do not match.
+    pub canonical: bool,
+}
+
+/// A verified request: which key, variant and form matched, and when its nonce may be
+/// forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub key_index: usize,
     pub variant: Variant,
+    pub form: Form,
     pub nonce: String,
     /// D2: the nonce must be remembered until the timestamp (or now, if later) + 60 s.
     pub nonce_expires_ms: i64,
@@ -175,13 +197,29 @@ fn signature_bytes(
     mac.finalize().into_bytes().into()
 }
 
-/// Verifies a callback over the exact body bytes received (D1, D2). The nonce is not
-/// checked here: its store is shared by replicas and lives in the database.
+/// Verifies a callback over the exact body bytes received (D1, D2), and nothing else.
 pub fn verify(
     keys: &KeyRing,
     params: &SignedParams,
     body: &[u8],
     accept_variant_b: bool,
+    now_ms: i64,
+) -> Result<Verified, AuthError> {
+    let accept = Accept {
+        variant_b: accept_variant_b,
+        canonical: false,
+    };
+    verify_with(keys, params, body, accept, now_ms)
+}
+
+/// Verifies a callback (D1, D1a, D2): over the exact body bytes received with every key,
+/// then, when `accept.canonical` is set, over the body's canonical form. The nonce is not
+/// checked here: its store is shared by replicas and lives in the database.
+pub fn verify_with(
+    keys: &KeyRing,
+    params: &SignedParams,
+    body: &[u8],
+    accept: Accept,
     now_ms: i64,
 ) -> Result<Verified, AuthError> {
     if keys.is_empty() {
@@ -203,6 +241,10 @@ pub fn verify(
     if nonce.len() > MAX_NONCE_LEN {
         return Err(AuthError::NonceTooLong);
     }
+    // PostgreSQL cannot store NUL in the shared nonce table, and no sender needs one.
+    if nonce.chars().any(char::is_control) {
+        return Err(AuthError::NonceControl);
+    }
     let ts = timestamp_millis(timestamp).ok_or(AuthError::MalformedTimestamp)?;
     let age = now_ms - ts;
     // Whole seconds rounded up, so a refusal never reads "60 s" for 60.5 s.
@@ -216,23 +258,36 @@ pub fn verify(
     // D1: hex is compared case-insensitively; a malformed hex string simply never matches.
     let received =
         hex::decode(signature.to_ascii_lowercase()).map_err(|_| AuthError::BadSignature)?;
-    let variants: &[Variant] = if accept_variant_b {
+    let variants: &[Variant] = if accept.variant_b {
         &[Variant::A, Variant::B]
     } else {
         &[Variant::A]
     };
-    for (key_index, key) in keys.iter().enumerate() {
-        for &variant in variants {
-            let expected = signature_bytes(key.expose_secret(), nonce, timestamp, body, variant);
-            if bool::from(expected.as_slice().ct_eq(&received)) {
-                return Ok(Verified {
-                    key_index,
-                    variant,
-                    nonce: nonce.to_owned(),
-                    nonce_expires_ms: ts.max(now_ms) + WINDOW_MS,
-                });
-            }
-        }
+    let matching = |payload: &[u8]| {
+        keys.iter().enumerate().find_map(|(key_index, key)| {
+            variants.iter().find_map(|&variant| {
+                let expected =
+                    signature_bytes(key.expose_secret(), nonce, timestamp, payload, variant);
+                bool::from(expected.as_slice().ct_eq(&received)).then_some((key_index, variant))
+            })
+        })
+    };
+    let verified = |(key_index, variant), form| Verified {
+        key_index,
+        variant,
+        form,
+        nonce: nonce.to_owned(),
+        nonce_expires_ms: ts.max(now_ms) + WINDOW_MS,
+    };
+    if let Some(matched) = matching(body) {
+        return Ok(verified(matched, Form::Raw));
+    }
+    if accept.canonical
+        && let Some(canonical) = super::canonical::canonical_form(body)
+        && canonical != body
+        && let Some(matched) = matching(&canonical)
+    {
+        return Ok(verified(matched, Form::Canonical));
     }
     Err(AuthError::BadSignature)
 }
@@ -331,6 +386,41 @@ mod tests {
                 NOW
             )
             .is_ok()
+        );
+    }
+
+    /// Vector 3b: the body as sent (spaces, keys out of order, a top-level null).
+    const BODY_3B: &[u8] = br#"{"orderId": "CS2211181819B4LVS", "activity": "newInstance", "orderLineId": "CS2211181819B4LVS-000001", "businessId": "87b94795-0603-4e24-8ae5-69420d60e3c8", "testFlag": "1", "extra": null}"#;
+    const SIG_3B_RAW: &str = "6067F7CAA33482FC64DE75ECED6CBEA85B42C7739C7DB0193E6B478B8D0B6DA4";
+
+    #[test]
+    fn spec_vector_3b_raw_and_canonical_forms() {
+        assert_eq!(sign(KEY, NONCE, TS, BODY_3B, Variant::A), SIG_3B_RAW);
+        let accept = Accept {
+            variant_b: false,
+            canonical: true,
+        };
+        let raw = verify_with(&ring(&[KEY]), &params(SIG_3B_RAW), BODY_3B, accept, NOW).unwrap();
+        assert_eq!(raw.form, Form::Raw);
+        let canonical = verify_with(&ring(&[KEY]), &params(SIG_A), BODY_3B, accept, NOW).unwrap();
+        assert_eq!(
+            (canonical.variant, canonical.form),
+            (Variant::A, Form::Canonical)
+        );
+        assert_eq!(
+            verify(&ring(&[KEY]), &params(SIG_A), BODY_3B, false, NOW),
+            Err(AuthError::BadSignature),
+            "the canonical form only when enabled"
+        );
+    }
+
+    #[test]
+    fn a_nonce_with_a_control_character_is_refused() {
+        let mut with_nul = params(SIG_A);
+        with_nul.nonce = Some("abc\0".into());
+        assert_eq!(
+            verify(&ring(&[KEY]), &with_nul, BODY, false, NOW),
+            Err(AuthError::NonceControl)
         );
     }
 

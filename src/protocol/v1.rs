@@ -134,6 +134,11 @@ impl V1Request {
         Self { params, auth_token }
     }
 
+    /// The received `authToken`, if any.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.auth_token.as_deref()
+    }
+
     /// The decoded value of parameter `name` (never `authToken`).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)

@@ -19,6 +19,32 @@ use tracing::Span;
 /// The response header that carries the body signature.
 pub const BODY_SIGN: &str = "Body-Sign";
 
+/// The request id header, kept from the client when fit (see [`fit_request_id`]).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest client request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client's request id is kept: a short printable token, at most
+/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters. Anything else is replaced by an id
+/// koogate generates, so no sender decides what is logged and stored under its name.
+pub fn fit_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len()) && value.iter().all(u8::is_ascii_graphic)
+}
+
+/// Removes a client request id that is not fit to keep, before one is generated.
+pub async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = request.headers_mut();
+    let unfit = headers.get_all(REQUEST_ID).iter().count() > 1
+        || headers
+            .get(REQUEST_ID)
+            .is_some_and(|value| !fit_request_id(value.as_bytes()));
+    if unfit {
+        headers.remove(REQUEST_ID);
+    }
+    request
+}
+
 /// Sends `body` as JSON, signed with `key` when there is one (with no key configured
 /// nothing can be signed; the answer then says so in `resultMsg`).
 pub fn signed(status: StatusCode, key: Option<&SecretString>, body: Vec<u8>) -> Response {
@@ -47,8 +73,9 @@ pub fn record(
     now_ms: i64,
 ) -> CallbackRecord {
     CallbackRecord {
+        // Set by the router's request-id layers: koogate's own, or a short token.
         request_id: headers
-            .get("x-request-id")
+            .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
@@ -122,9 +149,10 @@ pub async fn read_body(
     };
     tracing::warn!(%problem, "request refused before its signature was checked");
     record.verdict = "not-checked".into();
+    record.bound_unverified();
     record.http_status = status.as_u16();
     let reply = Reply::new(ResultCode::InvalidParam, problem);
-    let answer = callback::refuse(services, record, Answer::reply(&reply), started).await;
+    let answer = callback::refuse_unverified(services, record, Answer::reply(&reply), started);
     Err(signed(status, keys.primary(), answer.body))
 }
 

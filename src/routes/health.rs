@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The process is up and serving.
 pub async fn healthz() -> Json<Value> {
@@ -12,9 +13,24 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// The database answers; 503 otherwise, so a load balancer stops sending callbacks here.
+/// A database known to be down is not asked (the background probe does that), and one
+/// that is asked gets a second to answer.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = &state.services.store;
-    match store.ping().await {
+    let health = &state.services.health;
+    let answered = if health.is_down() {
+        Err("known to be down".to_owned())
+    } else {
+        match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                health.observe(&error);
+                Err(error.to_string())
+            }
+            Err(_) => Err("no answer within 1 s".to_owned()),
+        }
+    };
+    match answered {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({"status": "ready", "database": store.backend()})),

@@ -10,6 +10,8 @@ mod saas_v1;
 mod saas_v2;
 mod signed;
 
+pub use answer::{BODY_SIGN, REQUEST_ID, drop_unfit_request_id};
+
 use crate::app::AppState;
 use crate::protocol::signature::KeyRing;
 use crate::protocol::v1::AUTH_TOKEN;
@@ -30,7 +32,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(family(
             SAAS_PATH,
-            get(saas_v1::handle_get).post(saas_post),
+            // axum runs a GET route for HEAD too: a HEAD must not run a SaaS 1.0 activity.
+            get(saas_v1::handle_get)
+                .head(answer::method_not_allowed(keys.saas.clone()))
+                .post(saas_post),
             &keys.saas,
         ))
         .merge(family(

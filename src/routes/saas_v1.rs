@@ -96,7 +96,7 @@ async fn respond(
                 _ => problem,
             };
             let refused = Answer::reply(&Reply::new(code, msg));
-            let answer = callback::refuse(&state.services, record, refused, started).await;
+            let answer = callback::refuse_unverified(&state.services, record, refused, started);
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

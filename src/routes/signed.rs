@@ -9,7 +9,7 @@ use crate::domain::callback::{self, Answer, Work};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::fields::FieldError;
 use crate::protocol::reply::Reply;
-use crate::protocol::signature::{self, KeyRing, SignedParams, Variant};
+use crate::protocol::signature::{self, Form, KeyRing, SignedParams, Variant};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -68,7 +68,7 @@ pub async fn handle(
     };
 
     let params = SignedParams::from_query(&query);
-    let verified = match signature::verify(keys, &params, &body, state.accept_variant_b, now_ms) {
+    let verified = match signature::verify_with(keys, &params, &body, state.accept, now_ms) {
         Ok(verified) => verified,
         Err(problem) => {
             tracing::warn!(%problem, "signature refused");
@@ -77,8 +77,12 @@ pub async fn handle(
                 ResultCode::AuthFailed,
                 format!("authentication failed: {problem}"),
             );
-            let answer =
-                callback::refuse(&state.services, record, Answer::reply(&reply), started).await;
+            let answer = callback::refuse_unverified(
+                &state.services,
+                record,
+                Answer::reply(&reply),
+                started,
+            );
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };
@@ -86,6 +90,11 @@ pub async fn handle(
         tracing::info!("signature matched variant B (plain SHA-256 payload hash)");
     }
     record.verdict = format!("ok:{:?}", verified.variant);
+    if verified.form == Form::Canonical {
+        // D1a: the raw bytes did not match, their canonical form did.
+        tracing::info!("signature matched the body's canonical form, not its raw bytes");
+        record.verdict.push_str(":canonical");
+    }
 
     let key = keys
         .get(verified.key_index)

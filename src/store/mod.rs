@@ -4,8 +4,10 @@
 //! through one [`Tx`] and commits together.
 
 mod events;
+pub mod health;
 mod license_requests;
 mod postgres;
+pub mod refused;
 mod rows;
 mod sqlite;
 mod usage;
@@ -70,6 +72,8 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// Records a callback that changed nothing (refused before or after its transaction).
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
+    /// Records several refused requests in one transaction.
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()>;
     /// Forgets nonces whose replay window has passed; returns how many.
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
     /// Deletes at most `batch` callback records received before `before_ms`, oldest
@@ -82,6 +86,13 @@ pub trait Store: Send + Sync + 'static {
     /// The newest callbacks, newest first.
     async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>>;
     /// Remembers an activated license code; `false` if it is already known.
+    /// Notes that activating `license` through the open API begins (again).
+    async fn begin_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Notes that the activation of `license` completed and the code is stored.
+    async fn complete_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Activations begun and never completed (a crash or a failed call), oldest first,
+    /// with when they began.
+    async fn unfinished_license_activations(&self) -> StoreResult<Vec<(String, i64)>>;
     async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
     /// One license code, for operational commands and tests.
     async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
@@ -311,15 +322,46 @@ impl CallbackRecord {
     /// Marks the request as refused before verification, keeping at most
     /// [`REFUSED_BODY_KEPT`] bytes of its body (the verdict says how many there were).
     pub fn refused(&mut self, problem: impl std::fmt::Display) {
-        let len = self.raw_body.len();
         self.verdict = problem.to_string();
+        self.bound_unverified();
+    }
+
+    /// Bounds what an unauthenticated sender chose: the body and the raw query to
+    /// [`REFUSED_BODY_KEPT`] bytes each and the verdict to [`REFUSED_VERDICT_KEPT`], so
+    /// that no refused request can be stored larger than about 9 KiB.
+    pub fn bound_unverified(&mut self) {
+        truncate_chars(&mut self.verdict, REFUSED_VERDICT_KEPT);
+        let len = self.raw_body.len();
         if len > REFUSED_BODY_KEPT {
             self.raw_body.truncate(REFUSED_BODY_KEPT);
             self.verdict.push_str(&format!(
                 " (body of {len} bytes, first {REFUSED_BODY_KEPT} kept)"
             ));
         }
+        let len = self.raw_query.len();
+        if truncate_chars(&mut self.raw_query, REFUSED_BODY_KEPT) {
+            self.verdict.push_str(&format!(
+                " (query of {len} bytes, first {} kept)",
+                self.raw_query.len()
+            ));
+        }
     }
+}
+
+/// How much of the verdict of a refused request is kept (it may quote what was sent).
+pub const REFUSED_VERDICT_KEPT: usize = 512;
+
+/// Cuts `text` to at most `max` bytes on a character boundary; whether it was cut.
+fn truncate_chars(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
 }
 
 /// An order line koogate has heard of.

@@ -103,6 +103,15 @@ impl Store for PgStore {
         insert_callback(&mut conn, record).await
     }
 
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            insert_callback(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < $1")
             .bind(now_ms)
@@ -158,6 +167,37 @@ impl Store for PgStore {
         .await?;
         Ok(rows.into_iter().map(CallbackRecord::from).collect())
     }
+    async fn begin_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO license_activations (license, started_ms, completed_ms) VALUES ($1, $2, NULL) \
+             ON CONFLICT (license) DO UPDATE SET started_ms = excluded.started_ms, completed_ms = NULL",
+        )
+        .bind(license)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn complete_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE license_activations SET completed_ms = $1 WHERE license = $2")
+            .bind(now_ms)
+            .bind(license)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn unfinished_license_activations(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT license, started_ms FROM license_activations \
+             WHERE completed_ms IS NULL ORDER BY started_ms, license",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool> {
         let done = bind_license_code!(sqlx::query(INSERT_LICENSE_CODE), code, identity)
             .execute(&self.pool)

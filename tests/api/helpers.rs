@@ -8,7 +8,8 @@ use koogate::domain::callback::Clock;
 use koogate::domain::provision::Provisioner;
 use koogate::protocol::signature::{self, Variant};
 use koogate::protocol::v1::V1Request;
-use koogate::store::Store;
+use koogate::store::refused::RefusedLog;
+use koogate::store::{CallbackRecord, Store};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -125,6 +126,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
     pub db: Database,
+    /// The buffer the records of refused requests wait in before they are written.
+    pub refused: RefusedLog,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -210,6 +213,7 @@ impl TestApp {
             public: listener,
             admin: admin_listener,
         };
+        let refused = state.services.refused.clone();
         let server = tokio::spawn(app::serve(listeners, state, async {
             let _ = rx.await;
         }));
@@ -219,9 +223,20 @@ impl TestApp {
             store,
             client: reqwest::Client::new(),
             db,
+            refused,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// The newest `limit` callback records, once the refused ones buffered so far are
+    /// written.
+    pub async fn records(&self, limit: u32) -> Vec<CallbackRecord> {
+        self.refused.flushed().await;
+        self.store
+            .recent_callbacks(limit)
+            .await
+            .expect("records read")
     }
 
     /// Stops the server gracefully and gives back its database.

@@ -110,7 +110,7 @@ async fn unknown_codes_and_bad_input_are_refused(backend: Backend) {
         );
         assert!(answer.signed_with(KEY));
     }
-    let records = app.store.recent_callbacks(1).await.unwrap();
+    let records = app.records(1).await;
     assert_eq!(records[0].interface, "license_code");
 }
 

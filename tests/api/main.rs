@@ -3,8 +3,12 @@
 //! protocol module the server uses.
 
 mod api;
+mod connections;
+mod crash;
 mod events;
+mod fuzz_corpus;
 mod helpers;
+mod inputs;
 mod jobs;
 mod license_code;
 mod logs;
@@ -12,6 +16,7 @@ mod marketplace;
 mod mock_market;
 mod online_license;
 mod orders;
+mod outages;
 mod postgres;
 mod provisioning;
 mod receiver;

@@ -4,6 +4,7 @@
 use crate::helpers::KEY;
 use crate::mock_market::{AK, MockServer, SK};
 use koogate::config::{Credentials, Marketplace};
+use koogate::marketplace::client::{MAX_ANSWER_BYTES, market_event_file_path};
 use koogate::marketplace::mock::MOCK_LICENSE;
 use koogate::marketplace::{ApiCode, Client, MarketError, Request, interpret};
 use koogate::protocol::order::{LicenseCodeInfo, paths};
@@ -311,7 +312,7 @@ async fn license_strings_and_files_upload_as_multipart() {
     let mock = MockServer::start().await;
     mock.expect_license_event("event-0001").await;
     let client = client(&mock.url(), "", AK, SK);
-    let path = paths::MARKET_EVENT_FILE.replace("{event_id}", "event-0001");
+    let path = market_event_file_path("event-0001").unwrap();
     let content_type = "multipart/form-data; boundary=XBOUNDARYX";
     let file: &[u8] = b"\x00LICENSE\xffbytes";
     let sha = hex::encode(Sha256::digest(file));
@@ -369,4 +370,128 @@ async fn license_strings_and_files_upload_as_multipart() {
             (other, _) => panic!("{what}: {other:?}"),
         }
     }
+}
+
+/// Serves `router` on a loopback port and returns its URL.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Arrange: a host that would receive the signed headers, and one redirecting there.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let elsewhere = serve(axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "{}" }
+    }))
+    .await;
+    let redirecting = serve(axum::Router::new().fallback(move || {
+        let to = format!("{elsewhere}/stolen");
+        async move { axum::response::Redirect::temporary(&to) }
+    }))
+    .await;
+
+    let refused = client(&redirecting, "", AK, SK)
+        .query_order("MOCKONETIMENEW", None)
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(refused, MarketError::Malformed { status: 307, .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the other host"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_not_read_whole() {
+    let huge =
+        serve(axum::Router::new().fallback(|| async { vec![b' '; MAX_ANSWER_BYTES + 1] })).await;
+
+    let refused = client(&huge, "", AK, SK)
+        .query_order("MOCKONETIMENEW", None)
+        .await
+        .unwrap_err();
+
+    assert!(refused.to_string().contains("larger than"), "{refused}");
+}
+
+#[test]
+fn path_parameters_are_plain_tokens() {
+    assert!(
+        market_event_file_path("evt-01_AB")
+            .unwrap()
+            .ends_with("/market-event/evt-01_AB/file")
+    );
+    for bad in ["", "..", "a/b", "a%2Fb", "a?b", &"x".repeat(65)] {
+        assert!(market_event_file_path(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_are_never_sent() {
+    let mock = MockServer::start().await;
+    let refused = client(&mock.url(), "", AK, SK)
+        .send(&Request {
+            method: &Method::GET,
+            path: "/api/mkp-openapi-public/global/v1/order/../../v2/other",
+            query: &[],
+            content_type: None,
+            headers: &[],
+            body: b"",
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, MarketError::Request(_)), "{refused}");
+}
+
+crate::on_both_backends!(a_license_activation_is_noted_before_the_call_and_completed_after);
+
+async fn a_license_activation_is_noted_before_the_call_and_completed_after(
+    backend: crate::helpers::Backend,
+) {
+    use koogate::marketplace::license::{self, Activation};
+    let db = crate::helpers::Database::fresh(backend).await;
+    let options = koogate::store::PoolOptions {
+        max_connections: 4,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = koogate::store::connect(&db.url, &options).await.unwrap();
+    store.migrate().await.unwrap();
+    let mock = MockServer::start().await;
+    let client = client(&mock.url(), "", AK, SK);
+
+    // The call fails after the activation was noted: the code is not known, but noted.
+    mock.fail_next("http500", 1).await;
+    let failed = license::activate(&client, store.as_ref(), MOCK_LICENSE, None, 1_000).await;
+    assert!(failed.is_err());
+    assert!(store.license_code(MOCK_LICENSE).await.unwrap().is_none());
+    assert_eq!(
+        store.unfinished_license_activations().await.unwrap(),
+        vec![(MOCK_LICENSE.to_owned(), 1_000)]
+    );
+
+    // Activating again completes it.
+    let done = license::activate(&client, store.as_ref(), MOCK_LICENSE, None, 2_000)
+        .await
+        .unwrap();
+    assert!(matches!(done, Activation::New(_)));
+    assert!(
+        store
+            .unfinished_license_activations()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -96,7 +96,7 @@ async fn the_fast_path_answers_with_the_apps_info(backend: Backend) {
         "cust-0001"
     );
     // The audit record holds what was sent.
-    let recent = app.store.recent_callbacks(10).await.unwrap();
+    let recent = app.records(10).await;
     let record = recent.iter().find(|r| r.response_body == first.body);
     assert!(
         record.is_some(),

@@ -29,6 +29,7 @@ on_both_backends!(
     one_instance_model_across_generations,
     test_instances_keep_serving_dial_tests,
     every_callback_is_recorded_as_saas_v1,
+    an_exact_repeat_is_answered_without_running_again,
 );
 
 /// Servers in these tests hand out an administrator account, so that answers carry
@@ -1074,7 +1075,7 @@ async fn every_callback_is_recorded_as_saas_v1(backend: Backend) {
     app.get_raw("/koogallery/saas", "activity=newInstance")
         .await;
 
-    let records = app.store.recent_callbacks(10).await.unwrap();
+    let records = app.records(10).await;
     assert_eq!(records.len(), 3);
     let (refused, queried, first) = (&records[0], &records[1], &records[2]);
     for record in &records {
@@ -1104,4 +1105,49 @@ async fn every_callback_is_recorded_as_saas_v1(backend: Backend) {
     );
     assert_eq!(refused.verdict, "authToken is missing");
     assert_eq!(refused.result_code.as_deref(), Some("000001"));
+}
+
+/// A `HEAD` of a signed SaaS 1.0 GET (a link checker, a proxy's probe) is refused with a
+/// signed 405 and creates nothing: only a GET runs the activity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn head_does_not_run_an_activity() {
+    let app = spawn(Backend::Sqlite).await;
+    let query = new_instance(&order_id(), "head-only").signed_query(KEY);
+
+    let response = app
+        .client
+        .head(format!("{}?{query}", app.url("/koogallery/saas")))
+        .send()
+        .await
+        .expect("answered");
+
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(response.headers().contains_key("Body-Sign"));
+    assert!(app.store.instance("head-only").await.unwrap().is_none());
+}
+
+/// SaaS 1.0 has no nonce: a captured `instanceStatus FREEZE`, sent again unchanged (same
+/// `authToken` and `timeStamp`) after an unfreeze, gets the first answer and freezes
+/// nothing.
+async fn an_exact_repeat_is_answered_without_running_again(backend: Backend) {
+    let app = spawn(backend).await;
+    let order = order_id();
+    let id = format!("repeat-{order}");
+    app.v1_get(&new_instance(&order, &id)).await;
+    let freeze = instance_params("instanceStatus", &id)
+        .with("instanceStatus", "FREEZE")
+        .with("timeStamp", &v1_now())
+        .signed_query(KEY);
+
+    let first = app.get_raw("/koogallery/saas", &freeze).await;
+    let unfrozen = app
+        .v1_get(&instance_params("instanceStatus", &id).with("instanceStatus", "NORMAL"))
+        .await;
+    let replayed = app.get_raw("/koogallery/saas", &freeze).await;
+
+    assert_eq!(first.code(), "000000", "{}", first.msg());
+    assert_eq!(unfrozen.code(), "000000", "{}", unfrozen.msg());
+    assert_eq!(replayed.body, first.body, "the first answer, byte for byte");
+    assert!(replayed.signed_with(KEY));
+    assert_eq!(stored(&app, &id).await.state.as_str(), "active");
 }

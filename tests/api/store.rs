@@ -20,6 +20,7 @@ on_both_backends!(
     callbacks_round_trip,
     migrating_twice_is_harmless,
     old_callback_records_are_purged_in_batches,
+    refused_records_are_buffered_written_in_batches_and_dropped_when_full,
     events_are_sequenced_per_subject_and_read_in_feed_order,
     a_lane_runs_one_job_at_a_time_in_order,
     the_webhook_pause_is_kept_and_resumed,
@@ -516,4 +517,32 @@ async fn old_callback_records_are_purged_in_batches(backend: Backend) {
         .map(|r| r.request_id)
         .collect();
     assert_eq!(left, ["new"]);
+}
+
+async fn refused_records_are_buffered_written_in_batches_and_dropped_when_full(backend: Backend) {
+    use koogate::store::refused;
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let (log, writer) = refused::channel(store.clone(), 3);
+
+    // Nothing drains the buffer yet: three fit, two are dropped and counted.
+    for n in 0..5 {
+        log.record(record(&format!("refused-{n}")));
+    }
+    assert_eq!(log.dropped(), 2);
+    assert!(
+        store.recent_callbacks(10).await.unwrap().is_empty(),
+        "not written on the hot path"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let writing = tokio::spawn(writer.run(stop_rx));
+    log.flushed().await;
+    assert_eq!(store.recent_callbacks(10).await.unwrap().len(), 3);
+
+    // What is buffered when the server stops is still written.
+    log.record(record("at-stop"));
+    drop(stop_tx);
+    writing.await.unwrap();
+    assert_eq!(store.recent_callbacks(10).await.unwrap().len(), 4);
 }
