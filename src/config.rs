@@ -166,6 +166,7 @@ pub struct Jobs {
     pub poll_interval_ms: u64,
     pub lease_ms: u64,
     pub concurrency: u32,
+    pub retention_days: u32,
 }
 
 /// The Huawei Cloud access key pair (spec §8.1). The AK names the account and is not
@@ -371,6 +372,12 @@ impl Settings {
             Some(waits)
         };
         Ok(crate::jobs::event_delivery::Schedule { waits, max_age })
+    }
+
+    /// How long finished jobs are kept, if not for ever.
+    pub fn job_retention(&self) -> Option<Duration> {
+        (self.jobs.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.jobs.retention_days) * 86_400))
     }
 
     /// How long events are kept, if not for ever.

@@ -5,11 +5,19 @@ use axum::http::Request;
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured filter.
+/// Installs the global subscriber, writing to standard error (standard output belongs to
+/// the commands' results). `RUST_LOG`, when set, wins over the configured filter. Colours
+/// only on a terminal, never with `NO_COLOR` set, and never in JSON.
 pub fn init(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let colour = format == LogFormat::Text
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = match format {

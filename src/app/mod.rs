@@ -52,6 +52,8 @@ pub struct AppState {
     refused_writer: Arc<std::sync::Mutex<Option<RefusedWriter>>>,
     /// How long events are kept, if not for ever.
     pub event_retention: Option<Duration>,
+    /// How long finished jobs are kept, if not for ever.
+    pub job_retention: Option<Duration>,
     /// Where events are delivered, if anywhere.
     pub webhook: Option<Webhook>,
     /// The management API's bearer tokens.
@@ -107,6 +109,7 @@ impl AppState {
             audit_retention: settings.audit_retention(),
             connections: settings.connection_limits(),
             event_retention: settings.event_retention(),
+            job_retention: settings.job_retention(),
             webhook: (!settings.events.url.is_empty()).then(|| Webhook {
                 url: settings.events.url.clone(),
                 secrets: Arc::new(settings.event_secrets.clone()),
@@ -248,6 +251,7 @@ pub async fn serve(
         Retention {
             callbacks: state.audit_retention,
             events: state.event_retention,
+            jobs: state.job_retention,
         },
         stop_rx.clone(),
     );
@@ -300,11 +304,12 @@ const PURGE_BATCH: u32 = 1_000;
 struct Retention {
     callbacks: Option<Duration>,
     events: Option<Duration>,
+    jobs: Option<Duration>,
 }
 
 /// Background maintenance, once a minute: forgets expired nonces, so the shared nonce
-/// table stays small, and deletes callback records and events older than their
-/// retention, if any.
+/// table stays small, and deletes callback records, finished jobs and events older than
+/// their retention, if any.
 async fn maintain(
     store: Arc<dyn Store>,
     retention: Retention,
@@ -329,6 +334,12 @@ async fn maintain(
             .await;
             if purged > 0 {
                 tracing::info!(purged, "callback records past the retention deleted");
+            }
+        }
+        if let Some(keep) = retention.jobs {
+            let purged = purge(now_ms, keep, |before| store.purge_jobs(before, PURGE_BATCH)).await;
+            if purged > 0 {
+                tracing::info!(purged, "finished jobs past the retention deleted");
             }
         }
         if let Some(keep) = retention.events {

@@ -56,7 +56,7 @@ pub async fn retry(
     now_ms: i64,
 ) -> StoreResult<String> {
     if all {
-        let n = store.requeue_failed(DELIVER_KIND, now_ms).await?;
+        let n = store.requeue_failed(Some(DELIVER_KIND), now_ms).await?;
         return Ok(format!("{n} parked deliveries queued again\n"));
     }
     let mut out = String::new();

@@ -22,21 +22,17 @@ pub async fn failed(store: &dyn Store) -> StoreResult<String> {
     Ok(out)
 }
 
-/// Requeues the given parked jobs, or every parked job when `ids` is empty and `all`
-/// is set; says what happened to each.
+/// Requeues the given parked jobs, saying what happened to each, or every parked job
+/// (in one statement) when `all` is set.
 pub async fn retry(store: &dyn Store, ids: &[i64], all: bool, now_ms: i64) -> StoreResult<String> {
-    let ids: Vec<i64> = if all {
-        store
-            .failed_jobs(u32::MAX)
-            .await?
-            .iter()
-            .map(|job| job.id)
-            .collect()
-    } else {
-        ids.to_vec()
-    };
+    if all {
+        return Ok(match store.requeue_failed(None, now_ms).await? {
+            0 => "no failed jobs\n".into(),
+            n => format!("{n} failed jobs queued again\n"),
+        });
+    }
     let mut out = String::new();
-    for id in ids {
+    for &id in ids {
         let outcome = if store.requeue_job(id, now_ms).await? {
             "queued again"
         } else if store.job(id).await?.is_some() {

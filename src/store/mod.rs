@@ -111,9 +111,9 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a parked job back in the queue, due now, with a fresh count of attempts (its
     /// last error is kept until the next attempt); `false` if it is not parked.
     async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
-    /// Every parked job of a kind back in the queue (as [`Store::requeue_job`]), in one
-    /// statement; returns how many.
-    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
+    /// Every parked job (of `kind`, or of every kind) back in the queue, as
+    /// [`Store::requeue_job`] does, in one statement; returns how many.
+    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64>;
     /// The job of a kind with this dedup key.
     async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
 
@@ -135,6 +135,8 @@ pub trait Store: Send + Sync + 'static {
     /// Lifts the pause and makes every waiting delivery of `kind` due now, parked ones
     /// included; returns how many deliveries were put back in the queue.
     async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
+    /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
+    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Deletes at most `batch` events created before `before_ms`; returns how many.
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Instances, newest first.

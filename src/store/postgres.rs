@@ -41,15 +41,18 @@ const INSERT_LICENSE_CODE: &str = concat!(
 );
 const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = $1, order_line_id = $2, product_id = $3, state = $4, expire_ms = $5, last_order_id = $6, released_by_test = $7, updated_ms = $8, released_ms = $9 WHERE license = $10";
 
-/// Takes the oldest due job. `FOR UPDATE SKIP LOCKED` lets replicas claim side by side:
-/// a row another replica is claiming is skipped, and once claimed it is no longer due
-/// until its lease ends.
+/// Takes the job due longest: a pending one whose time has come, else a running one whose
+/// lease has ended, each through its own partial index; a job whose lane holds an earlier
+/// unfinished job waits. `FOR UPDATE SKIP LOCKED` lets replicas claim side by side: a row
+/// another replica is claiming is skipped, and once claimed it is no longer due until its
+/// lease ends.
 const CLAIM_JOB: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = $1, updated_ms = $2, \
-     lease_until_ms = $3 WHERE id = (SELECT id FROM jobs j WHERE ((state = 'pending' AND run_at_ms <= $4) \
-     OR (state = 'running' AND lease_until_ms < $5)) AND (lane IS NULL OR NOT EXISTS \
-     (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
+     lease_until_ms = $3 WHERE id = COALESCE(\
+     (SELECT id FROM jobs j WHERE state = 'pending' AND run_at_ms <= $4 AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+     (SELECT id FROM jobs j WHERE state = 'running' AND lease_until_ms < $5 AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY lease_until_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED)) RETURNING ",
     job_columns!()
 );
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
@@ -312,7 +315,7 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
         events::pg::requeue_failed(&self.pool, kind, now_ms).await
     }
 
@@ -351,10 +354,14 @@ impl Store for PgStore {
     async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         events::pg::clear_pause(&mut *tx).await?;
-        let parked = events::pg::requeue_failed(&mut *tx, kind, now_ms).await?;
+        let parked = events::pg::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
         let waiting = events::pg::due_now(&mut *tx, kind, now_ms).await?;
         tx.commit().await?;
         Ok(parked + waiting)
+    }
+
+    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        events::pg::purge_jobs(&self.pool, before_ms, batch).await
     }
 
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {

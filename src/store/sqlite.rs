@@ -51,10 +51,11 @@ const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = ?, order_
 /// take the same job.
 const CLAIM_JOB: &str = concat!(
     "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, updated_ms = ?, \
-     lease_until_ms = ? WHERE id = (SELECT id FROM jobs j WHERE ((state = 'pending' AND run_at_ms <= ?) \
-     OR (state = 'running' AND lease_until_ms < ?)) AND (lane IS NULL OR NOT EXISTS \
-     (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY run_at_ms, id LIMIT 1) RETURNING ",
+     lease_until_ms = ? WHERE id = COALESCE(\
+     (SELECT id FROM jobs j WHERE state = 'pending' AND run_at_ms <= ? AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY run_at_ms, id LIMIT 1), \
+     (SELECT id FROM jobs j WHERE state = 'running' AND lease_until_ms < ? AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
+     ORDER BY lease_until_ms, id LIMIT 1)) RETURNING ",
     job_columns!()
 );
 const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = ? \
@@ -345,7 +346,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn requeue_failed(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
+    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
         let _turn = self.writer.lock().await;
         events::lite::requeue_failed(&self.pool, kind, now_ms).await
     }
@@ -388,10 +389,15 @@ impl Store for SqliteStore {
         let _turn = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         events::lite::clear_pause(&mut *tx).await?;
-        let parked = events::lite::requeue_failed(&mut *tx, kind, now_ms).await?;
+        let parked = events::lite::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
         let waiting = events::lite::due_now(&mut *tx, kind, now_ms).await?;
         tx.commit().await?;
         Ok(parked + waiting)
+    }
+
+    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        events::lite::purge_jobs(&self.pool, before_ms, batch).await
     }
 
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {

@@ -138,6 +138,13 @@ async fn a_job_that_keeps_failing_is_parked_and_shown(backend: Backend) {
             .unwrap()
             .contains(&format!("about {order_id}"))
     );
+    // The other parked job (and any other) goes back with --all-failed, in one statement.
+    let all = jobs::retry(store, &[], true, now).await.unwrap();
+    assert_eq!(all, "1 failed jobs queued again\n");
+    assert_eq!(
+        jobs::retry(store, &[], true, now).await.unwrap(),
+        "no failed jobs\n"
+    );
 }
 
 async fn without_credentials_fetches_are_parked_with_the_reason(backend: Backend) {

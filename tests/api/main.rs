@@ -10,6 +10,7 @@ mod helpers;
 mod inputs;
 mod jobs;
 mod license_code;
+mod logs;
 mod marketplace;
 mod mock_market;
 mod orders;

@@ -827,6 +827,7 @@ async fn the_server_process_stops_cleanly_on_sigterm() {
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_koogate"))
         .arg("serve")
         .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KOOGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env(
             "KOOGATE_DATABASE_URL",
             format!("sqlite://{}/k.db", dir.path().display()),

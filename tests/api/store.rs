@@ -21,7 +21,204 @@ on_both_backends!(
     migrating_twice_is_harmless,
     old_callback_records_are_purged_in_batches,
     refused_records_are_buffered_written_in_batches_and_dropped_when_full,
+    events_are_sequenced_per_subject_and_read_in_feed_order,
+    a_lane_runs_one_job_at_a_time_in_order,
+    the_webhook_pause_is_kept_and_resumed,
 );
+
+fn new_event(n: usize, subject: &str, created_ms: i64) -> store::NewEvent {
+    store::NewEvent {
+        event_id: format!("evt_{subject}_{n}"),
+        kind: "instance.created",
+        subject: subject.into(),
+        test: n.is_multiple_of(2),
+        snapshot: format!(r#"{{"instance":{{"n":{n}}}}}"#),
+        created_ms,
+    }
+}
+
+async fn events_are_sequenced_per_subject_and_read_in_feed_order(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut sequences = Vec::new();
+    for (n, subject) in ["instance:a", "instance:b", "instance:a", "instance:a"]
+        .iter()
+        .enumerate()
+    {
+        let mut tx = store.begin().await.unwrap();
+        sequences.push(
+            tx.record_event(&new_event(n, subject, 1_000 + n as i64))
+                .await
+                .unwrap(),
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(sequences, [1, 1, 2, 3]);
+    // A rolled-back event leaves no gap and no row.
+    let mut tx = store.begin().await.unwrap();
+    tx.record_event(&new_event(9, "instance:a", 5_000))
+        .await
+        .unwrap();
+    drop(tx);
+
+    // On PostgreSQL an event shows once every older transaction of the server has ended,
+    // and other tests run on the same server meanwhile.
+    let all = crate::helpers::eventually("four events in the feed", || async {
+        let all = store
+            .events_after(store::Cursor::default(), 100)
+            .await
+            .unwrap();
+        (all.len() == 4).then_some(all)
+    })
+    .await;
+    let ids: Vec<&str> = all.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "evt_instance:a_0",
+            "evt_instance:b_1",
+            "evt_instance:a_2",
+            "evt_instance:a_3"
+        ]
+    );
+    let page = store.events_after(all[1].cursor(), 100).await.unwrap();
+    assert_eq!(page.len(), 2, "the feed goes on after a cursor");
+    let one = store.event("evt_instance:a_2").await.unwrap().unwrap();
+    assert_eq!((one.sequence, one.test, one.created_ms), (2, true, 1_002));
+    assert_eq!(one.envelope()["data"]["instance"]["n"], 2);
+    assert_eq!(store.events_of("instance:a").await.unwrap().len(), 3);
+
+    assert_eq!(
+        store.purge_events(1_002, 1).await.unwrap(),
+        1,
+        "one per batch"
+    );
+    assert_eq!(store.purge_events(1_002, 10).await.unwrap(), 1);
+    let left = store
+        .events_after(store::Cursor::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2);
+}
+
+async fn a_lane_runs_one_job_at_a_time_in_order(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut tx = store.begin().await.unwrap();
+    for (event, subject) in [
+        ("e1", "instance:a"),
+        ("e2", "instance:a"),
+        ("e3", "instance:b"),
+    ] {
+        let job = koogate::domain::events::delivery_job(event, subject, 0);
+        assert!(tx.enqueue_job(&job).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+    let lease = |token: &str| store::Lease {
+        token: token.into(),
+        now_ms: 10,
+        duration_ms: 1_000,
+    };
+    let first = store.claim_job(&lease("t1")).await.unwrap().unwrap();
+    let second = store.claim_job(&lease("t2")).await.unwrap().unwrap();
+    assert_eq!(first.dedup_key.as_deref(), Some("e1"));
+    assert_eq!(
+        second.dedup_key.as_deref(),
+        Some("e3"),
+        "the other lane goes on"
+    );
+    assert!(
+        store.claim_job(&lease("t3")).await.unwrap().is_none(),
+        "e2 waits for e1"
+    );
+    // Parked, e1 still holds its lane; put back and done, it lets e2 through.
+    store
+        .fail_job(&store::JobFailure {
+            id: first.id,
+            token: "t1",
+            error: "down",
+            retry_at_ms: None,
+            uncounted: false,
+            now_ms: 11,
+        })
+        .await
+        .unwrap();
+    assert!(store.claim_job(&lease("t4")).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .requeue_failed(Some(koogate::domain::events::DELIVER_KIND), 12)
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store
+        .claim_job(&store::Lease {
+            now_ms: 20,
+            ..lease("t5")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.dedup_key.as_deref(), Some("e1"));
+    assert!(store.finish_job(again.id, "t5", 21).await.unwrap());
+    let next = store
+        .claim_job(&store::Lease {
+            now_ms: 22,
+            ..lease("t6")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.dedup_key.as_deref(), Some("e2"));
+    let by_key = store
+        .job_by_key(koogate::domain::events::DELIVER_KIND, "e2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_key.id, next.id);
+    // Finished jobs go after the retention; unfinished ones stay whatever their age.
+    assert_eq!(store.purge_jobs(1_000, 100).await.unwrap(), 1);
+    assert!(store.job(again.id).await.unwrap().is_none());
+    assert!(store.job(next.id).await.unwrap().is_some());
+}
+
+async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    assert!(store.webhook_pause().await.unwrap().is_none());
+    store.pause_webhook(5, "410 Gone").await.unwrap();
+    store
+        .pause_webhook(9, "a second pause keeps the first")
+        .await
+        .unwrap();
+    let pause = store.webhook_pause().await.unwrap().unwrap();
+    assert_eq!((pause.paused_ms, pause.reason.as_str()), (5, "410 Gone"));
+    let mut tx = store.begin().await.unwrap();
+    let mut job = koogate::domain::events::delivery_job("e1", "instance:a", 0);
+    job.run_at_ms = 1_000_000;
+    tx.enqueue_job(&job).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .resume_webhook(koogate::domain::events::DELIVER_KIND, 50)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.webhook_pause().await.unwrap().is_none());
+    let due = store
+        .claim_job(&store::Lease {
+            token: "t".into(),
+            now_ms: 50,
+            duration_ms: 1_000,
+        })
+        .await
+        .unwrap();
+    assert!(
+        due.is_some(),
+        "a waiting delivery is due at once after resume"
+    );
+}
 
 async fn open(db: &Database) -> Arc<dyn Store> {
     let options = PoolOptions {
