@@ -11,6 +11,7 @@ use crate::domain::provision::Provisioner;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
+use crate::metrics::Metrics;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::Accept;
 use crate::protocol::webhook::WebhookSecret;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub webhook: Option<Webhook>,
     /// The management API's bearer tokens.
     pub api_tokens: Arc<ApiTokens>,
+    /// This server's metrics (also in `services`, for the callback pipeline).
+    pub metrics: Metrics,
 }
 
 /// The merchant's webhook endpoint (merchant-api.md §2.2).
@@ -77,6 +80,7 @@ impl AppState {
         provisioner: Arc<dyn Provisioner>,
     ) -> Self {
         let (refused, refused_writer) = refused::channel(store.clone(), refused::CAPACITY);
+        let metrics = Metrics::new();
         Self {
             refused_writer: Arc::new(std::sync::Mutex::new(Some(refused_writer))),
             services: Services {
@@ -90,6 +94,7 @@ impl AppState {
                 deliver_events: !settings.events.url.is_empty(),
                 provisioned: Arc::new(tokio::sync::Notify::new()),
                 provisioning_wait: Duration::from_millis(settings.provisioning_wait_ms),
+                metrics: metrics.clone(),
             },
             keys: Arc::new(settings.keys.clone()),
             accept: Accept {
@@ -104,7 +109,7 @@ impl AppState {
             saas_v2_key_size: settings
                 .saas_v2_key_size()
                 .expect("checked when the settings were loaded"),
-            marketplace: marketplace::Client::from_settings(settings),
+            marketplace: marketplace::Client::from_settings(settings).with_metrics(metrics.clone()),
             job_policy: settings.job_policy(),
             audit_retention: settings.audit_retention(),
             connections: settings.connection_limits(),
@@ -119,6 +124,7 @@ impl AppState {
                 timeout: Duration::from_millis(settings.events.timeout_ms),
             }),
             api_tokens: Arc::new(settings.api_tokens.clone()),
+            metrics,
         }
     }
 
@@ -150,6 +156,7 @@ impl AppState {
                     schedule: webhook.schedule.clone(),
                     clock: services.clock.clone(),
                     provisioned: services.provisioned.clone(),
+                    metrics: self.metrics.clone(),
                 }),
             ),
             None => worker,
@@ -216,9 +223,9 @@ pub fn router(state: AppState) -> Router {
     traced(routes::router(state))
 }
 
-/// The internal router (merchant-api.md §1): the management API.
+/// The internal router (merchant-api.md §1): the management API and the metrics.
 pub fn admin_router(state: AppState) -> Router {
-    traced(routes::api::router(state))
+    traced(routes::api::router(state.clone()).merge(routes::metrics::router(state)))
 }
 
 fn traced(router: Router) -> Router {

@@ -107,6 +107,7 @@ pub struct EventDelivery {
     pub clock: Clock,
     /// Woken when the app's answer completed a provisioning, for a waiting callback.
     pub provisioned: Arc<tokio::sync::Notify>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl EventDelivery {
@@ -245,6 +246,8 @@ impl Handler for EventDelivery {
                 error: error.clone(),
             })
             .await?;
+        let outcome = crate::metrics::delivery_outcome(sent.status, error.is_some());
+        self.metrics.delivery(&event.kind, outcome);
         let Some(error) = error else {
             return match applied {
                 Some(report) => self.apply(&event.subject, report).await,

@@ -5,6 +5,7 @@
 
 mod events;
 pub mod health;
+mod ops;
 mod postgres;
 pub mod refused;
 mod rows;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
+pub use ops::{CodeActivation, Operations};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -141,6 +143,15 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Instances, newest first.
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
+
+    // Operations (merchant-api.md §7).
+
+    /// The queue, the backlog, the pause and the dial test, read for the metrics.
+    async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
+    /// Every callback about an order, its instances or its license codes, oldest first.
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>>;
+    /// The license codes of an order with their activations.
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.

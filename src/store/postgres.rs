@@ -371,6 +371,18 @@ impl Store for PgStore {
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
         events::pg::list_instances(&self.pool, filter).await
     }
+
+    async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
+        super::ops::pg::operations(&self.pool, now_ms).await
+    }
+
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>> {
+        super::ops::pg::callbacks_of_order(&self.pool, order_id).await
+    }
+
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<super::CodeActivation>> {
+        super::ops::pg::code_activations(&self.pool, order_id).await
+    }
 }
 
 struct PgTx(Transaction<'static, Postgres>);

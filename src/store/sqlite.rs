@@ -408,6 +408,18 @@ impl Store for SqliteStore {
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
         events::lite::list_instances(&self.pool, filter).await
     }
+
+    async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
+        super::ops::lite::operations(&self.pool, now_ms).await
+    }
+
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>> {
+        super::ops::lite::callbacks_of_order(&self.pool, order_id).await
+    }
+
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<super::CodeActivation>> {
+        super::ops::lite::code_activations(&self.pool, order_id).await
+    }
 }
 
 /// A write transaction and this process's turn to write. Fields drop in order: the

@@ -5,6 +5,7 @@
 mod api;
 mod connections;
 mod crash;
+mod deploy;
 mod events;
 mod helpers;
 mod inputs;
@@ -12,6 +13,7 @@ mod jobs;
 mod license_code;
 mod logs;
 mod marketplace;
+mod metrics;
 mod mock_market;
 mod orders;
 mod outages;
