@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
 pub mod events;
+pub mod evidence;
 pub mod jobs;
 pub mod orders;
 
@@ -61,6 +62,15 @@ pub enum Command {
     /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Write the evidence of an order for a 服务监管 appeal: one self-contained HTML file
+    /// with every callback's exact bytes and SHA-256, the state changes, the deliveries to
+    /// the app and the code activations.
+    Evidence {
+        order_id: String,
+        /// Where to write the file (standard output when absent).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run a local stand-in for the KooGallery open APIs (query order, license codes,
     /// License upload, usage push), for trying koogate without a Huawei account.
     MockMarketplace {
@@ -333,6 +343,20 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
                 "{}",
                 orders::fetch(&client, &order_id, order_line_id.as_deref()).await?
             );
+            Ok(())
+        }
+        Command::Evidence { order_id, out } => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let page = evidence::page(store.as_ref(), &order_id, now_ms).await?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, page)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    println!("{}", path.display());
+                }
+                None => print!("{page}"),
+            }
             Ok(())
         }
         Command::Events(EventsCommand::Secret) => {

@@ -1,6 +1,7 @@
 //! The application: shared state, the router with its middleware, and `serve`, which
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
+pub mod evidence;
 pub mod server;
 
 use crate::config::{ApiTokens, Keys, Settings};

@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod deploy;
 mod events;
+mod evidence;
 mod helpers;
 mod inputs;
 mod jobs;
