@@ -307,8 +307,9 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
     match command {
         Command::Serve => serve(settings).await,
         Command::Bench(args) => {
-            println!("{}", crate::bench::run(&args).await?);
-            Ok(())
+            let report = crate::bench::run(&args).await?;
+            println!("{report}");
+            Ok(report.verdict(&args.url)?)
         }
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Simulate(args) => {

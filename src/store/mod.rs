@@ -32,6 +32,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The SQLite file or its folder cannot be created or opened; says which, and why.
+    #[error("{0} (KOOGATE_DATABASE_URL)")]
+    SqliteFile(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

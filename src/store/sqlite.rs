@@ -11,7 +11,7 @@ use super::rows::{
 };
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
-    OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+    OrderLineRecord, PoolOptions, Store, StoreError, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -73,16 +73,28 @@ impl SqliteStore {
             // FULL: a committed answer survives a power cut, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.acquire_timeout);
-        if let Some(folder) = connect.get_filename().parent()
+        let file = connect.get_filename().to_owned();
+        if let Some(folder) = file.parent()
             && !folder.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(folder).map_err(sqlx::Error::Io)?;
+            std::fs::create_dir_all(folder).map_err(|e| {
+                StoreError::SqliteFile(format!(
+                    "cannot create the folder {} of the database file: {e}",
+                    folder.display()
+                ))
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(|e| {
+                StoreError::SqliteFile(format!(
+                    "cannot open the database file {}: {e}",
+                    file.display()
+                ))
+            })?;
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(())),

@@ -3,6 +3,7 @@
 //! protocol module the server uses.
 
 mod api;
+mod cli;
 mod connections;
 mod crash;
 mod deploy;
