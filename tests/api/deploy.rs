@@ -68,3 +68,79 @@ fn every_alert_rule_uses_metrics_koogate_exports() {
         }
     }
 }
+
+/// What `docker compose config` would check of the structure, and what koogate needs of
+/// it: no compose engine is needed to run this.
+#[test]
+fn the_compose_file_runs_koogate_on_postgres_with_its_data_in_a_volume() {
+    let compose = yaml("compose.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    for service in services.values() {
+        assert!(
+            service["image"].is_string() || service["build"].is_string(),
+            "every service says what it runs"
+        );
+    }
+    let koogate = &compose["services"]["koogate"];
+    let postgres = &compose["services"]["postgres"];
+    let url = koogate["environment"]["KOOGATE_DATABASE_URL"]
+        .as_str()
+        .expect("koogate is given a database");
+    assert!(
+        url.starts_with("postgres://") && url.contains("@postgres:5432/"),
+        "{url}"
+    );
+    assert_eq!(
+        koogate["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy"),
+        "koogate waits for PostgreSQL to answer"
+    );
+    assert!(postgres["healthcheck"]["test"].is_sequence());
+
+    // PostgreSQL's data lives in a named volume declared at the top level.
+    let mounts: Vec<&str> = postgres["volumes"]
+        .as_sequence()
+        .expect("postgres mounts a volume")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let data = mounts
+        .iter()
+        .find_map(|m| m.strip_suffix(":/var/lib/postgresql/data"))
+        .expect("the data folder is a volume");
+    assert!(
+        compose["volumes"]
+            .as_mapping()
+            .expect("volumes")
+            .contains_key(data),
+        "{data} is declared"
+    );
+
+    // Both listeners are published on loopback only: the proxy reaches the public one,
+    // and the management API and /metrics stay private.
+    let ports: Vec<&str> = koogate["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(ports, ["127.0.0.1:8080:8080", "127.0.0.1:8081:8081"]);
+    assert_eq!(
+        koogate["environment"]["KOOGATE_ADMIN_LISTEN"].as_str(),
+        Some("0.0.0.0:8081"),
+        "reachable through the published port"
+    );
+}
+
+#[test]
+fn the_docker_run_example_mounts_the_images_volume() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dockerfile = std::fs::read_to_string(format!("{root}/Dockerfile")).unwrap();
+    assert!(dockerfile.contains(r#"VOLUME ["/var/lib/koogate"]"#));
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let run = readme
+        .lines()
+        .find(|l| l.starts_with("docker run"))
+        .expect("a docker run example");
+    assert!(run.contains(":/var/lib/koogate"), "{run}");
+}
