@@ -61,6 +61,7 @@ pub async fn run(
     let late_head = Arc::new(late_head_answer(key.as_ref()));
     let service = TowerToHyperService::new(router);
     let mut connections = JoinSet::new();
+    let mut was_full = false;
     tokio::pin!(shutdown);
     loop {
         // Taking a slot before accepting leaves the connections over the cap in the
@@ -70,12 +71,15 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let Ok(slot) = slot else { break };
-        if slots.available_permits() == 0 {
+        // Said once each time the cap is reached, not once per connection of a flood.
+        let full = slots.available_permits() == 0;
+        if full && !was_full {
             tracing::warn!(
                 max_connections = limits.max_connections,
                 "connection limit reached: new connections wait"
             );
         }
+        was_full = full;
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,

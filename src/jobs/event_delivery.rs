@@ -233,27 +233,33 @@ impl Handler for EventDelivery {
         if !success && error.is_none() {
             error = sent.status.map(|s| format!("answered HTTP {s}"));
         }
-        self.store
-            .record_attempt(&Attempt {
-                event_id: event.event_id.clone(),
-                attempted_ms: now_ms,
-                status: sent.status.map(i64::from),
-                duration_ms,
-                response: (!sent.answer.is_empty()).then(|| {
-                    String::from_utf8_lossy(&sent.answer[..sent.answer.len().min(KEPT_ANSWER)])
-                        .into_owned()
-                }),
-                error: error.clone(),
-            })
-            .await?;
+        let attempt = Attempt {
+            event_id: event.event_id.clone(),
+            attempted_ms: now_ms,
+            status: sent.status.map(i64::from),
+            duration_ms,
+            response: (!sent.answer.is_empty()).then(|| {
+                String::from_utf8_lossy(&sent.answer[..sent.answer.len().min(KEPT_ANSWER)])
+                    .into_owned()
+            }),
+            error: error.clone(),
+        };
         let outcome = crate::metrics::delivery_outcome(sent.status, error.is_some());
         self.metrics.delivery(&event.kind, outcome);
         let Some(error) = error else {
-            return match applied {
-                Some(report) => self.apply(&event.subject, report).await,
-                None => Ok(Outcome::Done),
-            };
+            // The attempt commits with the job's completion (and the app's answer).
+            let mut tx = self.store.begin().await?;
+            tx.record_attempt(&attempt).await?;
+            if let Some(report) = applied
+                && self
+                    .apply(tx.as_mut(), &event.subject, report, now_ms)
+                    .await?
+            {
+                return Ok(Outcome::CommitAndNotify(tx, self.provisioned.clone()));
+            }
+            return Ok(Outcome::Commit(tx));
         };
+        self.store.record_attempt(&attempt).await?;
         if sent.status == Some(410) {
             self.store
                 .pause_webhook(now_ms, "the endpoint answered 410 Gone")
@@ -288,26 +294,29 @@ impl Handler for EventDelivery {
 }
 
 impl EventDelivery {
-    /// Applies the app's answer to `instance.provision_requested`, committing with the job.
-    async fn apply(&self, subject: &str, report: Report) -> Result<Outcome, JobError> {
+    /// Applies the app's answer to `instance.provision_requested` in the delivery's
+    /// transaction, so that it commits with the job; `true` when it changed the instance
+    /// (a waiting `newInstance` is then woken after the commit).
+    async fn apply(
+        &self,
+        tx: &mut dyn crate::store::Tx,
+        subject: &str,
+        report: Report,
+        now_ms: i64,
+    ) -> Result<bool, JobError> {
         let Some(instance_id) = subject.strip_prefix("instance:") else {
-            return Ok(Outcome::Done);
+            return Ok(false);
         };
-        let now_ms = (self.clock)();
-        let mut tx = self.store.begin().await?;
-        let applied = provision::apply_report(tx.as_mut(), instance_id, &report, now_ms).await?;
-        match applied {
+        match provision::apply_report(tx, instance_id, &report, now_ms).await? {
             Applied::Changed(events) => {
-                // Further events are delivered only if deliveries are on, which they are:
-                // this job is one.
-                crate::domain::events::record(tx.as_mut(), &events, true, now_ms).await?;
-                self.provisioned.notify_waiters();
-                Ok(Outcome::Commit(tx))
+                // Deliveries are on: this job is one.
+                crate::domain::events::record(tx, &events, true, now_ms).await?;
+                Ok(true)
             }
-            Applied::Unchanged => Ok(Outcome::Done),
+            Applied::Unchanged => Ok(false),
             Applied::Refused(reason) => {
                 tracing::warn!(%instance_id, %reason, "the app's provisioning answer was not applied");
-                Ok(Outcome::Done)
+                Ok(false)
             }
         }
     }

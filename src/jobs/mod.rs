@@ -106,6 +106,8 @@ pub enum Outcome {
     /// The job's effects, uncommitted: the worker marks the job done in this same
     /// transaction and commits, so effects and completion land together or not at all.
     Commit(Box<dyn Tx>),
+    /// As `Commit`, and wakes whoever waits on `notify` once the effects are committed.
+    CommitAndNotify(Box<dyn Tx>, Arc<Notify>),
 }
 
 /// Runs the jobs of one kind.
@@ -260,16 +262,32 @@ impl Worker {
                     .await?;
                 self.finished(job, recorded);
             }
-            Ok(Outcome::Commit(mut tx)) => {
-                if tx.finish_job(job.id, &lease.token, (self.clock)()).await? {
-                    tx.commit().await?;
-                    self.finished(job, true);
-                } else {
-                    self.finished(job, false);
-                }
+            Ok(Outcome::Commit(tx)) => self.commit(job, lease, tx, None).await?,
+            Ok(Outcome::CommitAndNotify(tx, notify)) => {
+                self.commit(job, lease, tx, Some(notify)).await?
             }
             Err(failure) => self.failed(job, lease, failure).await?,
         }
+        Ok(())
+    }
+
+    /// Marks the job done inside its effects' transaction and commits both.
+    async fn commit(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        mut tx: Box<dyn Tx>,
+        notify: Option<Arc<Notify>>,
+    ) -> StoreResult<()> {
+        if !tx.finish_job(job.id, &lease.token, (self.clock)()).await? {
+            self.finished(job, false);
+            return Ok(());
+        }
+        tx.commit().await?;
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+        self.finished(job, true);
         Ok(())
     }
 

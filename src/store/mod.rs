@@ -202,6 +202,9 @@ pub trait Tx: Send {
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool>;
     /// Writes an event; returns its sequence within its subject.
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64>;
+    /// [`Store::record_attempt`] inside this transaction: a successful delivery's attempt
+    /// commits with its job's completion, one write instead of two.
+    async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()>;
     /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;

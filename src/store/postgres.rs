@@ -581,6 +581,10 @@ impl Tx for PgTx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()> {
+        events::pg::insert_attempt(&mut *self.0, attempt).await
+    }
+
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
         events::pg::insert_event(&mut *self.0, event).await
     }

@@ -632,6 +632,10 @@ impl Tx for SqliteTx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()> {
+        events::lite::insert_attempt(&mut *self.tx, attempt).await
+    }
+
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
         events::lite::insert_event(&mut *self.tx, event).await
     }

@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod events;
 mod evidence;
+mod fuzz_corpus;
 mod helpers;
 mod inputs;
 mod jobs;
