@@ -3,6 +3,7 @@
 pub mod events;
 pub mod evidence;
 pub mod jobs;
+pub mod license;
 pub mod orders;
 
 use crate::app::{self, AppState};
@@ -59,7 +60,9 @@ pub enum Command {
     /// them again.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// License codes (授权码): activate one with KooGallery, or show what koogate knows of it.
+    /// License codes (授权码): activate one with KooGallery, or show what koogate knows of
+    /// it. Online Licenses (getLicenseAsync): the signing key, checking a License, and the
+    /// applications with their uploads.
     #[command(subcommand)]
     License(LicenseCommand),
     /// Write the evidence of an order for a 服务监管 appeal: one self-contained HTML file
@@ -142,6 +145,25 @@ pub enum LicenseCommand {
     },
     /// What koogate knows of a license code.
     Show { license: String },
+    /// Print the public key that checks signed Licenses (raw and PEM), for the client
+    /// software. Creates the key beside the SQLite database if there is none yet.
+    PublicKey,
+    /// Check a signed License token and print its claims; exit status 1 if it is refused.
+    Verify {
+        /// A file holding the token, or - for standard input.
+        file: String,
+        /// Check with this public key (PEM) instead of the configured signing key's.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+    /// The online License applications (newest first), their state and License type.
+    Requests {
+        /// Only this instance's.
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+    },
+    /// One online License application: its facts, its License and every upload attempt.
+    Request { event_id: String },
 }
 
 /// `koogate simulate`.
@@ -303,7 +325,7 @@ pub async fn simulate(args: SimulateArgs) -> ExitCode {
 }
 
 /// Runs a parsed command with loaded settings.
-pub async fn run(command: Command, settings: Settings) -> CommandResult {
+pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
     match command {
         Command::Serve => serve(settings).await,
         Command::Bench(args) => {
@@ -452,8 +474,67 @@ pub async fn run(command: Command, settings: Settings) -> CommandResult {
                 }
             }
         }
+        Command::License(LicenseCommand::PublicKey) => {
+            let key = signing_key(&mut settings)?;
+            print!("{}", license::public_key(&key.public()));
+            Ok(())
+        }
+        Command::License(LicenseCommand::Verify { file, public_key }) => {
+            let key = match public_key {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    crate::protocol::license_token::PublicKey::from_pem(&text)
+                        .map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => signing_key(&mut settings)?.public(),
+            };
+            let token = if file == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("cannot read {file}: {e}"))?
+            };
+            print!(
+                "{}",
+                license::verify(&key, &token).map_err(|e| format!("refused: {e}"))?
+            );
+            Ok(())
+        }
+        Command::License(LicenseCommand::Requests { instance }) => {
+            let store = app::open_store(&settings).await?;
+            print!(
+                "{}",
+                license::requests(store.as_ref(), instance.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::License(LicenseCommand::Request { event_id }) => {
+            let store = app::open_store(&settings).await?;
+            match license::request(store.as_ref(), &event_id).await? {
+                Some(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                None => Err(format!("no License application {event_id} is known here").into()),
+            }
+        }
         Command::MockMarketplace { listen } => mock_marketplace(&settings, listen).await,
     }
+}
+
+/// The License signing key: the configured file, or the one beside the SQLite database
+/// (created if missing, and said so on standard error).
+fn signing_key(
+    settings: &mut Settings,
+) -> Result<crate::protocol::license_token::LicenseKey, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some((path, true)) = settings.prepare_license_key()? {
+        eprintln!("created a License signing key in {}", path.display());
+    }
+    settings.license_key.clone().ok_or_else(|| {
+        "no License signing key: set KOOGATE_LICENSE_SIGNING_KEY_FILE to an Ed25519 private key \
+         (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`)"
+            .into()
+    })
 }
 
 /// A license code as `koogate license` prints it, one fact a line.
@@ -527,8 +608,9 @@ async fn warn_about_unfinished_activations(store: &dyn crate::store::Store) {
     }
 }
 
-async fn serve(settings: Settings) -> CommandResult {
+async fn serve(mut settings: Settings) -> CommandResult {
     warn_about_setup(&settings);
+    prepare_license_key(&mut settings)?;
     match app::server::raise_open_file_limit() {
         // Room for the database pool, log files and the like beside the connections.
         Ok(limit) if limit < settings.http.max_connections as u64 + 256 => tracing::warn!(
@@ -590,6 +672,32 @@ async fn healthcheck(settings: &Settings) -> CommandResult {
         .map_err(|e| format!("{url}: {e}"))?;
     if !response.status().is_success() {
         return Err(format!("{url} answered {}", response.status()).into());
+    }
+    Ok(())
+}
+
+/// `signed` License mode needs a key: the configured one, or one kept beside the SQLite
+/// database (created on first start). On PostgreSQL there is no such place, so the
+/// operator is told to configure a file; License applications are answered `000005`
+/// until then, and every other callback as usual.
+fn prepare_license_key(settings: &mut Settings) -> CommandResult {
+    use crate::domain::license_request::Mode;
+    match settings.prepare_license_key()? {
+        Some((path, true)) => tracing::warn!(
+            path = %path.display(),
+            "created a License signing key (mode 0600): back it up; Licenses already issued \
+             verify only with its public key (`koogate license public-key`)"
+        ),
+        Some((path, false)) => {
+            tracing::info!(path = %path.display(), "signing Licenses with the key beside the database")
+        }
+        None if settings.license.mode == Mode::Signed && settings.license_key.is_none() => {
+            tracing::warn!(
+                "no License signing key: set KOOGATE_LICENSE_SIGNING_KEY_FILE (an Ed25519 PKCS#8 PEM \
+                 key) to serve online License products; until then getLicenseAsync is answered 000005"
+            )
+        }
+        None => {}
     }
     Ok(())
 }

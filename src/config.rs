@@ -4,6 +4,7 @@
 
 use crate::domain::provision::TemplateProvisioner;
 use crate::protocol::crypto::KeySize;
+use crate::protocol::license_token::LicenseKey;
 use crate::protocol::signature::KeyRing;
 use crate::protocol::webhook::WebhookSecret;
 use secrecy::SecretString;
@@ -75,6 +76,7 @@ pub struct Settings {
     pub marketplace: Marketplace,
     pub jobs: Jobs,
     pub events: Events,
+    pub license: LicenseSettings,
     pub audit: Audit,
     pub log: Log,
     #[serde(skip)]
@@ -88,7 +90,25 @@ pub struct Settings {
     /// The bearer tokens of the management API (`KOOGATE_API_TOKEN`); empty when none.
     #[serde(skip)]
     pub api_tokens: ApiTokens,
+    /// The key that signs Licenses: read from `license.signing_key_file` at load, or by
+    /// [`Settings::prepare_license_key`] from beside the SQLite database.
+    #[serde(skip)]
+    pub license_key: Option<LicenseKey>,
 }
+
+/// Online License products (merchant-api.md §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseSettings {
+    pub mode: crate::domain::license_request::Mode,
+    pub signing_key_file: String,
+    pub require_fingerprint: bool,
+    pub max_bytes: usize,
+}
+
+/// The file a License signing key is created in, beside the SQLite database, when no
+/// key file is configured.
+pub const LICENSE_KEY_FILE_NAME: &str = "license-signing-key.pem";
 
 /// Who provides a new instance's app info (merchant-api.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -283,8 +303,50 @@ impl Settings {
                 })
                 .unwrap_or_default(),
         );
+        settings.license_key = read_license_key(&settings.license.signing_key_file)?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The signing key of `signed` mode when no key file is configured: the one beside the
+    /// SQLite database, created there (mode 0600) on first use. Returns where it is and
+    /// whether it was just created; `None` when there is nowhere to keep one (PostgreSQL,
+    /// an in-memory database) or it is not needed.
+    pub fn prepare_license_key(
+        &mut self,
+    ) -> Result<Option<(std::path::PathBuf, bool)>, ConfigError> {
+        use crate::domain::license_request::Mode;
+        if self.license_key.is_some()
+            || self.license.mode != Mode::Signed
+            || !self.database_url.starts_with("sqlite:")
+        {
+            return Ok(None);
+        }
+        let key = "license.signing_key_file";
+        let options =
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&self.database_url)
+                .map_err(|e| err("database_url", e.to_string()))?;
+        let db = options.get_filename();
+        if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        let path = db
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(LICENSE_KEY_FILE_NAME);
+        if path.exists() {
+            self.license_key = read_license_key(&path.to_string_lossy())?;
+            return Ok(Some((path, false)));
+        }
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| err(key, format!("cannot create {}: {e}", folder.display())))?;
+        }
+        let generated = LicenseKey::generate();
+        write_private(&path, generated.to_pem().as_bytes())
+            .map_err(|e| err(key, format!("cannot create {}: {e}", path.display())))?;
+        self.license_key = Some(generated);
+        Ok(Some((path, true)))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -344,6 +406,9 @@ impl Settings {
         self.saas_v1_key_size()?;
         self.saas_v2_key_size()?;
         self.validate_events()?;
+        if self.license.max_bytes == 0 {
+            return Err(err("license.max_bytes", "must be at least 1"));
+        }
         if self.provisioning == ProvisioningMode::App
             && self.provisioning_wait_ms + PROVISIONING_MARGIN_MS > self.http.callback_deadline_ms
         {
@@ -665,6 +730,32 @@ fn apply_env(
         };
     }
     Ok(())
+}
+
+/// Reads the License signing key named by `license.signing_key_file`, if any: a file that
+/// is missing, unreadable or not an Ed25519 key refuses the start, with the path and why.
+fn read_license_key(path: &str) -> Result<Option<LicenseKey>, ConfigError> {
+    if path.trim().is_empty() {
+        return Ok(None);
+    }
+    let key = "license.signing_key_file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(key, format!("cannot read {path:?}: {e}")))?;
+    LicenseKey::from_pem(&text)
+        .map(Some)
+        .map_err(|problem| err(key, format!("{path:?}: {problem}")))
+}
+
+/// Creates a file only its owner can read, refusing to replace one.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Reads a secret from `NAME` or from the file named by `NAME_FILE` (not both).
@@ -1096,6 +1187,39 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_license_key_is_kept_beside_sqlite_and_nowhere_on_postgres() {
+        use crate::domain::license_request::Mode;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db/koogate.db", dir.path().display());
+        let mut s = load(&[("KOOGATE_DATABASE_URL", &url)], None).unwrap();
+        assert_eq!(s.license.mode, Mode::Signed, "signed works out of the box");
+        let (path, created) = s.prepare_license_key().unwrap().unwrap();
+        assert!(created && path.ends_with("db/license-signing-key.pem"));
+        let public = s.license_key.as_ref().unwrap().public();
+        let mut again = load(&[("KOOGATE_DATABASE_URL", &url)], None).unwrap();
+        assert_eq!(again.prepare_license_key().unwrap(), Some((path, false)));
+        assert_eq!(again.license_key.unwrap().public(), public, "the same key");
+
+        let mut pg = load(&[("KOOGATE_DATABASE_URL", "postgres://db/k")], None).unwrap();
+        assert_eq!(pg.prepare_license_key().unwrap(), None);
+        assert!(pg.license_key.is_none());
+        let mut app = load(
+            &[
+                ("KOOGATE_DATABASE_URL", &url),
+                ("KOOGATE_LICENSE_MODE", "app"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            app.prepare_license_key().unwrap(),
+            None,
+            "app mode signs nothing"
+        );
+        assert!(load(&[("KOOGATE_LICENSE_MODE", "magic")], None).is_err());
     }
 
     #[test]

@@ -7,9 +7,11 @@ pub mod server;
 use crate::config::{ApiTokens, Keys, Settings};
 use crate::domain::callback::{self, Services};
 use crate::domain::events::DELIVER_KIND;
+use crate::domain::license_request::{self, Licensing};
 use crate::domain::order;
 use crate::domain::provision::Provisioner;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
+use crate::jobs::license_upload::LicenseUploads;
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::metrics::Metrics;
@@ -95,6 +97,13 @@ impl AppState {
                 deliver_events: !settings.events.url.is_empty(),
                 provisioned: Arc::new(tokio::sync::Notify::new()),
                 provisioning_wait: Duration::from_millis(settings.provisioning_wait_ms),
+                licensing: Arc::new(Licensing {
+                    mode: settings.license.mode,
+                    key: settings.license_key.clone(),
+                    require_fingerprint: settings.license.require_fingerprint,
+                    max_bytes: settings.license.max_bytes,
+                }),
+                licensed: Arc::new(tokio::sync::Notify::new()),
                 metrics: metrics.clone(),
             },
             keys: Arc::new(settings.keys.clone()),
@@ -145,7 +154,18 @@ impl AppState {
             services.clock.clone(),
             services.wake_jobs.clone(),
         )
-        .handle(order::FETCH_KIND, Arc::new(order_fetch));
+        .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(
+            license_request::UPLOAD_KIND,
+            Arc::new(LicenseUploads {
+                client: self.marketplace.clone(),
+                store: services.store.clone(),
+                clock: services.clock.clone(),
+                policy: self.job_policy.clone(),
+                deliver_events: services.deliver_events,
+                licensed: services.licensed.clone(),
+            }),
+        );
         match &self.webhook {
             Some(webhook) => worker.handle(
                 DELIVER_KIND,
@@ -157,6 +177,7 @@ impl AppState {
                     schedule: webhook.schedule.clone(),
                     clock: services.clock.clone(),
                     provisioned: services.provisioned.clone(),
+                    licensing: services.licensing.clone(),
                     metrics: self.metrics.clone(),
                 }),
             ),

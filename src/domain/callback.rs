@@ -45,8 +45,14 @@ pub struct Services {
     /// Woken when the merchant's app completes a provisioning on this replica, so that a
     /// `newInstance` waiting for it answers at once.
     pub provisioned: Arc<tokio::sync::Notify>,
-    /// How long a SaaS 2.0 `newInstance` waits for the app (`app` provisioning only).
+    /// How long a SaaS 2.0 `newInstance` waits for the app (`app` provisioning only), and
+    /// a `getLicenseAsync` for its upload (D13).
     pub provisioning_wait: Duration,
+    /// Online License products: who makes Licenses, and the signing key.
+    pub licensing: Arc<super::license_request::Licensing>,
+    /// Woken when a License upload succeeds on this replica, so that a waiting
+    /// `getLicenseAsync` answers at once.
+    pub licensed: Arc<tokio::sync::Notify>,
     pub metrics: Metrics,
 }
 
@@ -369,13 +375,15 @@ async fn run(
     }
     tx.commit().await.map_err(Failure::Store)?;
     services.wake_jobs.notify_one();
-    let Some(instance_id) = wait_for else {
+    let Some(wait) = wait_for else {
         return Ok(Some(answer));
     };
     // The answer sent may be the app's, so the record is written once it is known.
-    let answer = wait_for_app(services, &instance_id, started)
-        .await
-        .unwrap_or(answer);
+    let answered = match wait {
+        Wait::App(instance_id) => wait_for_app(services, &instance_id, started).await,
+        Wait::License(event_id) => wait_for_upload(services, &event_id, started).await,
+    };
+    let answer = answered.unwrap_or(answer);
     fill(record, &answer, started);
     if let Err(error) = services.store.record_callback(record).await {
         tracing::error!(%error, "could not record the callback");
@@ -387,9 +395,9 @@ async fn run(
 struct Prepared {
     tx: Box<dyn crate::store::Tx>,
     answer: Answer,
-    /// `app` provisioning: the instance whose app answer is awaited after COMMIT (the
-    /// record is then written on its own, once the answer sent is known).
-    wait_for: Option<String>,
+    /// What is awaited after COMMIT (the app's provisioning, a License upload); the
+    /// record is then written on its own, once the answer sent is known.
+    wait_for: Option<Wait>,
 }
 
 /// Everything of a callback's transaction up to COMMIT; `None` for a replayed nonce.
@@ -405,6 +413,14 @@ async fn prepare(
     let waits_for_app = services.provisioner.asks_app()
         && matches!(&work, Ok(Work::SaasV2 { request, .. })
             if matches!(request.activity, v2::Activity::NewInstance { .. }));
+    // D13: a `getLicenseAsync` waits for its upload.
+    let license_event = match &work {
+        Ok(Work::SaasV2 { request, .. }) => match &request.activity {
+            v2::Activity::GetLicenseAsync(application) => Some(application.event_id.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
     let mut tx = services.store.begin().await?;
     if let Some(verified) = nonce
         && !tx
@@ -426,7 +442,16 @@ async fn prepare(
             credentials,
         }) => {
             let provisioner = services.provisioner.as_ref();
-            saas_v2::act(tx.as_mut(), provisioner, request, &credentials, now_ms).await?
+            let licensing = services.licensing.as_ref();
+            saas_v2::act(
+                tx.as_mut(),
+                provisioner,
+                licensing,
+                request,
+                &credentials,
+                now_ms,
+            )
+            .await?
         }
         Ok(Work::LicenseCode(request)) => license_code::act(tx.as_mut(), request, now_ms).await?,
         Ok(Work::SaasV1 { request, cipher }) => {
@@ -443,9 +468,10 @@ async fn prepare(
     )
     .await?;
     let answer = decision.answer;
-    let wait_for = match (&answer.instance_id, answer.code) {
-        (Some(id), ResultCode::Processing) if waits_for_app && !decision.events.is_empty() => {
-            Some(id.clone())
+    let wait_for = match (&answer.instance_id, answer.code, license_event) {
+        (_, ResultCode::Processing, Some(event_id)) => Some(Wait::License(event_id)),
+        (Some(id), ResultCode::Processing, _) if waits_for_app && !decision.events.is_empty() => {
+            Some(Wait::App(id.clone()))
         }
         _ => None,
     };
@@ -458,6 +484,46 @@ async fn prepare(
         answer,
         wait_for,
     }))
+}
+
+/// What an answered `000004` may still become within the callback's deadline.
+enum Wait {
+    /// A SaaS 2.0 `newInstance` in `app` provisioning, by instance id.
+    App(String),
+    /// A `getLicenseAsync`, by eventId.
+    License(String),
+}
+
+/// Waits up to `provisioning_wait` (within the callback deadline) for the License upload
+/// of an application: `000000` once KooGallery answered `CBC.0000` (D13), `None` when
+/// the wait is over or the upload was parked.
+async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) -> Option<Answer> {
+    use super::license_request::{RequestState, answer_for};
+    let budget = services.provisioning_wait.min(
+        services
+            .deadline
+            .saturating_sub(started.elapsed() + ANSWER_MARGIN),
+    );
+    let until = tokio::time::Instant::now() + budget;
+    loop {
+        let woken = services.licensed.notified();
+        match services.store.license_request(event_id).await {
+            Ok(Some(request)) if request.state == RequestState::Delivered => {
+                return Some(answer_for(request.state));
+            }
+            Ok(Some(request)) if request.state != RequestState::Failed => {}
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the License application while waiting for its upload");
+                return None;
+            }
+        }
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(WAIT_POLL) => {}
+            () = tokio::time::sleep_until(until) => return None,
+        }
+    }
 }
 
 /// What the fast path leaves of the callback deadline for recording and answering.

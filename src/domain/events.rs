@@ -29,10 +29,13 @@ pub enum EventType {
     LicenseCodeFrozen,
     LicenseCodeUnfrozen,
     LicenseCodeReleased,
+    LicenseRequested,
+    LicenseDelivered,
+    LicenseDeliveryFailed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 18] = [
         Self::InstanceCreated,
         Self::InstanceOrderUpdated,
         Self::InstanceProvisionRequested,
@@ -48,6 +51,9 @@ impl EventType {
         Self::LicenseCodeFrozen,
         Self::LicenseCodeUnfrozen,
         Self::LicenseCodeReleased,
+        Self::LicenseRequested,
+        Self::LicenseDelivered,
+        Self::LicenseDeliveryFailed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -67,6 +73,9 @@ impl EventType {
             Self::LicenseCodeFrozen => "license_code.frozen",
             Self::LicenseCodeUnfrozen => "license_code.unfrozen",
             Self::LicenseCodeReleased => "license_code.released",
+            Self::LicenseRequested => "license.requested",
+            Self::LicenseDelivered => "license.delivered",
+            Self::LicenseDeliveryFailed => "license.delivery_failed",
         }
     }
 
@@ -80,7 +89,7 @@ impl EventType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub kind: EventType,
-    /// `instance:ID`, `license-code:CODE` or `order:ORDER/LINE`.
+    /// `instance:ID`, `license-code:CODE`, `order:ORDER/LINE` or `license-request:EVENT`.
     pub subject: String,
     /// Caused by `testFlag=1` traffic (seller-center debugging, dial tests).
     pub test: bool,

@@ -5,6 +5,7 @@ pub mod callback;
 pub mod events;
 pub mod instance;
 pub mod license_code;
+pub mod license_request;
 pub mod order;
 pub mod order_notify;
 pub mod provision;

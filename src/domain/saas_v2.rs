@@ -1,8 +1,10 @@
-//! What each SaaS 2.0 activity does (spec §3, D7–D9), inside the callback's transaction.
+//! What each SaaS 2.0 activity does (spec §3, D7–D9; `getLicenseAsync`, §6.2), inside the
+//! callback's transaction.
 
 use super::callback::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Instance};
+use super::license_request::{self, Licensing};
 use super::order::{self, Fetch};
 use super::provision::Provisioner;
 use super::steps::{self, Created, change};
@@ -16,6 +18,7 @@ use crate::store::{StoreResult, Tx};
 pub async fn act(
     tx: &mut dyn Tx,
     provisioner: &dyn Provisioner,
+    licensing: &Licensing,
     request: Request,
     credentials: &Credentials,
     now_ms: i64,
@@ -115,6 +118,9 @@ pub async fn act(
                 test,
             );
             fetch_if_accepted(tx, decision, &fetch, now_ms).await
+        }
+        Activity::GetLicenseAsync(application) => {
+            license_request::apply_for(tx, licensing, application, test, now_ms).await
         }
         Activity::ChangeInstanceCheck {
             instance_id,

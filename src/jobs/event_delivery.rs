@@ -6,6 +6,7 @@
 use super::{Handler, JobError, Outcome, Retry};
 use crate::domain::callback::Clock;
 use crate::domain::events::{Delivery, EventType};
+use crate::domain::license_request::{self, License, LicenseInput, Licensing, Mode, Provided};
 use crate::domain::provision::{self, Applied, Report};
 use crate::protocol::webhook::{WebhookSecret, signature_header};
 use crate::store::{Attempt, Job, Store};
@@ -107,6 +108,8 @@ pub struct EventDelivery {
     pub clock: Clock,
     /// Woken when the app's answer completed a provisioning, for a waiting callback.
     pub provisioned: Arc<tokio::sync::Notify>,
+    /// In `app` License mode, the answer to `license.requested` may carry the License.
+    pub licensing: Arc<Licensing>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -220,12 +223,24 @@ impl Handler for EventDelivery {
         // failed attempt whose error says why.
         let mut error = sent.error.clone();
         let mut applied = None;
-        if success
-            && error.is_none()
-            && event.event_type() == Some(EventType::InstanceProvisionRequested)
-        {
+        let mut license = None;
+        let answered = success && error.is_none();
+        if answered && event.event_type() == Some(EventType::InstanceProvisionRequested) {
             match Report::from_answer(&sent.answer) {
                 Ok(Some(report)) => applied = Some(report),
+                Ok(None) => {}
+                Err(problem) => error = Some(format!("the answer is not usable: {problem}")),
+            }
+        }
+        let license_subject = event.subject.strip_prefix("license-request:");
+        if answered
+            && self.licensing.mode == Mode::App
+            && event.event_type() == Some(EventType::LicenseRequested)
+            && let Some(event_id) = license_subject
+        {
+            let max = self.licensing.max_bytes;
+            match LicenseInput::from_answer(&sent.answer, event_id, max) {
+                Ok(Some(given)) => license = Some((event_id.to_owned(), given)),
                 Ok(None) => {}
                 Err(problem) => error = Some(format!("the answer is not usable: {problem}")),
             }
@@ -256,6 +271,9 @@ impl Handler for EventDelivery {
                     .await?
             {
                 return Ok(Outcome::CommitAndNotify(tx, self.provisioned.clone()));
+            }
+            if let Some((event_id, given)) = license {
+                self.provide(tx.as_mut(), &event_id, given, now_ms).await?;
             }
             return Ok(Outcome::Commit(tx));
         };
@@ -319,6 +337,26 @@ impl EventDelivery {
                 Ok(false)
             }
         }
+    }
+}
+
+impl EventDelivery {
+    /// Stores the License the app answered `license.requested` with, and queues its
+    /// upload, in the delivery's transaction.
+    async fn provide(
+        &self,
+        tx: &mut dyn crate::store::Tx,
+        event_id: &str,
+        given: License,
+        now_ms: i64,
+    ) -> Result<(), JobError> {
+        match license_request::provide(tx, event_id, given, now_ms).await? {
+            Provided::Queued | Provided::Unchanged => {}
+            refused @ (Provided::Unknown | Provided::Conflict) => {
+                tracing::warn!(%event_id, ?refused, "the app's License answer was not applied");
+            }
+        }
+        Ok(())
     }
 }
 

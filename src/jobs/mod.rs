@@ -7,6 +7,7 @@
 //! mid-job leaves a lease that ends; the job is then taken again.
 
 pub mod event_delivery;
+pub mod license_upload;
 pub mod order_fetch;
 
 use crate::domain::callback::Clock;

@@ -557,6 +557,26 @@ impl Client {
             })
     }
 
+    /// 字符串/文件流上传 (§8.3): uploads a License for the application `event_id` (a safe
+    /// path segment, checked when the application arrived). The answer comes back as
+    /// received, for [`interpret`] and the attempt record.
+    pub async fn upload_license(
+        &self,
+        event_id: &str,
+        body: &crate::protocol::license_upload::Body,
+    ) -> Result<Answer, MarketError> {
+        let path = paths::MARKET_EVENT_FILE.replace("{event_id}", event_id);
+        self.send(&Request {
+            method: &Method::POST,
+            path: &path,
+            query: &[],
+            content_type: Some(&body.content_type),
+            headers: &[],
+            body: &body.bytes,
+        })
+        .await
+    }
+
     async fn send_to(
         &self,
         base: &Url,

@@ -6,8 +6,11 @@
 //! vectors test, and refused as the gateway does.
 //!
 //! Control endpoints (no signature; the mock listens on loopback by default):
-//! `POST /mock/orders` (an `orderInfo` object), `POST /mock/licenses`, `POST /mock/fail`
-//! (`{"mode":"http500"|"mkt0999"|"malformed","count":N}`), `POST /mock/delay`
+//! `POST /mock/orders` (an `orderInfo` object), `POST /mock/licenses`,
+//! `POST /mock/license-events` (`{"eventId":…}`: a `getLicenseAsync` KooGallery sent, whose
+//! License may now be uploaded), `POST /mock/fail`
+//! (`{"mode":"http500"|"mkt0999"|"malformed","count":N}`, or `{"mode":"code","code":"CBC.0101",
+//! "count":N}` for any documented error code with its HTTP status), `POST /mock/delay`
 //! (`{"ms":M,"count":N}`), `GET /mock/calls`, `POST /mock/reset`.
 
 use crate::protocol::apig::{self, HttpRequest};
@@ -51,6 +54,21 @@ pub enum FailMode {
     Mkt0999,
     /// HTTP 200 with a body cut off mid-JSON.
     Malformed,
+    /// A documented error code (`CBC.0999`, `CBC.0101`, `91381037`, …) with the HTTP
+    /// status its table gives, in the shape of the API called.
+    Code,
+}
+
+/// The HTTP status the spec's tables give an error code (§8.2, §8.3).
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "CBC.0999" | "MKT.0999" | "MKT.0100" => StatusCode::INTERNAL_SERVER_ERROR,
+        "CBC.0150" => StatusCode::FORBIDDEN,
+        "MKT.0150" | "MKT.0151" | "MKT.0154" => StatusCode::UNAUTHORIZED,
+        "MKT.0250" => StatusCode::NOT_ACCEPTABLE,
+        code if code.starts_with("9138") => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// One open-API call the mock received, and what it answered.
@@ -92,9 +110,13 @@ struct Memory {
     orders: BTreeMap<String, Value>,
     licenses: BTreeMap<String, MockLicense>,
     fail: Option<(FailMode, u32)>,
+    /// The code answered by [`FailMode::Code`].
+    fail_code: String,
     delay: Option<(Duration, u32)>,
     calls: Vec<Call>,
     metering_sns: HashSet<String>,
+    /// The `getLicenseAsync` eventIds KooGallery has sent: only these take an upload.
+    license_events: HashSet<String>,
 }
 
 struct Inner {
@@ -128,6 +150,7 @@ impl Mock {
         Router::new()
             .route("/mock/orders", post(register_order))
             .route("/mock/licenses", post(register_license))
+            .route("/mock/license-events", post(register_license_event))
             .route("/mock/fail", post(fail_next))
             .route("/mock/delay", post(delay_next))
             .route("/mock/calls", get(calls))
@@ -166,6 +189,18 @@ impl Mock {
     /// Makes the next `count` open-API calls fail this way.
     pub fn fail_next(&self, mode: FailMode, count: u32) {
         self.state().fail = Some((mode, count));
+    }
+
+    /// Makes the next `count` open-API calls answer this documented error code.
+    pub fn fail_with_code(&self, code: &str, count: u32) {
+        let mut state = self.state();
+        state.fail = Some((FailMode::Code, count));
+        state.fail_code = code.to_owned();
+    }
+
+    /// Remembers a `getLicenseAsync` eventId, as KooGallery knows the applications it sent.
+    pub fn expect_license_event(&self, event_id: &str) {
+        self.state().license_events.insert(event_id.to_owned());
     }
 
     /// Makes the next `count` open-API calls wait this long before answering.
@@ -328,7 +363,7 @@ async fn open_api(
     let path = percent_decode(uri.path());
     let query = uri.query().unwrap_or_default().to_owned();
     // Recorded on arrival, so that a test can see a call that is still being delayed.
-    let (index, delay, fail) = {
+    let (index, delay, fail, fail_code) = {
         let mut state = mock.state();
         state.calls.push(Call {
             method: method.to_string(),
@@ -342,6 +377,7 @@ async fn open_api(
             state.calls.len() - 1,
             Mock::take(&mut state.delay),
             Mock::take(&mut state.fail),
+            state.fail_code.clone(),
         )
     };
     if let Some(delay) = delay {
@@ -359,6 +395,12 @@ async fn open_api(
             "Internal error",
         ),
         Some(FailMode::Malformed) => Reply::raw(StatusCode::OK, r#"{"resultCode":"MKT.00"#),
+        Some(FailMode::Code) => Reply::error(
+            &path,
+            status_of(&fail_code),
+            &fail_code,
+            "failure injected by the mock marketplace",
+        ),
         None => match mock.check_signature(&method, &path, &query, &headers, &body) {
             Err(reply) => reply,
             Ok(()) => {
@@ -447,7 +489,19 @@ impl Mock {
             (&Method::POST, paths::LICENSE_ACTIVATE) => self.activate(&body),
             (&Method::POST, paths::LICENSE_HEARTBEAT) => self.heartbeat(&body),
             (&Method::POST, paths::USAGE_DATA) => self.usage(headers, &body),
-            (&Method::POST, _) if event_file.is_some() => upload(headers, body).await,
+            (&Method::POST, _) if let Some(event_id) = event_file => {
+                if !self.state().license_events.contains(event_id) {
+                    return Reply::error(
+                        path,
+                        StatusCode::OK,
+                        "91381034",
+                        &format!(
+                            "License application invalid: no getLicenseAsync with eventId {event_id}"
+                        ),
+                    );
+                }
+                upload(headers, body).await
+            }
             _ => Reply::json(
                 StatusCode::NOT_FOUND,
                 json!({"error_code": "APIGW.0101", "error_msg": "The API does not exist or has not been published in the environment"}),
@@ -653,18 +707,28 @@ async fn upload(headers: &HeaderMap, body: Bytes) -> Reply {
         Ok(multipart) => multipart,
         Err(e) => return invalid(format!("not multipart/form-data: {e}")),
     };
-    let (mut meta, mut file) = (None, None);
+    let (mut meta, mut file, mut file_name) = (None, None, None);
     loop {
         match multipart.next_field().await {
             Ok(Some(field)) => {
                 let name = field.name().unwrap_or_default().to_owned();
+                let json_part = field
+                    .content_type()
+                    .is_some_and(|t| t.starts_with("application/json"));
+                let part_file_name = field.file_name().map(str::to_owned);
                 let Ok(bytes) = field.bytes().await else {
                     return invalid(format!("part {name} cannot be read"));
                 };
                 match name.as_str() {
+                    "isvUpdateFileReq" if !json_part => {
+                        return invalid("isvUpdateFileReq must be application/json".into());
+                    }
                     "isvUpdateFileReq" => meta = Some(bytes),
-                    "file" => file = Some(bytes),
-                    _ => {}
+                    "file" => {
+                        file = Some(bytes);
+                        file_name = part_file_name;
+                    }
+                    other => return invalid(format!("unexpected part {other:?}")),
                 }
             }
             Ok(None) => break,
@@ -691,6 +755,16 @@ async fn upload(headers: &HeaderMap, body: Bytes) -> Reply {
             };
             if request.file_name.as_deref().is_none_or(str::is_empty) {
                 return invalid("file_name is required for type FILE".into());
+            }
+            if request
+                .file_name
+                .as_deref()
+                .is_some_and(|n| n.chars().count() > 1024)
+            {
+                return invalid("file_name is longer than 1024 characters".into());
+            }
+            if file_name.is_none() {
+                return invalid("the file part has no filename".into());
             }
             let actual = hex::encode(Sha256::digest(&file));
             if !request
@@ -744,6 +818,9 @@ async fn register_license(State(mock): State<Mock>, body: Bytes) -> Response {
 struct FailOrder {
     mode: FailMode,
     count: u32,
+    /// For `code`: which.
+    #[serde(default)]
+    code: String,
 }
 
 async fn fail_next(
@@ -752,6 +829,8 @@ async fn fail_next(
 ) -> StatusCode {
     if order.count == 0 {
         mock.state().fail = None;
+    } else if order.mode == FailMode::Code {
+        mock.fail_with_code(&order.code, order.count);
     } else {
         mock.fail_next(order.mode, order.count);
     }
@@ -773,6 +852,20 @@ async fn delay_next(
     } else {
         mock.delay_next(Duration::from_millis(order.ms), order.count);
     }
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LicenseEvent {
+    event_id: String,
+}
+
+async fn register_license_event(
+    State(mock): State<Mock>,
+    axum::Json(event): axum::Json<LicenseEvent>,
+) -> StatusCode {
+    mock.expect_license_event(&event.event_id);
     StatusCode::NO_CONTENT
 }
 

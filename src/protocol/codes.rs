@@ -22,6 +22,12 @@ pub enum ResultCode {
     /// phone or e-mail taken, sold out …), as the merchant's app reports it; the number
     /// is the last three digits, 100 to 107.
     Unavailable(u8),
+    /// `000901`: `getLicenseAsync` outside the order's validity window (§6.2).
+    OutsideValidity,
+    /// `000902`: a period License applied for without `expireTime`.
+    PeriodNeedsExpiry,
+    /// `000903`: the device fingerprint is required.
+    FingerprintRequired,
 }
 
 /// The `Unavailable` codes the spec's table lists (§5).
@@ -46,6 +52,9 @@ impl ResultCode {
             Self::NotFound => "000003",
             Self::Processing => "000004",
             Self::Internal => "000005",
+            Self::OutsideValidity => "000901",
+            Self::PeriodNeedsExpiry => "000902",
+            Self::FingerprintRequired => "000903",
         }
     }
 
@@ -67,6 +76,9 @@ impl ResultCode {
             Self::NotFound,
             Self::Processing,
             Self::Internal,
+            Self::OutsideValidity,
+            Self::PeriodNeedsExpiry,
+            Self::FingerprintRequired,
         ]
         .into_iter()
         .find(|c| c.as_str() == code)
@@ -98,6 +110,9 @@ mod tests {
             ResultCode::NotFound,
             ResultCode::Processing,
             ResultCode::Internal,
+            ResultCode::OutsideValidity,
+            ResultCode::PeriodNeedsExpiry,
+            ResultCode::FingerprintRequired,
         ] {
             assert_eq!(ResultCode::parse(code.as_str()), Some(code));
             assert_eq!(code.as_str().len(), 6);

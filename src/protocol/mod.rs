@@ -9,6 +9,8 @@ pub mod crypto;
 pub mod fields;
 pub mod json;
 pub mod license_code;
+pub mod license_token;
+pub mod license_upload;
 pub mod order;
 pub mod reply;
 pub mod saas_v1;

@@ -50,6 +50,19 @@ pub enum Activity {
         instance_id: String,
         product: ProductInfo,
     },
+    /// 异步申请License (spec §6.2): served on the same route for online-License products.
+    GetLicenseAsync(LicenseApplication),
+}
+
+/// A `getLicenseAsync` application (spec §6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseApplication {
+    pub instance_id: String,
+    pub effective_time: DateTime<Utc>,
+    pub expire_time: Option<DateTime<Utc>>,
+    /// KooGallery's serial number of the application; part of the upload URL (§8.3).
+    pub event_id: String,
+    pub device_fingerprint: Option<String>,
 }
 
 impl Activity {
@@ -63,6 +76,7 @@ impl Activity {
             Self::ReleaseInstance { .. } => "releaseInstance",
             Self::UpgradeInstance { .. } => "upgradeInstance",
             Self::ChangeInstanceCheck { .. } => "changeInstanceCheck",
+            Self::GetLicenseAsync(_) => "getLicenseAsync",
         }
     }
 
@@ -88,6 +102,7 @@ impl Activity {
             Self::QueryInstance { instance_ids } if instance_ids.len() == 1 => {
                 Some(&instance_ids[0])
             }
+            Self::GetLicenseAsync(application) => Some(&application.instance_id),
             _ => None,
         }
     }
@@ -188,6 +203,7 @@ impl Request {
                 instance_id: f.required("instanceId", 64)?,
                 product: product_info(&f)?,
             },
+            "getLicenseAsync" => Activity::GetLicenseAsync(license_application(&f)?),
             other => return Err(FieldError::UnknownActivity(other.to_owned())),
         };
         Ok(Self { test, activity })
@@ -229,6 +245,53 @@ pub fn split_instance_ids(raw: &str) -> Result<Vec<String>, FieldError> {
         return Err(invalid(format!("id {long:?} is longer than 64 characters")));
     }
     Ok(ids)
+}
+
+fn license_application(f: &Fields) -> Result<LicenseApplication, FieldError> {
+    let time = |field: &'static str, raw: Option<String>| {
+        raw.map(|raw| {
+            super::time::parse_license_time(&raw).ok_or_else(|| FieldError::Invalid {
+                field,
+                reason: format!(
+                    "{raw:?} is not yyyy-MM-dd HH:mm:ss z, yyyyMMddHHmmss or yyyyMMddHHmmssSSS"
+                ),
+            })
+        })
+        .transpose()
+    };
+    let instance_id = f.required("instanceId", 64)?;
+    let effective_time = time("effectiveTime", Some(f.required("effectiveTime", 32)?))?
+        .ok_or(FieldError::Missing("effectiveTime"))?;
+    let expire_time = time("expireTime", f.optional("expireTime", 32)?)?;
+    let event_id = f.required("eventId", 64)?;
+    // The id becomes a path segment of the upload URL (§8.3): only characters that need
+    // no encoding, so the URL koogate signs is the one the gateway reads.
+    if !event_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        || event_id == "."
+        || event_id == ".."
+    {
+        return Err(FieldError::Invalid {
+            field: "eventId",
+            reason: "only letters, digits, '-', '_', '.' and '~' may be used".into(),
+        });
+    }
+    if let Some(expire) = expire_time
+        && expire < effective_time
+    {
+        return Err(FieldError::Invalid {
+            field: "expireTime",
+            reason: "is before effectiveTime".into(),
+        });
+    }
+    Ok(LicenseApplication {
+        instance_id,
+        effective_time,
+        expire_time,
+        event_id,
+        device_fingerprint: f.optional("deviceFingerprint", 1024)?,
+    })
 }
 
 fn product_info(f: &Fields) -> Result<ProductInfo, FieldError> {
@@ -306,6 +369,60 @@ mod tests {
             };
             assert_eq!(product.product_id.as_deref(), Some("p"));
             assert_eq!(product.linear_value.as_deref(), Some("5"));
+        }
+    }
+
+    #[test]
+    fn get_license_async_reads_the_documented_fields() {
+        let r = parse(r#"{"activity":"getLicenseAsync","instanceId":"i-1","effectiveTime":"2023-10-27 10:30:15 z","expireTime":"20241027103015","eventId":"EV-1_a.b~c","deviceFingerprint":"00:11|D1|B1|C1","testFlag":"1"}"#).unwrap();
+        assert!(r.test);
+        let Activity::GetLicenseAsync(a) = r.activity else {
+            panic!()
+        };
+        assert_eq!(a.effective_time.timestamp(), 1_698_402_615);
+        assert_eq!(a.expire_time.map(|t| t.timestamp()), Some(1_730_025_015));
+        assert_eq!(a.event_id, "EV-1_a.b~c");
+        assert_eq!(a.device_fingerprint.as_deref(), Some("00:11|D1|B1|C1"));
+    }
+
+    #[test]
+    fn get_license_async_refuses_what_the_spec_does_not_allow() {
+        let base = |extra: &str| {
+            format!(
+                r#"{{"activity":"getLicenseAsync","instanceId":"i","effectiveTime":"20231027103015","eventId":"e"{extra}}}"#
+            )
+        };
+        let cases = [
+            (base(r#","eventId":"a/b""#), "eventId has an invalid value"),
+            (base(r#","eventId":"..""#), "eventId has an invalid value"),
+            (
+                base(&format!(r#","eventId":"{}""#, "e".repeat(65))),
+                "eventId is longer than 64",
+            ),
+            (
+                base(r#","effectiveTime":"27/10/2023""#),
+                "effectiveTime has an invalid value",
+            ),
+            (
+                base(r#","expireTime":"20221027103015""#),
+                "expireTime has an invalid value: is before",
+            ),
+            (
+                base(&format!(r#","deviceFingerprint":"{}""#, "f".repeat(1025))),
+                "deviceFingerprint is longer than 1024",
+            ),
+            (
+                base(&format!(r#","expireTime":"{}""#, "2".repeat(33))),
+                "expireTime is longer than 32",
+            ),
+            (
+                r#"{"activity":"getLicenseAsync","instanceId":"i","eventId":"e"}"#.into(),
+                "effectiveTime is missing",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(&body).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{body}: {err}");
         }
     }
 

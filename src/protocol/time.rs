@@ -29,6 +29,25 @@ pub fn parse_compact(s: &str) -> Option<DateTime<Utc>> {
     Some(Utc.from_utc_datetime(&naive) + chrono::Duration::milliseconds(millis))
 }
 
+/// Parses a `getLicenseAsync` time (spec §6.2, D10): `2023-10-27 10:30:15 z` as
+/// documented — a `T` for the space, milliseconds, and a trailing `z`, `Z` or `UTC` are
+/// allowed — or either compact form; always UTC.
+pub fn parse_license_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Some(t) = parse_compact(s) {
+        return Some(t);
+    }
+    let bare = ["UTC", "utc", "z", "Z"]
+        .iter()
+        .find_map(|zone| s.strip_suffix(zone))
+        .unwrap_or(s)
+        .trim_end();
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(bare, format).ok())
+        .map(|naive| Utc.from_utc_datetime(&naive))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +60,38 @@ mod tests {
         assert_eq!(t.timestamp_millis(), 1_669_257_378_256);
         assert_eq!(format_compact(t), "20221124023618");
         assert_eq!(format_millis(t), "20221124023618256");
+    }
+
+    #[test]
+    fn license_times_parse_in_the_documented_and_compact_forms() {
+        let t = 1_698_402_615;
+        for ok in [
+            "2023-10-27 10:30:15 z",
+            "2023-10-27 10:30:15 Z",
+            "2023-10-27 10:30:15Z",
+            "2023-10-27T10:30:15 UTC",
+            "2023-10-27 10:30:15",
+            "20231027103015",
+        ] {
+            assert_eq!(
+                parse_license_time(ok).map(|v| v.timestamp()),
+                Some(t),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            parse_license_time("2023-10-27 10:30:15.250 z").map(|v| v.timestamp_millis()),
+            Some(t * 1000 + 250)
+        );
+        for bad in [
+            "",
+            "2023-10-27",
+            "27/10/2023 10:30:15",
+            "2023-10-27 10:30:15 +08:00",
+            "tomorrow",
+        ] {
+            assert_eq!(parse_license_time(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum Interface {
     OrderNotify,
     /// License-code 2.0 merchant activities (§6.3).
     LicenseCode,
+    /// Online License (§6.2): the SaaS 2.0 instance activities and `getLicenseAsync`.
+    License,
 }
 
 impl Interface {
@@ -45,6 +47,7 @@ impl Interface {
             Self::SaasV1 => "saas-v1",
             Self::OrderNotify => "order-notify",
             Self::LicenseCode => "license-code",
+            Self::License => "license",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod events;
 pub mod health;
+mod license_requests;
 mod ops;
 mod postgres;
 pub mod refused;
@@ -13,10 +14,12 @@ mod sqlite;
 
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
+use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
+pub use license_requests::LicenseUpload;
 pub use ops::{CodeActivation, Operations};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -147,6 +150,19 @@ pub trait Store: Send + Sync + 'static {
     /// Instances, newest first.
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
 
+    // Online License applications (merchant-api.md §5).
+
+    /// One application, by KooGallery's eventId.
+    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>>;
+    /// Applications (of one instance, or all), newest first, as many as `limit`.
+    async fn license_requests(
+        &self,
+        instance_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<LicenseRequest>>;
+    /// The upload attempts of an application, oldest first.
+    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
+    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
     // Operations (merchant-api.md §7).
 
     /// The queue, the backlog, the pause and the dial test, read for the metrics.
@@ -208,6 +224,15 @@ pub trait Tx: Send {
     /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Reads a License application and locks it for this transaction.
+    async fn license_request_for_update(
+        &mut self,
+        event_id: &str,
+    ) -> StoreResult<Option<LicenseRequest>>;
+    /// Inserts a new application; `false` if its eventId is taken.
+    async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool>;
+    /// Writes back an application read with [`Tx::license_request_for_update`].
+    async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

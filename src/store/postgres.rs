@@ -4,6 +4,7 @@
 //! take a row lock.
 
 use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
+use super::license_requests::{self, LicenseUpload};
 use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
+use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -372,6 +374,26 @@ impl Store for PgStore {
         events::pg::list_instances(&self.pool, filter).await
     }
 
+    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>> {
+        license_requests::pg::get(&self.pool, event_id, false).await
+    }
+
+    async fn license_requests(
+        &self,
+        instance_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<LicenseRequest>> {
+        license_requests::pg::list(&self.pool, instance_id, limit).await
+    }
+
+    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>> {
+        license_requests::pg::uploads(&self.pool, event_id).await
+    }
+
+    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()> {
+        license_requests::pg::insert_upload(&self.pool, upload).await
+    }
+
     async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
         super::ops::pg::operations(&self.pool, now_ms).await
     }
@@ -587,6 +609,21 @@ impl Tx for PgTx {
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
         events::pg::insert_event(&mut *self.0, event).await
+    }
+
+    async fn license_request_for_update(
+        &mut self,
+        event_id: &str,
+    ) -> StoreResult<Option<LicenseRequest>> {
+        license_requests::pg::get(&mut *self.0, event_id, true).await
+    }
+
+    async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool> {
+        license_requests::pg::insert(&mut *self.0, request).await
+    }
+
+    async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()> {
+        license_requests::pg::update(&mut *self.0, request).await
     }
 
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {

@@ -5,6 +5,7 @@
 //! the busy timeout still covers other processes (a `koogate migrate`, say).
 
 use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
+use super::license_requests::{self, LicenseUpload};
 use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
+use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -421,6 +423,27 @@ impl Store for SqliteStore {
         events::lite::list_instances(&self.pool, filter).await
     }
 
+    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>> {
+        license_requests::lite::get(&self.pool, event_id, false).await
+    }
+
+    async fn license_requests(
+        &self,
+        instance_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<LicenseRequest>> {
+        license_requests::lite::list(&self.pool, instance_id, limit).await
+    }
+
+    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>> {
+        license_requests::lite::uploads(&self.pool, event_id).await
+    }
+
+    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()> {
+        let _turn = self.writer.lock().await;
+        license_requests::lite::insert_upload(&self.pool, upload).await
+    }
+
     async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
         super::ops::lite::operations(&self.pool, now_ms).await
     }
@@ -638,6 +661,21 @@ impl Tx for SqliteTx {
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
         events::lite::insert_event(&mut *self.tx, event).await
+    }
+
+    async fn license_request_for_update(
+        &mut self,
+        event_id: &str,
+    ) -> StoreResult<Option<LicenseRequest>> {
+        license_requests::lite::get(&mut *self.tx, event_id, true).await
+    }
+
+    async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool> {
+        license_requests::lite::insert(&mut *self.tx, request).await
+    }
+
+    async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()> {
+        license_requests::lite::update(&mut *self.tx, request).await
     }
 
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {

@@ -182,8 +182,11 @@ impl TestApp {
         env.insert("KOOGATE_DATABASE_URL".into(), db.url.clone());
         env.entry("KOOGATE_LOG_FILTER".into())
             .or_insert_with(|| "warn".into());
-        let settings =
+        let mut settings =
             Settings::load_with(None, |name| env.get(name).cloned()).expect("test settings load");
+        settings
+            .prepare_license_key()
+            .expect("the License signing key can be kept beside the database");
         if std::env::var_os("TEST_LOG").is_some() {
             koogate::telemetry::init(settings.log.format, "debug");
         }

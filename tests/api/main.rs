@@ -18,6 +18,7 @@ mod logs;
 mod marketplace;
 mod metrics;
 mod mock_market;
+mod online_license;
 mod orders;
 mod outages;
 mod postgres;

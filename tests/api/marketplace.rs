@@ -304,6 +304,7 @@ fn multipart(meta: &Value, file: Option<&[u8]>) -> Vec<u8> {
 #[tokio::test]
 async fn license_strings_and_files_upload_as_multipart() {
     let mock = MockServer::start().await;
+    mock.expect_license_event("event-0001").await;
     let client = client(&mock.url(), "", AK, SK);
     let path = market_event_file_path("event-0001").unwrap();
     let content_type = "multipart/form-data; boundary=XBOUNDARYX";

@@ -61,6 +61,21 @@ impl MockServer {
             .await;
     }
 
+    /// Makes the next `count` calls answer a documented error code (`CBC.0999`, …).
+    pub async fn fail_with_code(&self, code: &str, count: u32) {
+        self.control(
+            "/mock/fail",
+            json!({"mode": "code", "code": code, "count": count}),
+        )
+        .await;
+    }
+
+    /// Tells the mock of a `getLicenseAsync` KooGallery sent, so that its upload is taken.
+    pub async fn expect_license_event(&self, event_id: &str) {
+        self.control("/mock/license-events", json!({"eventId": event_id}))
+            .await;
+    }
+
     /// Makes the next `count` calls wait `ms` before answering.
     pub async fn delay_next(&self, ms: u64, count: u32) {
         self.control("/mock/delay", json!({"ms": ms, "count": count}))

@@ -52,6 +52,8 @@ struct Script {
     delay: Option<Duration>,
     /// The body to answer `instance.provision_requested` with.
     provision_answer: Option<String>,
+    /// The body to answer `license.requested` with.
+    license_answer: Option<String>,
 }
 
 #[derive(Default)]
@@ -118,6 +120,11 @@ impl Receiver {
         self.with(|s| s.script.provision_answer = body.map(str::to_owned));
     }
 
+    /// Answers `license.requested` with this JSON body.
+    pub fn license_with(&self, body: Option<&str>) {
+        self.with(|s| s.script.license_answer = body.map(str::to_owned));
+    }
+
     /// Every attempt received so far.
     pub fn attempts(&self) -> Vec<Delivery> {
         self.with(|s| s.deliveries.clone())
@@ -166,9 +173,11 @@ async fn receive(
             (None, None) if !verified => 400,
             (None, None) => 200,
         };
-        let answer = (json["type"] == "instance.provision_requested")
-            .then(|| script.provision_answer.clone())
-            .flatten();
+        let answer = match json["type"].as_str() {
+            Some("instance.provision_requested") => script.provision_answer.clone(),
+            Some("license.requested") => script.license_answer.clone(),
+            _ => None,
+        };
         (status, script.delay, answer)
     };
     if let Some(delay) = delay {

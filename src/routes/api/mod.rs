@@ -2,6 +2,7 @@
 //! and operators read instances, orders and events, and the app reports provisioning.
 //! Bearer tokens compared in constant time; errors are RFC 9457 problem documents.
 
+mod license;
 mod problem;
 
 use crate::app::AppState;
@@ -31,7 +32,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "koogate management API",
-        description = "The contract between koogate and the merchant's application: instances, orders, events and provisioning (merchant-api.md §4).",
+        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning and online Licenses (merchant-api.md §4, §5).",
         version = "1"
     ),
     paths(
@@ -40,7 +41,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         put_provisioning,
         get_order,
         list_events,
-        get_event
+        get_event,
+        license::get_license_request,
+        license::put_license_request
     ),
     components(schemas(
         InstanceView,
@@ -52,6 +55,12 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         EventFeed,
         EventDetail,
         AttemptView,
+        license::LicenseRequestDetail,
+        license::UploadView,
+        crate::domain::license_request::LicenseRequestView,
+        crate::domain::license_request::LicenseView,
+        crate::domain::license_request::LicenseInput,
+        crate::domain::license_request::FileInput,
         Problem,
         FieldError
     )),
@@ -85,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/orders/{order_id}", get(get_order))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{event_id}", get(get_event))
+        .route(
+            "/api/v1/license-requests/{event_id}",
+            get(license::get_license_request).put(license::put_license_request),
+        )
         .fallback(|| async { Problem::not_found("no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()

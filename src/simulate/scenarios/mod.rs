@@ -2,6 +2,7 @@
 //! share, and the dispatch to each family's scenarios.
 
 mod license_code;
+mod online_license;
 mod order_notify;
 mod saas_v1;
 mod saas_v2;
@@ -50,6 +51,7 @@ pub async fn run(options: &Options, sink: &mut dyn Sink) -> Report {
                     Interface::SaasV1 => saas_v1::run(&mut session, scenario).await,
                     Interface::OrderNotify => order_notify::run(&mut session, scenario).await,
                     Interface::LicenseCode => license_code::run(&mut session, scenario).await,
+                    Interface::License => online_license::run(&mut session, scenario).await,
                 };
                 report.scenarios.push(ScenarioReport {
                     scenario,

@@ -360,7 +360,7 @@ async fn broken_servers_are_named_for_their_fault() {
         let path = match interface {
             Interface::OrderNotify => "/order-notify",
             Interface::LicenseCode => "/license-code",
-            Interface::SaasV2 | Interface::SaasV1 => "/saas",
+            Interface::SaasV2 | Interface::SaasV1 | Interface::License => "/saas",
         };
         let report = simulate(&Options {
             scenarios: vec![scenario],
@@ -430,7 +430,7 @@ fn path(interface: Interface) -> &'static str {
     match interface {
         Interface::OrderNotify => "/order-notify",
         Interface::LicenseCode => "/license-code",
-        Interface::SaasV2 | Interface::SaasV1 => "/saas",
+        Interface::SaasV2 | Interface::SaasV1 | Interface::License => "/saas",
     }
 }
 
@@ -949,7 +949,7 @@ async fn usage_errors_list_the_valid_choices() {
                 "--interface",
                 "saas-v3",
             ]),
-            "[possible values: saas-v2, saas-v1, order-notify, license-code]",
+            "[possible values: saas-v2, saas-v1, order-notify, license-code, license]",
         ),
         (
             args(&[
