@@ -5,6 +5,7 @@ pub mod evidence;
 pub mod jobs;
 pub mod license;
 pub mod orders;
+pub mod usage;
 
 use crate::app::{self, AppState};
 use crate::config::Settings;
@@ -74,6 +75,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },
+    /// Pay-per-use usage: an instance's windows and their push, or push now.
+    #[command(subcommand)]
+    Usage(UsageCommand),
     /// Run a local stand-in for the KooGallery open APIs (query order, license codes,
     /// License upload, usage push), for trying koogate without a Huawei account.
     MockMarketplace {
@@ -131,6 +135,23 @@ pub enum EventsCommand {
     },
     /// Lift a pause (a 410 Gone) and send every waiting and parked delivery again.
     Resume,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// The instance's usage windows: values, push state, KooGallery's codes, late usage.
+    Show { instance_id: String },
+    /// Close every window that has ended and push every closed one, without waiting for
+    /// :05 (KooGallery keeps the first record of a window: a window pushed early cannot
+    /// take usage that arrives later; that goes into the next one).
+    Push {
+        /// Required: says that windows are closed now.
+        #[arg(long, required = true)]
+        now: bool,
+        /// First put parked windows back in line (once their cause is fixed).
+        #[arg(long)]
+        retry_parked: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -517,6 +538,31 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
                 }
                 None => Err(format!("no License application {event_id} is known here").into()),
             }
+        }
+        Command::Usage(UsageCommand::Show { instance_id }) => {
+            let store = app::open_store(&settings).await?;
+            match usage::show(store.as_ref(), &instance_id).await? {
+                Some(report) => {
+                    print!("{report}");
+                    Ok(())
+                }
+                None => Err(format!("no instance {instance_id} is known here").into()),
+            }
+        }
+        Command::Usage(UsageCommand::Push {
+            now: _,
+            retry_parked,
+        }) => {
+            let store = app::open_store(&settings).await?;
+            let state = AppState::new(&settings, store, settings.configured_provisioner());
+            let now_ms = (state.services.clock)();
+            print!(
+                "{}",
+                usage::push(&state.usage_push(), retry_parked, now_ms)
+                    .await
+                    .map_err(|e| e.to_string())?
+            );
+            Ok(())
         }
         Command::MockMarketplace { listen } => mock_marketplace(&settings, listen).await,
     }

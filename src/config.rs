@@ -76,6 +76,7 @@ pub struct Settings {
     pub marketplace: Marketplace,
     pub jobs: Jobs,
     pub events: Events,
+    pub usage: Usage,
     pub license: LicenseSettings,
     pub audit: Audit,
     pub log: Log,
@@ -127,6 +128,14 @@ pub struct Events {
     pub retry_schedule: String,
     pub max_age: String,
     pub retention_days: u32,
+}
+
+/// Pay-per-use usage (merchant-api.md §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// The window usage is summed and pushed in.
+    pub window: crate::domain::usage::WindowSize,
 }
 
 /// The management API's bearer tokens; never printed.
@@ -1140,6 +1149,11 @@ mod tests {
                 &[("KOOGATE_EVENTS_RETRY_SCHEDULE", "5s,0s")],
                 "events.retry_schedule",
                 "longer than 0",
+            ),
+            (
+                &[("KOOGATE_USAGE_WINDOW", "week")],
+                "settings",
+                "unknown variant",
             ),
             (
                 &[("KOOGATE_PROVISIONING", "manual")],

@@ -10,8 +10,10 @@ use crate::domain::events::DELIVER_KIND;
 use crate::domain::license_request::{self, Licensing};
 use crate::domain::order;
 use crate::domain::provision::Provisioner;
+use crate::domain::usage::WindowSize;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
 use crate::jobs::license_upload::LicenseUploads;
+use crate::jobs::usage_push::{self, UsagePush};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
 use crate::metrics::Metrics;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub api_tokens: Arc<ApiTokens>,
     /// This server's metrics (also in `services`, for the callback pipeline).
     pub metrics: Metrics,
+    /// The window pay-per-use usage is summed and pushed in.
+    pub usage_window: WindowSize,
 }
 
 /// The merchant's webhook endpoint (merchant-api.md §2.2).
@@ -135,6 +139,20 @@ impl AppState {
             }),
             api_tokens: Arc::new(settings.api_tokens.clone()),
             metrics,
+            usage_window: settings.usage.window,
+        }
+    }
+
+    /// The usage push (merchant-api.md §6), for the worker and `koogate usage push`.
+    pub fn usage_push(&self) -> UsagePush {
+        let services = &self.services;
+        UsagePush {
+            client: self.marketplace.clone(),
+            store: services.store.clone(),
+            clock: services.clock.clone(),
+            merchant_key: self.keys.saas.primary().cloned(),
+            deliver_events: services.deliver_events,
+            policy: self.job_policy.clone(),
         }
     }
 
@@ -155,6 +173,7 @@ impl AppState {
             services.wake_jobs.clone(),
         )
         .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()))
         .handle(
             license_request::UPLOAD_KIND,
             Arc::new(LicenseUploads {
@@ -306,6 +325,12 @@ pub async fn serve(
         }
     };
     let worker = state.worker().run(stop_rx.clone());
+    let usage = usage_push::schedule(
+        state.services.store.clone(),
+        state.services.clock.clone(),
+        state.services.wake_jobs.clone(),
+        stop_rx.clone(),
+    );
     let mut admin_stop = stop_rx;
     let admin = axum::serve(listeners.admin, admin_router(state.clone())).with_graceful_shutdown(
         async move {
@@ -319,8 +344,8 @@ pub async fn serve(
         drop(stop_tx);
         result
     };
-    let (result, admin, (), (), (), ()) =
-        tokio::join!(server, admin, purger, worker, probe, refused);
+    let (result, admin, (), (), (), (), ()) =
+        tokio::join!(server, admin, purger, worker, probe, refused, usage);
     result.and(admin)
 }
 

@@ -32,10 +32,12 @@ pub enum EventType {
     LicenseRequested,
     LicenseDelivered,
     LicenseDeliveryFailed,
+    UsagePushed,
+    UsagePushFailed,
 }
 
 impl EventType {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::InstanceCreated,
         Self::InstanceOrderUpdated,
         Self::InstanceProvisionRequested,
@@ -54,6 +56,8 @@ impl EventType {
         Self::LicenseRequested,
         Self::LicenseDelivered,
         Self::LicenseDeliveryFailed,
+        Self::UsagePushed,
+        Self::UsagePushFailed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -76,6 +80,8 @@ impl EventType {
             Self::LicenseRequested => "license.requested",
             Self::LicenseDelivered => "license.delivered",
             Self::LicenseDeliveryFailed => "license.delivery_failed",
+            Self::UsagePushed => "usage.pushed",
+            Self::UsagePushFailed => "usage.push_failed",
         }
     }
 

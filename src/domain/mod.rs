@@ -12,3 +12,4 @@ pub mod provision;
 pub mod saas_v1;
 pub mod saas_v2;
 pub mod steps;
+pub mod usage;

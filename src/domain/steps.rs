@@ -6,8 +6,9 @@ use super::callback::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Gone, Instance};
 use super::provision::{ProvisionRequest, Provisioned, Provisioner};
+use super::usage;
 use crate::protocol::codes::ResultCode;
-use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply};
+use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply, UsageInfo};
 use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
 
 /// What [`create_once`] did.
@@ -181,12 +182,31 @@ pub async fn query(
             "no such instance",
         )));
     }
+    let metered: Vec<String> = visible
+        .iter()
+        .filter(|i| usage::is_pay_per_use(i))
+        .map(|i| i.id.clone())
+        .collect();
+    let totals = if metered.is_empty() {
+        Vec::new()
+    } else {
+        tx.usage_totals(&metered).await?
+    };
     let info: Vec<InstanceInfo> = visible
         .into_iter()
         .filter_map(|i| {
+            let usage_info = usage::is_pay_per_use(&i).then(|| {
+                let total = totals.iter().find(|t| t.instance_id == i.id);
+                vec![usage_info(
+                    total.map_or(0, |t| t.total),
+                    // No usage yet: nothing counted since the instance was created.
+                    total.map_or(i.created_ms, |t| t.updated_ms),
+                )]
+            });
             i.app_info.map(|app_info| InstanceInfo {
                 instance_id: i.id,
                 app_info: Some(app_info),
+                usage_info,
             })
         })
         .collect();
@@ -199,6 +219,16 @@ pub async fn query(
     Ok(Answer::reply(
         &Reply::success().with_info(info, credentials),
     ))
+}
+
+/// The cumulative usage of a pay-per-use instance, as `queryInstance` reports it.
+fn usage_info(total: i64, at_ms: i64) -> UsageInfo {
+    let text = usage::Quantity(total).to_fixed();
+    UsageInfo {
+        usage_value: serde_json::value::RawValue::from_string(text)
+            .expect("a fixed-point decimal is a JSON number"),
+        statistical_time: usage::statistical_time(at_ms),
+    }
 }
 
 /// `000003` for an instance that does not exist, or no longer does (D9).

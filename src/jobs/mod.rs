@@ -9,6 +9,7 @@
 pub mod event_delivery;
 pub mod license_upload;
 pub mod order_fetch;
+pub mod usage_push;
 
 use crate::domain::callback::Clock;
 use crate::store::{Job, JobFailure, Lease, NewJob, Store, StoreResult, Tx};

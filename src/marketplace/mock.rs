@@ -9,14 +9,17 @@
 //! `POST /mock/orders` (an `orderInfo` object), `POST /mock/licenses`,
 //! `POST /mock/license-events` (`{"eventId":…}`: a `getLicenseAsync` KooGallery sent, whose
 //! License may now be uploaded), `POST /mock/fail`
-//! (`{"mode":"http500"|"mkt0999"|"malformed","count":N}`, or `{"mode":"code","code":"CBC.0101",
+//! (`{"mode":"http500"|"mkt0999"|"malformed"|"lose_answer","count":N}`, or `{"mode":"code","code":"CBC.0101",
 //! "count":N}` for any documented error code with its HTTP status), `POST /mock/delay`
-//! (`{"ms":M,"count":N}`), `GET /mock/calls`, `POST /mock/reset`.
+//! (`{"ms":M,"count":N}`), `POST /mock/usage-codes` (`{"code":"003","count":N}`: the next N
+//! usage records are refused with that record-level code), `GET /mock/usage` (the usage
+//! records taken), `GET /mock/calls`, `POST /mock/reset`.
 
 use crate::protocol::apig::{self, HttpRequest};
 use crate::protocol::order::{
     ActivateRequest, BuyerInfo, HeartbeatRequest, LicenseCodeInfo, LicenseInfo, MKT_SUCCESS,
-    MOCK_ORDER_IDS, NameValue, OrderInfo, OrderLine, ProductInfo, UploadRequest, UsagePush, paths,
+    MOCK_ORDER_IDS, NameValue, OrderInfo, OrderLine, ProductInfo, UploadRequest, UsagePush,
+    UsageRecord, paths,
 };
 use crate::protocol::{time, usage};
 use axum::Router;
@@ -54,6 +57,8 @@ pub enum FailMode {
     Mkt0999,
     /// HTTP 200 with a body cut off mid-JSON.
     Malformed,
+    /// The call is processed, but its answer is lost: HTTP 504 from a proxy.
+    LoseAnswer,
     /// A documented error code (`CBC.0999`, `CBC.0101`, `91381037`, …) with the HTTP
     /// status its table gives, in the shape of the API called.
     Code,
@@ -115,6 +120,10 @@ struct Memory {
     delay: Option<(Duration, u32)>,
     calls: Vec<Call>,
     metering_sns: HashSet<String>,
+    /// Usage records taken, first record per (instance, begin, end) only.
+    usage: Vec<UsageRecord>,
+    /// A record-level code the next records are refused with, and for how many.
+    usage_codes: Option<(String, u32)>,
     /// The `getLicenseAsync` eventIds KooGallery has sent: only these take an upload.
     license_events: HashSet<String>,
 }
@@ -154,6 +163,8 @@ impl Mock {
             .route("/mock/fail", post(fail_next))
             .route("/mock/delay", post(delay_next))
             .route("/mock/calls", get(calls))
+            .route("/mock/usage", get(usage_taken))
+            .route("/mock/usage-codes", post(usage_codes))
             .route("/mock/reset", post(reset))
             .fallback(open_api)
             .with_state(self.clone())
@@ -208,6 +219,16 @@ impl Mock {
         self.state().delay = Some((delay, count));
     }
 
+    /// Refuses the next `count` usage records with this record-level code.
+    pub fn usage_codes_next(&self, code: &str, count: u32) {
+        self.state().usage_codes = (count > 0).then(|| (code.to_owned(), count));
+    }
+
+    /// The usage records taken so far, oldest first.
+    pub fn usage_taken(&self) -> Vec<UsageRecord> {
+        self.state().usage.clone()
+    }
+
     /// The open-API calls received so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
@@ -218,9 +239,9 @@ impl Mock {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take<T: Copy>(slot: &mut Option<(T, u32)>) -> Option<T> {
+    fn take<T: Clone>(slot: &mut Option<(T, u32)>) -> Option<T> {
         let (value, left) = slot.as_mut()?;
-        let value = *value;
+        let value = value.clone();
         *left -= 1;
         if *left == 0 {
             *slot = None;
@@ -401,13 +422,23 @@ async fn open_api(
             &fail_code,
             "failure injected by the mock marketplace",
         ),
-        None => match mock.check_signature(&method, &path, &query, &headers, &body) {
-            Err(reply) => reply,
-            Ok(()) => {
-                mock.answer(&method, &path, &query, &headers, body.clone())
-                    .await
+        Some(FailMode::LoseAnswer) | None => {
+            let reply = match mock.check_signature(&method, &path, &query, &headers, &body) {
+                Err(reply) => reply,
+                Ok(()) => {
+                    mock.answer(&method, &path, &query, &headers, body.clone())
+                        .await
+                }
+            };
+            if fail == Some(FailMode::LoseAnswer) {
+                Reply::raw(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "<html>504 Gateway Time-out</html>",
+                )
+            } else {
+                reply
             }
-        },
+        }
     };
     tracing::info!(%method, %path, status = reply.status.as_u16(), code = %reply.code, "mock marketplace call");
     if let Some(call) = mock.state().calls.get_mut(index) {
@@ -633,59 +664,133 @@ impl Mock {
         )
     }
 
+    /// 按需使用量推送 (§8.4) as documented, newer rules included: both signatures, the
+    /// body in natural (sorted) order exactly as signed, at most 100 records, each record
+    /// checked, the first record of a window wins, refusals as `abnormal_usage_data`.
     fn usage(&self, headers: &HeaderMap, body: &[u8]) -> Reply {
         let path = paths::USAGE_DATA;
         let fail = |code: &str, message: String| {
             Reply::error(path, StatusCode::BAD_REQUEST, code, &message)
         };
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        let now = chrono::Utc::now();
+        let fresh = header("ts").parse::<i64>().is_ok_and(|ts| {
+            (ts - now.timestamp_millis()).unsigned_abs() <= DATE_WINDOW_SECS * 1000
+        });
+        let nonce = header("nonce");
+        if !fresh || nonce.is_empty() || nonce.len() > 64 {
+            return fail(
+                "MKT.0102",
+                "Invalid body sign: ts (Unix milliseconds, recent) and nonce (1-64) are required"
+                    .into(),
+            );
+        }
         if let Some(key) = &self.0.merchant_key {
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-            };
             let expected = usage::usage_signature(
                 key.expose_secret(),
                 header("ts"),
-                header("nonce"),
+                nonce,
                 &String::from_utf8_lossy(body),
             );
             if header("signature") != expected {
                 return fail("MKT.0102", "Invalid body sign".into());
             }
         }
+        let sorted = serde_json::from_slice::<Value>(body)
+            .map(|v| usage::canonical_json(&v).into_bytes() == body)
+            .unwrap_or(false);
         let push: UsagePush = match serde_json::from_slice(body) {
             Ok(push) => push,
             Err(e) => return fail("MKT.0101", format!("Invalid parameter: {e}")),
         };
-        if push.usage_records.len() > 1000 {
-            return fail("MKT.9003", "too many records: at most 1000".into());
+        if !sorted {
+            return fail(
+                "MKT.0102",
+                "Invalid body sign: the body is not in natural (sorted-key) order".into(),
+            );
         }
-        for record in &push.usage_records {
+        if push.usage_records.len() > 100 {
+            return fail("MKT.9003", "too many records: at most 100".into());
+        }
+        let at = |t: &str| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ")
+                .ok()
+                .map(|t| t.and_utc())
+        };
+        let limit = now - chrono::Duration::days(21);
+        if push
+            .usage_records
+            .iter()
+            .any(|r| at(&r.begin_time).is_some_and(|begin| begin < limit))
+        {
+            return fail("MKT.9004", "beginTime is more than 21 days old".into());
+        }
+        let mut state = self.state();
+        let mut abnormal = Vec::new();
+        for record in push.usage_records {
             let value_ok = record.usage_value.parse::<f64>().is_ok_and(|v| v > 0.0)
                 && record
                     .usage_value
                     .split_once('.')
                     .is_none_or(|(_, decimals)| decimals.len() <= 4);
-            let times_ok = [&record.record_time, &record.begin_time, &record.end_time]
-                .iter()
-                .all(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").is_ok());
-            if !value_ok || !times_ok || record.metering_sn.is_empty() {
-                return fail(
-                    "MKT.9002",
-                    format!("invalid usage entity {}", record.metering_sn),
-                );
+            let times = [&record.record_time, &record.begin_time, &record.end_time].map(|t| at(t));
+            let window = (
+                record.instance_id.clone(),
+                record.begin_time.clone(),
+                record.end_time.clone(),
+            );
+            let code = if let Some(code) = Mock::take(&mut state.usage_codes) {
+                Some(code)
+            } else if record.metering_sn.is_empty() || record.metering_sn.len() > 64 {
+                Some("004".to_owned())
+            } else if times.iter().any(Option::is_none) {
+                Some("002".to_owned())
+            } else if !value_ok {
+                Some("003".to_owned())
+            } else if times[1] >= times[2] || times[2].is_some_and(|end| end > now) {
+                Some("011".to_owned())
+            } else if state.metering_sns.contains(&record.metering_sn) {
+                Some("005".to_owned())
+            } else if state.usage.iter().any(|r| {
+                (
+                    r.instance_id.as_str(),
+                    r.begin_time.as_str(),
+                    r.end_time.as_str(),
+                ) == (window.0.as_str(), window.1.as_str(), window.2.as_str())
+            }) {
+                Some("010".to_owned())
+            } else {
+                None
+            };
+            match code {
+                Some(code) => abnormal.push(json!({
+                    "metering_sn": record.metering_sn,
+                    "error_code": code,
+                    "error_msg": crate::protocol::usage::record_code_meaning(&code),
+                })),
+                None => {
+                    state.metering_sns.insert(record.metering_sn.clone());
+                    state.usage.push(record);
+                }
             }
         }
-        let mut state = self.state();
-        for record in push.usage_records {
-            state.metering_sns.insert(record.metering_sn);
+        if abnormal.is_empty() {
+            Reply::json(
+                StatusCode::OK,
+                json!({"error_code": MKT_SUCCESS, "error_msg": "success"}),
+            )
+        } else {
+            Reply::json(
+                StatusCode::OK,
+                json!({"error_code": usage::ABNORMAL_DATA, "error_msg": "abnormal usage data",
+                       "abnormal_usage_data": abnormal}),
+            )
         }
-        Reply::json(
-            StatusCode::OK,
-            json!({"error_code": MKT_SUCCESS, "error_msg": "success"}),
-        )
     }
 }
 
@@ -853,6 +958,24 @@ async fn delay_next(
         mock.delay_next(Duration::from_millis(order.ms), order.count);
     }
     StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct CodeOrder {
+    code: String,
+    count: u32,
+}
+
+async fn usage_codes(
+    State(mock): State<Mock>,
+    axum::Json(order): axum::Json<CodeOrder>,
+) -> StatusCode {
+    mock.usage_codes_next(&order.code, order.count);
+    StatusCode::NO_CONTENT
+}
+
+async fn usage_taken(State(mock): State<Mock>) -> axum::Json<Vec<UsageRecord>> {
+    axum::Json(mock.usage_taken())
 }
 
 #[derive(Deserialize)]

@@ -167,6 +167,20 @@ pub struct InstanceInfo {
     pub instance_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_info: Option<AppInfo>,
+    /// Required for pay-per-use instances (spec §3.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_info: Option<Vec<UsageInfo>>,
+}
+
+/// A pay-per-use instance's usage so far (spec §3.2 UsageInfo).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageInfo {
+    /// Double(12,4) on the wire: the exact fixed-point text (`"12.5000"`) written as a JSON
+    /// number, never through floating point.
+    pub usage_value: Box<serde_json::value::RawValue>,
+    /// `yyyyMMddHHmmssSSS`, UTC.
+    pub statistical_time: String,
 }
 
 #[cfg(test)]
@@ -225,6 +239,7 @@ mod tests {
         let pending = InstanceInfo {
             instance_id: "i".into(),
             app_info: None,
+            usage_info: None,
         };
         let reply = Reply::success().with_info(vec![pending], &Credentials::Encrypted(cipher));
         assert_eq!(reply.encrypt_type, None);

@@ -60,6 +60,41 @@ pub fn usage_signature(merchant_key: &str, ts: &str, nonce: &str, body: &str) ->
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// The answer code of a call whose records were (partly) refused one by one, listed in
+/// `abnormal_usage_data` (spec §8.4, newer revision).
+pub const ABNORMAL_DATA: &str = "94060999";
+
+/// The record-level codes of `abnormal_usage_data` (spec §8.4, newer revision).
+const RECORD_CODES: [(&str, &str); 12] = [
+    ("001", "instance does not exist"),
+    ("002", "time format is wrong"),
+    ("003", "usage value is wrong"),
+    ("004", "metering_sn is missing"),
+    ("005", "duplicate metering_sn"),
+    ("006", "product is delisted"),
+    ("007", "record time has expired"),
+    ("009", "instance does not belong to this merchant"),
+    ("010", "duplicate record"),
+    ("011", "time range is wrong"),
+    ("012", "not a pay-per-use instance"),
+    ("013", "instance state is abnormal"),
+];
+
+/// What a record-level code means.
+pub fn record_code_meaning(code: &str) -> &'static str {
+    RECORD_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("undocumented record code", |(_, meaning)| meaning)
+}
+
+/// Whether a record-level code says KooGallery has the record already: a duplicate
+/// `metering_sn` (`005`) or a second record for the same window (`010`). koogate derives
+/// both from the window, so either means an earlier push of this window got through.
+pub fn already_accepted(code: &str) -> bool {
+    matches!(code, "005" | "010")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ mod postgres;
 pub mod refused;
 mod rows;
 mod sqlite;
+mod usage;
 
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -23,6 +24,7 @@ pub use license_requests::LicenseUpload;
 pub use ops::{CodeActivation, Operations};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use usage::{Carried, NewUsageRecord, UsageTotal, UsageWindow, window_state};
 
 /// A storage failure. Callers answer `000005` and log it; details never reach KooGallery.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,15 @@ pub trait Store: Send + Sync + 'static {
     /// Instances, newest first.
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
 
+    // Pay-per-use usage (merchant-api.md §6).
+
+    /// One instance's usage windows, newest first.
+    async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>>;
+    /// Windows closed and waiting for their push, oldest first.
+    async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>>;
+    /// Late usage of one instance, by the window it was carried into.
+    async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>>;
+
     // Online License applications (merchant-api.md §5).
 
     /// One application, by KooGallery's eventId.
@@ -224,6 +235,38 @@ pub trait Tx: Send {
     /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
+
+    // Pay-per-use usage (merchant-api.md §6).
+
+    /// Claims a usage record's id (the dedupe key); `None` when it is new, else the
+    /// quantity stored with it first. A concurrent claim of the same id waits for this
+    /// transaction and then sees it.
+    async fn claim_usage_record(&mut self, record: &NewUsageRecord<'_>)
+    -> StoreResult<Option<i64>>;
+    /// Adds `window.total` and `window.records` to the window, creating it; `false` (and
+    /// nothing changed) when the window is no longer open.
+    async fn add_usage(&mut self, window: &UsageWindow) -> StoreResult<bool>;
+    /// Notes that a record was counted in a later window than its own.
+    async fn carry_usage_record(
+        &mut self,
+        instance_id: &str,
+        record_id: &str,
+        window_begin_ms: i64,
+    ) -> StoreResult<()>;
+    /// Open windows that ended at or before `ended_by_ms`, oldest first.
+    async fn ended_usage_windows(&mut self, ended_by_ms: i64) -> StoreResult<Vec<UsageWindow>>;
+    /// Fixes an open window's push record (or parks it); `false` if it was not open.
+    async fn close_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool>;
+    /// Records a closed window's push outcome; `false` if it was settled already (an
+    /// accepted push still overrides a parked one: KooGallery has the record).
+    async fn settle_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool>;
+    /// Puts parked windows (of one instance, or all) back in line to be pushed.
+    async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64>;
+    /// The usage totals of these instances (those that have any).
+    async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>>;
+
+    // Online License applications (merchant-api.md §5).
+
     /// Reads a License application and locks it for this transaction.
     async fn license_request_for_update(
         &mut self,
@@ -233,6 +276,7 @@ pub trait Tx: Send {
     async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool>;
     /// Writes back an application read with [`Tx::license_request_for_update`].
     async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()>;
+
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 

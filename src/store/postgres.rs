@@ -9,6 +9,7 @@ use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
+use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
     OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
@@ -374,6 +375,18 @@ impl Store for PgStore {
         events::pg::list_instances(&self.pool, filter).await
     }
 
+    async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>> {
+        usage::pg::windows(&self.pool, instance_id, limit).await
+    }
+
+    async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>> {
+        usage::pg::closed(&self.pool, limit).await
+    }
+
+    async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>> {
+        usage::pg::carried(&self.pool, instance_id).await
+    }
+
     async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>> {
         license_requests::pg::get(&self.pool, event_id, false).await
     }
@@ -634,6 +647,46 @@ impl Tx for PgTx {
             .execute(&mut *self.0)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_usage_record(
+        &mut self,
+        record: &NewUsageRecord<'_>,
+    ) -> StoreResult<Option<i64>> {
+        usage::pg::claim_record(&mut self.0, record).await
+    }
+
+    async fn add_usage(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::pg::add(&mut *self.0, window).await
+    }
+
+    async fn carry_usage_record(
+        &mut self,
+        instance_id: &str,
+        record_id: &str,
+        window_begin_ms: i64,
+    ) -> StoreResult<()> {
+        usage::pg::carry(&mut *self.0, instance_id, record_id, window_begin_ms).await
+    }
+
+    async fn ended_usage_windows(&mut self, ended_by_ms: i64) -> StoreResult<Vec<UsageWindow>> {
+        usage::pg::ended(&mut *self.0, ended_by_ms).await
+    }
+
+    async fn close_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::pg::close(&mut *self.0, window).await
+    }
+
+    async fn settle_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::pg::settle(&mut *self.0, window).await
+    }
+
+    async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64> {
+        usage::pg::unpark(&mut *self.0, instance_id, now_ms).await
+    }
+
+    async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
+        usage::pg::totals(&mut *self.0, ids).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -10,6 +10,7 @@ use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
+use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
     OrderLineRecord, PoolOptions, Store, StoreError, StoreResult, StoredAnswer, Tx,
@@ -423,6 +424,18 @@ impl Store for SqliteStore {
         events::lite::list_instances(&self.pool, filter).await
     }
 
+    async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>> {
+        usage::lite::windows(&self.pool, instance_id, limit).await
+    }
+
+    async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>> {
+        usage::lite::closed(&self.pool, limit).await
+    }
+
+    async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>> {
+        usage::lite::carried(&self.pool, instance_id).await
+    }
+
     async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>> {
         license_requests::lite::get(&self.pool, event_id, false).await
     }
@@ -686,6 +699,46 @@ impl Tx for SqliteTx {
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_usage_record(
+        &mut self,
+        record: &NewUsageRecord<'_>,
+    ) -> StoreResult<Option<i64>> {
+        usage::lite::claim_record(&mut self.tx, record).await
+    }
+
+    async fn add_usage(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::lite::add(&mut *self.tx, window).await
+    }
+
+    async fn carry_usage_record(
+        &mut self,
+        instance_id: &str,
+        record_id: &str,
+        window_begin_ms: i64,
+    ) -> StoreResult<()> {
+        usage::lite::carry(&mut *self.tx, instance_id, record_id, window_begin_ms).await
+    }
+
+    async fn ended_usage_windows(&mut self, ended_by_ms: i64) -> StoreResult<Vec<UsageWindow>> {
+        usage::lite::ended(&mut *self.tx, ended_by_ms).await
+    }
+
+    async fn close_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::lite::close(&mut *self.tx, window).await
+    }
+
+    async fn settle_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        usage::lite::settle(&mut *self.tx, window).await
+    }
+
+    async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64> {
+        usage::lite::unpark(&mut *self.tx, instance_id, now_ms).await
+    }
+
+    async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
+        usage::lite::totals(&mut *self.tx, ids).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

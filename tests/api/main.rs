@@ -28,3 +28,4 @@ mod saas_v1;
 mod saas_v2;
 mod simulate;
 mod store;
+mod usage;

@@ -229,9 +229,14 @@ async fn license_codes_activate_and_answer_heartbeats() {
 async fn usage_pushes_carry_both_signatures() {
     let mock = MockServer::start().await;
     let client = client(&mock.url(), "", AK, SK);
+    // A window that ended an hour ago: the mock refuses future and 21-day-old windows.
+    let hour = |back: i64| {
+        let t = chrono::Utc::now() - chrono::Duration::hours(back);
+        t.format("%Y%m%dT%H0000Z").to_string()
+    };
     let body = usage::canonical_json(&json!({"usage_records": [{
-        "instance_id": "inst-1", "record_time": "20260101T010000Z", "begin_time": "20260101T000000Z",
-        "end_time": "20260101T010000Z", "usage_value": "1.5", "metering_sn": "sn-1"}]}));
+        "instance_id": "inst-1", "record_time": hour(1), "begin_time": hour(2),
+        "end_time": hour(1), "usage_value": "1.5", "metering_sn": "sn-1"}]}));
     let ts = chrono::Utc::now().timestamp_millis().to_string();
     let signature = usage::usage_signature(KEY, &ts, "nonce-1", &body);
 
@@ -274,12 +279,13 @@ async fn usage_pushes_carry_both_signatures() {
             ..
         }
     ));
+    // Refused record by record, as the newer revision answers (spec §8.4): 003, bad value.
     assert!(matches!(
         invalid.unwrap_err(),
         MarketError::Api {
-            code: ApiCode::InvalidUsage,
+            code: ApiCode::Other(code),
             ..
-        }
+        } if code == usage::ABNORMAL_DATA
     ));
 }
 

@@ -3,6 +3,7 @@
 
 use crate::helpers::{KEY, Options};
 use koogate::marketplace::mock::{Call, Mock};
+use koogate::protocol::order::UsageRecord;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -80,6 +81,24 @@ impl MockServer {
     pub async fn delay_next(&self, ms: u64, count: u32) {
         self.control("/mock/delay", json!({"ms": ms, "count": count}))
             .await;
+    }
+
+    /// Refuses the next `count` usage records with this record-level code (`003`, …).
+    pub async fn usage_codes(&self, code: &str, count: u32) {
+        self.control("/mock/usage-codes", json!({"code": code, "count": count}))
+            .await;
+    }
+
+    /// The usage records the mock has taken (the first of each window), oldest first.
+    pub async fn usage_taken(&self) -> Vec<UsageRecord> {
+        self.http
+            .get(format!("{}/mock/usage", self.url()))
+            .send()
+            .await
+            .expect("mock answers")
+            .json()
+            .await
+            .expect("usage records are JSON")
     }
 
     /// The open-API calls received so far.

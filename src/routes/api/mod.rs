@@ -4,6 +4,7 @@
 
 mod license;
 mod problem;
+pub mod usage;
 
 use crate::app::AppState;
 use crate::domain::events::{InstanceView, OrderLineView};
@@ -17,7 +18,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use problem::{FieldError, Problem};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 #[openapi(
     info(
         title = "koogate management API",
-        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning and online Licenses (merchant-api.md §4, §5).",
+        description = "The contract between koogate and the merchant's application: instances, orders, events, provisioning, online Licenses and pay-per-use usage (merchant-api.md §4, §5, §6).",
         version = "1"
     ),
     paths(
@@ -42,6 +43,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         get_order,
         list_events,
         get_event,
+        usage::post_usage,
+        usage::get_usage,
         license::get_license_request,
         license::put_license_request
     ),
@@ -55,6 +58,13 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         EventFeed,
         EventDetail,
         AttemptView,
+        usage::UsageBatch,
+        usage::UsageRecordInput,
+        usage::UsageReceipt,
+        usage::RecordResult,
+        usage::InstanceUsage,
+        crate::domain::usage::WindowView,
+        crate::domain::usage::CarriedView,
         license::LicenseRequestDetail,
         license::UploadView,
         crate::domain::license_request::LicenseRequestView,
@@ -94,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/orders/{order_id}", get(get_order))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{event_id}", get(get_event))
+        .route("/api/v1/usage", post(usage::post_usage))
+        .route("/api/v1/instances/{id}/usage", get(usage::get_usage))
         .route(
             "/api/v1/license-requests/{event_id}",
             get(license::get_license_request).put(license::put_license_request),

@@ -327,6 +327,7 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                     .map(|id| InstanceInfo {
                         app_info: Some(app_info(&id)),
                         instance_id: id,
+                        usage_info: None,
                     })
                     .collect();
                 if info.is_empty() {
@@ -446,6 +447,7 @@ fn v1_activity(fake: &Fake, request: &V1Request) -> Result<Vec<u8>, FieldError> 
             reply.info = Some(vec![InstanceInfo {
                 app_info: Some(credentials(&id)),
                 instance_id: id,
+                usage_info: None,
             }]);
             reply.to_bytes()
         }
