@@ -1152,7 +1152,7 @@ mod tests {
             ),
             (
                 &[("KOOGATE_USAGE_WINDOW", "week")],
-                "settings",
+                "usage.window (KOOGATE_USAGE_WINDOW)",
                 "unknown variant",
             ),
             (
