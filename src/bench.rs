@@ -51,6 +51,35 @@ impl BenchReport {
     }
 }
 
+/// What a refused connection is reported as, by name.
+const REFUSED: &str = "connection refused";
+
+impl BenchReport {
+    /// `Err` saying why, when no server answered or an answer was not `000000` (a wrong
+    /// `--key` gets `000001` every time): a run that measured failures is no benchmark.
+    pub fn verdict(&self, url: &str) -> Result<(), String> {
+        if self.outcomes.keys().all(|outcome| outcome == REFUSED) {
+            return Err(format!("no server answered at {url}: {REFUSED}"));
+        }
+        let expected = self.outcomes.get("000000").copied().unwrap_or(0);
+        if expected == self.requests {
+            return Ok(());
+        }
+        let wrong: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter(|(outcome, _)| *outcome != "000000")
+            .map(|(outcome, n)| format!("{outcome} × {n}"))
+            .collect();
+        Err(format!(
+            "{} of {} answers were not the expected 000000: {}",
+            self.requests - expected,
+            self.requests,
+            wrong.join(", ")
+        ))
+    }
+}
+
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -152,13 +181,35 @@ async fn send(client: &reqwest::Client, args: &BenchArgs, order: &str, i: usize)
         .await
     {
         Ok(response) => response,
-        Err(e) => return format!("transport error: {e}"),
+        Err(e) => return transport_error(&e),
     };
     match response.bytes().await {
         Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["resultCode"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "not JSON".into()),
-        Err(e) => format!("transport error: {e}"),
+        Err(e) => transport_error(&e),
+    }
+}
+
+/// A failed request by its cause: reqwest's own message says only that sending failed.
+fn transport_error(error: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.iter().any(|c| c.to_lowercase().contains(REFUSED)) {
+        REFUSED.to_owned()
+    } else if error.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        format!(
+            "transport error: {}",
+            causes
+                .last()
+                .map_or_else(|| error.to_string(), Clone::clone)
+        )
     }
 }

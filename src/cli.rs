@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate`, and the tools around the server.
 
 pub mod events;
+pub mod evidence;
 pub mod jobs;
 pub mod license;
 pub mod orders;
@@ -65,6 +66,15 @@ pub enum Command {
     /// applications with their uploads.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Write the evidence of an order for a 服务监管 appeal: one self-contained HTML file
+    /// with every callback's exact bytes and SHA-256, the state changes, the deliveries to
+    /// the app and the code activations.
+    Evidence {
+        order_id: String,
+        /// Where to write the file (standard output when absent).
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Pay-per-use usage: an instance's windows and their push, or push now.
     #[command(subcommand)]
     Usage(UsageCommand),
@@ -340,8 +350,9 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
     match command {
         Command::Serve => serve(settings).await,
         Command::Bench(args) => {
-            println!("{}", crate::bench::run(&args).await?);
-            Ok(())
+            let report = crate::bench::run(&args).await?;
+            println!("{report}");
+            Ok(report.verdict(&args.url)?)
         }
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Simulate(args) => {
@@ -376,6 +387,20 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
                 "{}",
                 orders::fetch(&client, &order_id, order_line_id.as_deref()).await?
             );
+            Ok(())
+        }
+        Command::Evidence { order_id, out } => {
+            let store = app::open_store(&settings).await?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let page = evidence::page(store.as_ref(), &order_id, now_ms).await?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, page)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    println!("{}", path.display());
+                }
+                None => print!("{page}"),
+            }
             Ok(())
         }
         Command::Events(EventsCommand::Secret) => {

@@ -24,6 +24,32 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// The dotted key (`log.format`) whose line holds byte `offset` of a TOML text written
+/// by `toml::to_string`: the line's key under the last `[table]` header before it.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']'));
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// A key with the environment variable that sets it: `log.format (KOOGATE_LOG_FORMAT)`.
+fn named(key: &str) -> String {
+    format!(
+        "{key} ({})",
+        format!("KOOGATE_{}", key.replace('.', "_")).to_uppercase()
+    )
+}
+
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
@@ -263,9 +289,15 @@ impl Settings {
             merge(&mut table, overlay, "")?;
         }
         apply_env(&mut table, "KOOGATE", &env)?;
-        let mut settings: Settings = table
-            .try_into()
-            .map_err(|e: toml::de::Error| err("settings", e.message().to_owned()))?;
+        // Read from text, so that the error's position names the key that is wrong.
+        let text = toml::to_string(&table).map_err(|e| err("settings", e.to_string()))?;
+        let mut settings: Settings = toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let key = e
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .map_or_else(|| "settings".to_owned(), |key| named(&key));
+            err(key, e.message().to_owned())
+        })?;
         settings.keys = load_keys(&env)?;
         settings.marketplace_credentials = load_credentials(&env)?;
         settings.event_secrets = load_event_secrets(&env)?;
@@ -1120,13 +1152,23 @@ mod tests {
             ),
             (
                 &[("KOOGATE_USAGE_WINDOW", "week")],
-                "settings",
+                "usage.window (KOOGATE_USAGE_WINDOW)",
                 "unknown variant",
             ),
             (
                 &[("KOOGATE_PROVISIONING", "manual")],
-                "settings",
+                "provisioning (KOOGATE_PROVISIONING)",
                 "unknown variant",
+            ),
+            (
+                &[("KOOGATE_LOG_FORMAT", "xml")],
+                "log.format (KOOGATE_LOG_FORMAT)",
+                "expected `text` or `json`",
+            ),
+            (
+                &[("KOOGATE_LISTEN", "nonsense")],
+                "listen (KOOGATE_LISTEN)",
+                "socket address",
             ),
             (
                 &[

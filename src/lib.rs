@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod marketplace;
+pub mod metrics;
 pub mod protocol;
 pub mod routes;
 pub mod simulate;

@@ -11,6 +11,13 @@ async fn main() -> ExitCode {
     // The simulator plays KooGallery against another server: it needs none of this server's
     // settings, and its report owns standard output.
     let command = match cli.command {
+        Command::Simulate(_) if cli.config.is_some() => {
+            eprintln!(
+                "koogate: simulate reads no settings file (--config or KOOGATE_CONFIG): \
+                 give the address and key with --url and --key (or KOOGATE_SIMULATE_KEY)"
+            );
+            return ExitCode::from(2);
+        }
         Command::Simulate(args) => return cli::simulate(args).await,
         command => command,
     };

@@ -1,6 +1,7 @@
 //! The application: shared state, the router with its middleware, and `serve`, which
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
+pub mod evidence;
 pub mod server;
 
 use crate::config::{ApiTokens, Keys, Settings};
@@ -15,6 +16,7 @@ use crate::jobs::license_upload::LicenseUploads;
 use crate::jobs::usage_push::{self, UsagePush};
 use crate::jobs::{self, Worker, order_fetch::OrderFetch};
 use crate::marketplace;
+use crate::metrics::Metrics;
 use crate::protocol::crypto::KeySize;
 use crate::protocol::signature::Accept;
 use crate::protocol::webhook::WebhookSecret;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub webhook: Option<Webhook>,
     /// The management API's bearer tokens.
     pub api_tokens: Arc<ApiTokens>,
+    /// This server's metrics (also in `services`, for the callback pipeline).
+    pub metrics: Metrics,
     /// The window pay-per-use usage is summed and pushed in.
     pub usage_window: WindowSize,
 }
@@ -83,6 +87,7 @@ impl AppState {
         provisioner: Arc<dyn Provisioner>,
     ) -> Self {
         let (refused, refused_writer) = refused::channel(store.clone(), refused::CAPACITY);
+        let metrics = Metrics::new();
         Self {
             refused_writer: Arc::new(std::sync::Mutex::new(Some(refused_writer))),
             services: Services {
@@ -103,6 +108,7 @@ impl AppState {
                     max_bytes: settings.license.max_bytes,
                 }),
                 licensed: Arc::new(tokio::sync::Notify::new()),
+                metrics: metrics.clone(),
             },
             keys: Arc::new(settings.keys.clone()),
             accept: Accept {
@@ -117,7 +123,7 @@ impl AppState {
             saas_v2_key_size: settings
                 .saas_v2_key_size()
                 .expect("checked when the settings were loaded"),
-            marketplace: marketplace::Client::from_settings(settings),
+            marketplace: marketplace::Client::from_settings(settings).with_metrics(metrics.clone()),
             job_policy: settings.job_policy(),
             audit_retention: settings.audit_retention(),
             connections: settings.connection_limits(),
@@ -132,6 +138,7 @@ impl AppState {
                 timeout: Duration::from_millis(settings.events.timeout_ms),
             }),
             api_tokens: Arc::new(settings.api_tokens.clone()),
+            metrics,
             usage_window: settings.usage.window,
         }
     }
@@ -190,6 +197,7 @@ impl AppState {
                     clock: services.clock.clone(),
                     provisioned: services.provisioned.clone(),
                     licensing: services.licensing.clone(),
+                    metrics: self.metrics.clone(),
                 }),
             ),
             None => worker,
@@ -256,9 +264,9 @@ pub fn router(state: AppState) -> Router {
     traced(routes::router(state))
 }
 
-/// The internal router (merchant-api.md §1): the management API.
+/// The internal router (merchant-api.md §1): the management API and the metrics.
 pub fn admin_router(state: AppState) -> Router {
-    traced(routes::api::router(state))
+    traced(routes::api::router(state.clone()).merge(routes::metrics::router(state)))
 }
 
 fn traced(router: Router) -> Router {

@@ -5,6 +5,7 @@
 use super::events::{self, Decision};
 use super::provision::Provisioner;
 use super::{license_code, order_notify, saas_v1, saas_v2};
+use crate::metrics::{Answered, Metrics, Refusal};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::fields::FieldError;
@@ -52,6 +53,7 @@ pub struct Services {
     /// Woken when a License upload succeeds on this replica, so that a waiting
     /// `getLicenseAsync` answers at once.
     pub licensed: Arc<tokio::sync::Notify>,
+    pub metrics: Metrics,
 }
 
 /// A source of the current time in Unix milliseconds.
@@ -166,6 +168,66 @@ impl Work {
 /// decides the answer, so a committed callback is never answered `000005` nor recorded
 /// twice.
 pub async fn process(
+    services: &Services,
+    nonce: Option<&Verified>,
+    work: Result<Work, FieldError>,
+    record: CallbackRecord,
+    started: Instant,
+    now_ms: i64,
+) -> Answer {
+    let family = record.interface.clone();
+    let (activity, test) = match &work {
+        Ok(work) => (Some(work.activity()), work.test()),
+        Err(_) => (None, false),
+    };
+    let (order_id, instance_id) = match &work {
+        Ok(work) => (
+            work.order_id().map(str::to_owned),
+            work.instance_id().map(str::to_owned),
+        ),
+        Err(_) => (None, None),
+    };
+    if work.is_err() {
+        services.metrics.refused(&family, Refusal::Malformed);
+    }
+    let answer = decide(services, nonce, work, record, started, now_ms).await;
+    if answer.code == ResultCode::AuthFailed {
+        // A verified request is refused only for its nonce.
+        services.metrics.refused(&family, Refusal::ReplayedNonce);
+    }
+    let instance_id = instance_id.as_deref().or(answer.instance_id.as_deref());
+    answered(services, &family, activity, test, &answer, started);
+    tracing::info!(
+        family,
+        activity = activity.unwrap_or("unknown"),
+        result_code = answer.code.as_str(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        order_id = order_id.as_deref().unwrap_or_default(),
+        instance_id = instance_id.unwrap_or_default(),
+        "callback answered"
+    );
+    answer
+}
+
+/// Counts an answered callback.
+fn answered(
+    services: &Services,
+    family: &str,
+    activity: Option<&'static str>,
+    test: bool,
+    answer: &Answer,
+    started: Instant,
+) {
+    services.metrics.answered(&Answered {
+        family,
+        activity,
+        result_code: answer.code.as_str(),
+        test,
+        duration: started.elapsed(),
+    });
+}
+
+async fn decide(
     services: &Services,
     nonce: Option<&Verified>,
     work: Result<Work, FieldError>,
@@ -553,9 +615,19 @@ pub fn refuse_unverified(
     services: &Services,
     mut record: CallbackRecord,
     answer: Answer,
+    reason: Refusal,
     started: Instant,
 ) -> Answer {
     fill(&mut record, &answer, started);
+    services.metrics.refused(&record.interface, reason);
+    answered(services, &record.interface, None, false, &answer, started);
+    tracing::info!(
+        family = record.interface,
+        activity = "unknown",
+        result_code = answer.code.as_str(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "callback answered"
+    );
     if !services.health.is_down() {
         services.refused.record(record);
     }

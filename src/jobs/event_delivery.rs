@@ -110,6 +110,7 @@ pub struct EventDelivery {
     pub provisioned: Arc<tokio::sync::Notify>,
     /// In `app` License mode, the answer to `license.requested` may carry the License.
     pub licensing: Arc<Licensing>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl EventDelivery {
@@ -258,6 +259,8 @@ impl Handler for EventDelivery {
             }),
             error: error.clone(),
         };
+        let outcome = crate::metrics::delivery_outcome(sent.status, error.is_some());
+        self.metrics.delivery(&event.kind, outcome);
         let Some(error) = error else {
             // The attempt commits with the job's completion (and the app's answer).
             let mut tx = self.store.begin().await?;

@@ -4,6 +4,7 @@
 //! cannot be connected to, and every documented error code turned into a typed error.
 
 use crate::config::{self, Credentials, Settings};
+use crate::metrics::Metrics;
 use crate::protocol::apig::{self, HttpRequest};
 use crate::protocol::order::{
     ActivateRequest, LicenseCodeInfo, MKT_SUCCESS, OrderInfo, QueryOrderResponse, paths,
@@ -382,6 +383,8 @@ pub struct Client {
     credentials: Option<Credentials>,
     stage: Option<String>,
     request_timeout: Duration,
+    /// Where each call is counted, when the client belongs to a server.
+    metrics: Option<Metrics>,
 }
 
 /// A signed call, ready to send.
@@ -425,6 +428,7 @@ impl Client {
             credentials,
             stage: Some(settings.stage.clone()).filter(|s| !s.is_empty()),
             request_timeout,
+            metrics: None,
         }
     }
 
@@ -434,6 +438,12 @@ impl Client {
             &settings.marketplace,
             settings.marketplace_credentials.clone(),
         )
+    }
+
+    /// The same client, counting its calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether an AK/SK is configured.
@@ -451,7 +461,12 @@ impl Client {
             .ok_or(MarketError::NotConfigured)?;
         let mut refused = Vec::new();
         for base in &self.bases {
-            match self.send_to(base, request, credentials).await {
+            let sent = self.send_to(base, request, credentials).await;
+            if let Some(metrics) = &self.metrics {
+                let api = crate::metrics::open_api_name(request.path);
+                metrics.open_api(api, base.host_str().unwrap_or_default(), outcome(&sent));
+            }
+            match sent {
                 Ok(answer) => return Ok(answer),
                 Err(HostError::Connect(detail)) => {
                     tracing::warn!(host = %base, %detail, "cannot connect to the marketplace");
@@ -699,6 +714,22 @@ impl Client {
         } else {
             MarketError::Transport(error_chain(&error))
         }
+    }
+}
+
+/// What one call to one host came to, for the metrics: the answer's status class, or
+/// why there was none.
+fn outcome(sent: &Result<Answer, HostError>) -> &'static str {
+    match sent {
+        Ok(answer) => match answer.status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+        Err(HostError::Connect(_)) => "unreachable",
+        Err(HostError::Other(MarketError::Timeout { .. })) => "timeout",
+        Err(HostError::Other(_)) => "error",
     }
 }
 

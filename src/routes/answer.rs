@@ -3,6 +3,7 @@
 //! valid HTTP for the route (D5), and the audit record started for each callback.
 
 use crate::domain::callback::{self, Answer, Services, Work};
+use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::Reply;
 use crate::protocol::signature::{self, KeyRing};
@@ -121,7 +122,7 @@ pub async fn read_body(
     started: Instant,
 ) -> Result<(Bytes, CallbackRecord), Response> {
     let read = tokio::time::timeout(services.deadline, axum::body::to_bytes(body, limit)).await;
-    let (status, problem) = match read {
+    let (status, problem, reason) = match read {
         Ok(Ok(bytes)) => {
             record.raw_body = bytes.to_vec();
             return Ok((bytes, record));
@@ -133,11 +134,13 @@ pub async fn read_body(
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than {limit} bytes"),
+                Refusal::TooLarge,
             )
         }
         Ok(Err(_)) => (
             StatusCode::BAD_REQUEST,
             "request body could not be read".to_owned(),
+            Refusal::Malformed,
         ),
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,
@@ -145,6 +148,7 @@ pub async fn read_body(
                 "request body did not arrive within {} ms",
                 services.deadline.as_millis()
             ),
+            Refusal::SlowBody,
         ),
     };
     tracing::warn!(%problem, "request refused before its signature was checked");
@@ -152,7 +156,8 @@ pub async fn read_body(
     record.bound_unverified();
     record.http_status = status.as_u16();
     let reply = Reply::new(ResultCode::InvalidParam, problem);
-    let answer = callback::refuse_unverified(services, record, Answer::reply(&reply), started);
+    let answer =
+        callback::refuse_unverified(services, record, Answer::reply(&reply), reason, started);
     Err(signed(status, keys.primary(), answer.body))
 }
 

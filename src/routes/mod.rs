@@ -5,6 +5,7 @@ mod answer;
 pub mod api;
 mod health;
 mod license_code;
+pub mod metrics;
 mod order_notify;
 mod saas_v1;
 mod saas_v2;

@@ -4,6 +4,7 @@
 use super::answer;
 use crate::app::AppState;
 use crate::domain::callback::{self, Answer, Work};
+use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::reply::Reply;
@@ -76,7 +77,11 @@ async fn respond(
     let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     let window = state.saas_v1_window_secs;
     let verified = if keys.is_empty() {
-        Err((ResultCode::AuthFailed, AuthError::NoKey.to_string()))
+        Err((
+            ResultCode::AuthFailed,
+            AuthError::NoKey.to_string(),
+            Refusal::NoKey,
+        ))
     } else {
         request
             .and_then(|request| {
@@ -84,11 +89,14 @@ async fn respond(
                     request.verify(keys.iter().map(|k| k.expose_secret()), now, window)?;
                 Ok((request, key_index))
             })
-            .map_err(|problem| (problem.result_code(), problem.to_string()))
+            .map_err(|problem| {
+                let reason = Refusal::of_v1(&problem);
+                (problem.result_code(), problem.to_string(), reason)
+            })
     };
     let (request, key_index) = match verified {
         Ok(verified) => verified,
-        Err((code, problem)) => {
+        Err((code, problem, reason)) => {
             tracing::warn!(%problem, "SaaS 1.0 request refused");
             record.refused(&problem);
             let msg = match code {
@@ -96,7 +104,8 @@ async fn respond(
                 _ => problem,
             };
             let refused = Answer::reply(&Reply::new(code, msg));
-            let answer = callback::refuse_unverified(&state.services, record, refused, started);
+            let answer =
+                callback::refuse_unverified(&state.services, record, refused, reason, started);
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

@@ -6,6 +6,7 @@
 use super::answer;
 use crate::app::AppState;
 use crate::domain::callback::{self, Answer, Work};
+use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::fields::FieldError;
 use crate::protocol::reply::Reply;
@@ -81,6 +82,7 @@ pub async fn handle(
                 &state.services,
                 record,
                 Answer::reply(&reply),
+                Refusal::of_signature(&problem),
                 started,
             );
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);

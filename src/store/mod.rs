@@ -6,6 +6,7 @@
 mod events;
 pub mod health;
 mod license_requests;
+mod ops;
 mod postgres;
 pub mod refused;
 mod rows;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
 pub use license_requests::LicenseUpload;
+pub use ops::{CodeActivation, Operations};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, UsageTotal, UsageWindow, window_state};
@@ -35,6 +37,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The SQLite file or its folder cannot be created or opened; says which, and why.
+    #[error("{0} (KOOGATE_DATABASE_URL)")]
+    SqliteFile(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -169,6 +174,14 @@ pub trait Store: Send + Sync + 'static {
     /// The upload attempts of an application, oldest first.
     async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
     async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
+    // Operations (merchant-api.md §7).
+
+    /// The queue, the backlog, the pause and the dial test, read for the metrics.
+    async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
+    /// Every callback about an order, its instances or its license codes, oldest first.
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>>;
+    /// The license codes of an order with their activations.
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.

@@ -406,6 +406,18 @@ impl Store for PgStore {
     async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()> {
         license_requests::pg::insert_upload(&self.pool, upload).await
     }
+
+    async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
+        super::ops::pg::operations(&self.pool, now_ms).await
+    }
+
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>> {
+        super::ops::pg::callbacks_of_order(&self.pool, order_id).await
+    }
+
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<super::CodeActivation>> {
+        super::ops::pg::code_activations(&self.pool, order_id).await
+    }
 }
 
 struct PgTx(Transaction<'static, Postgres>);

@@ -13,7 +13,7 @@ use super::rows::{
 use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
-    OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+    OrderLineRecord, PoolOptions, Store, StoreError, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -76,16 +76,28 @@ impl SqliteStore {
             // FULL: a committed answer survives a power cut, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.acquire_timeout);
-        if let Some(folder) = connect.get_filename().parent()
+        let file = connect.get_filename().to_owned();
+        if let Some(folder) = file.parent()
             && !folder.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(folder).map_err(sqlx::Error::Io)?;
+            std::fs::create_dir_all(folder).map_err(|e| {
+                StoreError::SqliteFile(format!(
+                    "cannot create the folder {} of the database file: {e}",
+                    folder.display()
+                ))
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(|e| {
+                StoreError::SqliteFile(format!(
+                    "cannot open the database file {}: {e}",
+                    file.display()
+                ))
+            })?;
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(())),
@@ -443,6 +455,18 @@ impl Store for SqliteStore {
     async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()> {
         let _turn = self.writer.lock().await;
         license_requests::lite::insert_upload(&self.pool, upload).await
+    }
+
+    async fn operations(&self, now_ms: i64) -> StoreResult<super::Operations> {
+        super::ops::lite::operations(&self.pool, now_ms).await
+    }
+
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>> {
+        super::ops::lite::callbacks_of_order(&self.pool, order_id).await
+    }
+
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<super::CodeActivation>> {
+        super::ops::lite::code_activations(&self.pool, order_id).await
     }
 }
 

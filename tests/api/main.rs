@@ -3,9 +3,12 @@
 //! protocol module the server uses.
 
 mod api;
+mod cli;
 mod connections;
 mod crash;
+mod deploy;
 mod events;
+mod evidence;
 mod fuzz_corpus;
 mod helpers;
 mod inputs;
@@ -13,6 +16,7 @@ mod jobs;
 mod license_code;
 mod logs;
 mod marketplace;
+mod metrics;
 mod mock_market;
 mod online_license;
 mod orders;

@@ -440,14 +440,17 @@ async fn an_upload_is_retried_after_cbc0999_and_parked_after_cbc0101(backend: Ba
         1,
         "parked at once"
     );
-    let job = s
-        .app
-        .store
-        .job_by_key("license.upload", &parked)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(job.state.as_str(), "failed");
+    // The application is marked failed inside the attempt; the job is parked just after.
+    let job = eventually("the upload job parked", || async {
+        let job = s
+            .app
+            .store
+            .job_by_key("license.upload", &parked)
+            .await
+            .unwrap()?;
+        (job.state.as_str() == "failed").then_some(job)
+    })
+    .await;
     let kinds = eventually("license.delivery_failed", || async {
         let events = s
             .app

@@ -1,0 +1,267 @@
+//! `GET /metrics`: after a scripted set of callbacks, every exported value is exactly
+//! what happened, the text parses as Prometheus text, and nothing in it names an order,
+//! an instance or a key.
+
+use crate::helpers::{self, Backend, KEY, Options, TestApp, eventually, new_instance, order_id};
+use crate::on_both_backends;
+use koogate::protocol::signature::{self, Variant};
+use prometheus_parse::{Scrape, Value};
+
+on_both_backends!(a_scripted_set_of_callbacks_is_counted_exactly);
+
+/// The internal listener's metrics, parsed.
+async fn scrape(app: &TestApp) -> (String, Scrape) {
+    let response = reqwest::get(format!("http://{}/metrics", app.admin))
+        .await
+        .expect("the internal listener answers");
+    assert_eq!(response.status(), 200, "no token is needed");
+    let text = response.text().await.unwrap();
+    let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .expect("the text parses as Prometheus text");
+    (text, scrape)
+}
+
+/// The value of the one sample of `name` with exactly these labels (0 when absent).
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| {
+            s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+        })
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name}: unexpected value {other:?}"),
+        })
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?} is exported once");
+    found.first().copied().unwrap_or(0.0)
+}
+
+/// The sum of `name` over every label set.
+fn total(scrape: &Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+fn signed_query(body: &str, ts_ms: i64, key: &str) -> String {
+    let ts = ts_ms.to_string();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let sig = signature::sign(key, &nonce, &ts, body.as_bytes(), Variant::A);
+    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
+}
+
+async fn a_scripted_set_of_callbacks_is_counted_exactly(backend: Backend) {
+    // Deliveries go to a port nothing listens on, and are retried only in an hour; no
+    // AK/SK, so each order fetch is parked at once.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hooks = format!("http://{}/hooks", nobody.local_addr().unwrap());
+    drop(nobody);
+    let options = Options::default()
+        .env("KOOGATE_EVENTS_URL", &hooks)
+        .env("KOOGATE_EVENTS_SECRET", crate::receiver::SECRET)
+        .env("KOOGATE_EVENTS_RETRY_SCHEDULE", "1h")
+        .env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50");
+    let app = TestApp::spawn_with(helpers::Database::fresh(backend).await, options).await;
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // Three new instances, one of them seller center's debugging (testFlag=1).
+    let (real_a, real_b, test_order) = (order_id(), order_id(), order_id());
+    assert_eq!(
+        app.saas(&new_instance(&real_a, "mx-a")).await.code(),
+        "000000"
+    );
+    let body_b = new_instance(&real_b, "mx-b");
+    let query_b = signed_query(&body_b, now, KEY);
+    let first = app
+        .post_raw("/koogallery/saas", &query_b, body_b.clone().into())
+        .await;
+    assert_eq!(first.code(), "000000");
+    let test_body =
+        new_instance(&test_order, "mx-t").replace(r#""testFlag":"0""#, r#""testFlag":"1""#);
+    assert_eq!(app.saas(&test_body).await.code(), "000000");
+
+    // One refusal of each reason.
+    let replayed = app
+        .post_raw("/koogallery/saas", &query_b, body_b.into())
+        .await;
+    assert_eq!(replayed.code(), "000001", "replayed nonce");
+    let body = new_instance(&order_id(), "mx-refused");
+    let refusals = [
+        ("missing_signature", String::new()),
+        ("bad_signature", signed_query(&body, now, "another-key")),
+        ("stale_timestamp", signed_query(&body, now - 61_000, KEY)),
+        ("future_timestamp", signed_query(&body, now + 61_000, KEY)),
+    ];
+    for (reason, query) in &refusals {
+        let answer = app
+            .post_raw("/koogallery/saas", query, body.clone().into())
+            .await;
+        assert_eq!(answer.code(), "000001", "{reason}");
+    }
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
+    let too_large = app
+        .post_raw(
+            "/koogallery/saas",
+            &signed_query(&huge, now, KEY),
+            huge.into(),
+        )
+        .await;
+    assert_eq!(too_large.status, 413);
+    assert_eq!(app.saas("{not json").await.code(), "000002", "malformed");
+
+    // The parked fetches and the failed deliveries happen in the background.
+    let (text, scrape) = eventually(
+        "three parked fetches and three failed deliveries, none running",
+        || async {
+            let (text, scrape) = scrape(&app).await;
+            let parked = value(
+                &scrape,
+                "koogate_jobs",
+                &[("kind", "order.fetch"), ("state", "failed")],
+            );
+            let failed = value(
+                &scrape,
+                "koogate_event_deliveries_total",
+                &[("type", "instance.created"), ("outcome", "no_answer")],
+            );
+            let running = value(
+                &scrape,
+                "koogate_jobs",
+                &[("kind", "event.deliver"), ("state", "running")],
+            );
+            (parked == 3.0 && failed == 3.0 && running == 0.0).then_some((text, scrape))
+        },
+    )
+    .await;
+
+    let callbacks = "koogate_callbacks_total";
+    let counted = |activity, code, test| {
+        value(
+            &scrape,
+            callbacks,
+            &[
+                ("family", "saas_v2"),
+                ("activity", activity),
+                ("result_code", code),
+                ("test", test),
+            ],
+        )
+    };
+    assert_eq!(counted("newInstance", "000000", "false"), 2.0);
+    assert_eq!(counted("newInstance", "000000", "true"), 1.0);
+    assert_eq!(counted("newInstance", "000001", "false"), 1.0, "the replay");
+    assert_eq!(
+        counted("unknown", "000001", "false"),
+        4.0,
+        "refused signatures"
+    );
+    assert_eq!(
+        counted("unknown", "000002", "false"),
+        2.0,
+        "too large and malformed"
+    );
+    assert_eq!(total(&scrape, callbacks), 10.0, "nothing else was counted");
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_callback_duration_seconds_count",
+            &[("family", "saas_v2")]
+        ),
+        10.0
+    );
+    for reason in [
+        "missing_signature",
+        "bad_signature",
+        "stale_timestamp",
+        "future_timestamp",
+        "replayed_nonce",
+        "too_large",
+        "malformed",
+    ] {
+        let n = value(
+            &scrape,
+            "koogate_refusals_total",
+            &[("family", "saas_v2"), ("reason", reason)],
+        );
+        assert_eq!(n, 1.0, "{reason}");
+    }
+    assert_eq!(total(&scrape, "koogate_refusals_total"), 7.0);
+    assert_eq!(total(&scrape, "koogate_event_deliveries_total"), 3.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "event.deliver"), ("state", "pending")]
+        ),
+        6.0,
+        "each instance's created event waits for its retry, its provisioned event behind it"
+    );
+    assert_eq!(total(&scrape, "koogate_jobs"), 9.0);
+    assert_eq!(value(&scrape, "koogate_event_backlog", &[]), 6.0);
+    let backlog_age = value(&scrape, "koogate_event_backlog_oldest_age_seconds", &[]);
+    assert!((0.0..60.0).contains(&backlog_age), "{backlog_age}");
+    assert_eq!(value(&scrape, "koogate_webhook_paused", &[]), 0.0);
+    let dial = value(
+        &scrape,
+        "koogate_dial_test_last_success_timestamp_seconds",
+        &[("family", "saas_v2")],
+    );
+    assert!(
+        (dial - now as f64 / 1000.0).abs() < 60.0,
+        "the test newInstance: {dial}"
+    );
+    assert_eq!(
+        total(&scrape, "koogate_dial_test_last_success_timestamp_seconds"),
+        dial,
+        "no other family had a test callback"
+    );
+    assert_eq!(
+        total(&scrape, "koogate_openapi_calls_total"),
+        0.0,
+        "no AK/SK: no call"
+    );
+
+    app.store
+        .pause_webhook(now, "the endpoint answered 410 Gone")
+        .await
+        .unwrap();
+    let (_, paused) = self::scrape(&app).await;
+    assert_eq!(value(&paused, "koogate_webhook_paused", &[]), 1.0);
+
+    for secret in [
+        real_a.as_str(),
+        real_b.as_str(),
+        test_order.as_str(),
+        "mx-a",
+        "mx-t",
+        KEY,
+    ] {
+        assert!(!text.contains(secret), "/metrics names {secret}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_servers_in_one_process_count_apart() {
+    let one = TestApp::spawn(Backend::Sqlite).await;
+    let two = TestApp::spawn(Backend::Sqlite).await;
+    assert_eq!(
+        one.saas(&new_instance(&order_id(), "mx-one")).await.code(),
+        "000000"
+    );
+    let (_, first) = scrape(&one).await;
+    let (_, second) = scrape(&two).await;
+    assert_eq!(total(&first, "koogate_callbacks_total"), 1.0);
+    assert_eq!(total(&second, "koogate_callbacks_total"), 0.0);
+    one.stop().await;
+    two.stop().await;
+}
