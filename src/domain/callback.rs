@@ -494,11 +494,32 @@ enum Wait {
     License(String),
 }
 
-/// Waits up to `provisioning_wait` (within the callback deadline) for the License upload
-/// of an application: `000000` once KooGallery answered `CBC.0000` (D13), `None` when
-/// the wait is over or the upload was parked.
-async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) -> Option<Answer> {
-    use super::license_request::{RequestState, answer_for};
+/// What a waiting callback found when it looked.
+enum Looked {
+    Answer(Answer),
+    Pending,
+    GiveUp,
+}
+
+/// What the fast path leaves of the callback deadline for recording and answering.
+const ANSWER_MARGIN: Duration = Duration::from_millis(400);
+
+/// How often a waiting callback looks again when no local completion wakes it (the work
+/// may have been done by another replica).
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Looks with `look` until it gives an answer or gives up, for at most `provisioning_wait`
+/// within the callback deadline; woken early by `notify` after a local completion.
+async fn wait_for<F, Fut>(
+    services: &Services,
+    notify: &tokio::sync::Notify,
+    started: Instant,
+    mut look: F,
+) -> Option<Answer>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Looked>,
+{
     let budget = services.provisioning_wait.min(
         services
             .deadline
@@ -506,17 +527,12 @@ async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) 
     );
     let until = tokio::time::Instant::now() + budget;
     loop {
-        let woken = services.licensed.notified();
-        match services.store.license_request(event_id).await {
-            Ok(Some(request)) if request.state == RequestState::Delivered => {
-                return Some(answer_for(request.state));
-            }
-            Ok(Some(request)) if request.state != RequestState::Failed => {}
-            Ok(_) => return None,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the License application while waiting for its upload");
-                return None;
-            }
+        // Registered before looking, so a completion between the look and the wait wakes it.
+        let woken = notify.notified();
+        match look().await {
+            Looked::Answer(answer) => return Some(answer),
+            Looked::GiveUp => return None,
+            Looked::Pending => {}
         }
         tokio::select! {
             () = woken => {}
@@ -526,49 +542,52 @@ async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) 
     }
 }
 
-/// What the fast path leaves of the callback deadline for recording and answering.
-const ANSWER_MARGIN: Duration = Duration::from_millis(400);
+/// Waits for the License upload of an application: `000000` once KooGallery answered
+/// `CBC.0000` (D13), `None` when the wait is over or the upload was parked.
+async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) -> Option<Answer> {
+    use super::license_request::{RequestState, answer_for};
+    wait_for(services, &services.licensed, started, || async {
+        match services.store.license_request(event_id).await {
+            Ok(Some(request)) if request.state == RequestState::Delivered => {
+                Looked::Answer(answer_for(request.state))
+            }
+            Ok(Some(request)) if request.state != RequestState::Failed => Looked::Pending,
+            Ok(_) => Looked::GiveUp,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the License application while waiting for its upload");
+                Looked::GiveUp
+            }
+        }
+    })
+    .await
+}
 
-/// How often a waiting callback looks at the instance when no local completion wakes it
-/// (the app may have answered through another replica).
-const WAIT_POLL: Duration = Duration::from_millis(100);
-
-/// Waits up to `provisioning_wait` (within the callback deadline) for the merchant's app
-/// to provide or refuse the instance: `000000` once it is provided, the app's
-/// `000100`–`000107` once it failed, `None` when the wait is over.
+/// Waits for the merchant's app to provide or refuse the instance: `000000` once it is
+/// provided, the app's `000100`–`000107` once it failed, `None` when the wait is over.
 async fn wait_for_app(services: &Services, instance_id: &str, started: Instant) -> Option<Answer> {
-    let budget = services.provisioning_wait.min(
-        services
-            .deadline
-            .saturating_sub(started.elapsed() + ANSWER_MARGIN),
-    );
-    let until = tokio::time::Instant::now() + budget;
-    loop {
-        let woken = services.provisioned.notified();
+    wait_for(services, &services.provisioned, started, || async {
         match services.store.instance(instance_id).await {
             Ok(Some(instance)) if instance.app_info.is_some() => {
                 let reply = super::provision::provided_answer(instance_id);
-                return Some(Answer::reply(&reply).with_instance(instance_id.to_owned()));
+                Looked::Answer(Answer::reply(&reply).with_instance(instance_id.to_owned()))
             }
-            Ok(Some(instance)) => {
-                if let Some(error) = &instance.provisioning_error
-                    && let Some(code) = ResultCode::unavailable(&error.result_code)
-                {
-                    return Some(Answer::reply(&Reply::new(code, error.message.clone())));
-                }
-            }
-            Ok(None) => return None,
+            Ok(Some(instance)) => match &instance.provisioning_error {
+                Some(error) => match ResultCode::unavailable(&error.result_code) {
+                    Some(code) => {
+                        Looked::Answer(Answer::reply(&Reply::new(code, error.message.clone())))
+                    }
+                    None => Looked::Pending,
+                },
+                None => Looked::Pending,
+            },
+            Ok(None) => Looked::GiveUp,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the instance while waiting for the app");
-                return None;
+                Looked::GiveUp
             }
         }
-        tokio::select! {
-            () = woken => {}
-            () = tokio::time::sleep(WAIT_POLL) => {}
-            () = tokio::time::sleep_until(until) => return None,
-        }
-    }
+    })
+    .await
 }
 
 /// How long recording a refused or failed callback may take past the deadline.
