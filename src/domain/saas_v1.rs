@@ -6,7 +6,7 @@ use super::callback::Answer;
 use super::events::{Decision, EventType};
 use super::instance::{Family, Instance};
 use super::provision::Provisioner;
-use super::steps::{self, Created, change};
+use super::steps::{self, change};
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v1::{Activity, ChargingMode, Linear, NewInstance, Refresh, Upgrade};
@@ -127,10 +127,7 @@ async fn new_instance(
             None => reply,
         }
     };
-    match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
-        Created::Fresh(decision) => Ok(decision),
-        Created::Replayed(answer) => Ok(Decision::quiet(answer)),
-    }
+    steps::create_once(tx, provisioner, &key, now_ms, build, answer).await
 }
 
 fn instance_for(order: NewInstance, test: bool, now_ms: i64) -> Instance {

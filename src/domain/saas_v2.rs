@@ -7,7 +7,7 @@ use super::instance::{Family, Instance};
 use super::license_request::{self, Licensing};
 use super::order::{self, Fetch};
 use super::provision::Provisioner;
-use super::steps::{self, Created, change};
+use super::steps::{self, change};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::{Activity, Request, StatusChange};
@@ -168,46 +168,35 @@ async fn new_instance(
         };
         reply.with_instance_id(&instance.id)
     };
-    if provisioner.asks_app() {
-        if let Some(earlier) = steps::replay(tx, &key, now_ms).await? {
-            return Ok(Decision::quiet(earlier));
-        }
-        // The app reported this order line as failed, and the stored answer was given up
-        // so that this retry asks it again, for the same instance (merchant-api.md §3).
-        if let Some(mut failed) = tx
+    if let Some(earlier) = steps::replay(tx, &key, now_ms).await? {
+        // A replay (every retry, and every buyer who opens the resource details) stays a
+        // read and one insert: only the call that created the instance fetches its order.
+        return Ok(Decision::quiet(earlier));
+    }
+    // The app reported this order line as failed, and the stored answer was given up so
+    // that this retry asks it again, for the same instance (merchant-api.md §3).
+    if provisioner.asks_app()
+        && let Some(mut failed) = tx
             .instance_for_order_line(&order_id, &order_line_id)
             .await?
-            && failed.provisioning_error.is_some()
-        {
-            failed.provisioning_error = None;
-            failed.updated_ms = now_ms;
-            tx.update_instance(&failed).await?;
-            let reply = answer(&failed);
-            let asked = Answer::reply(&reply).with_instance(failed.id.clone());
-            steps::settle(tx, &key, &asked).await?;
-            let event = Event::instance(EventType::InstanceProvisionRequested, &failed);
-            return Ok(Decision::with(asked, vec![event]));
-        }
-        let created = steps::create(tx, provisioner, &key, build, answer).await?;
-        return match created.answer.instance_id.clone() {
-            Some(instance_id) => {
-                let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
-                fetch_if_accepted(tx, created, &fetch, now_ms).await
-            }
-            None => Ok(created),
-        };
+        && failed.provisioning_error.is_some()
+    {
+        failed.provisioning_error = None;
+        failed.updated_ms = now_ms;
+        tx.update_instance(&failed).await?;
+        let reply = answer(&failed);
+        let asked = Answer::reply(&reply).with_instance(failed.id.clone());
+        steps::settle(tx, &key, &asked).await?;
+        let event = Event::instance(EventType::InstanceProvisionRequested, &failed);
+        return Ok(Decision::with(asked, vec![event]));
     }
-    // Only the call that created the instance enqueues its order fetch: a replay (every
-    // retry, and every buyer who opens the resource details) stays a read and one insert.
-    match steps::create_once(tx, provisioner, &key, now_ms, build, answer).await? {
-        Created::Fresh(created) => match created.answer.instance_id.clone() {
-            Some(instance_id) => {
-                let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
-                fetch_if_accepted(tx, created, &fetch, now_ms).await
-            }
-            None => Ok(created),
-        },
-        Created::Replayed(earlier) => Ok(Decision::quiet(earlier)),
+    let created = steps::create(tx, provisioner, &key, build, answer).await?;
+    match created.answer.instance_id.clone() {
+        Some(instance_id) => {
+            let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
+            fetch_if_accepted(tx, created, &fetch, now_ms).await
+        }
+        None => Ok(created),
     }
 }
 

@@ -11,18 +11,10 @@ use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply, UsageInfo};
 use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
 
-/// What [`create_once`] did.
-pub enum Created {
-    /// This call created (or tried and failed to create) the instance: its answer and
-    /// the events of the creation.
-    Fresh(Decision<Answer>),
-    /// An earlier call did: its answer, to send again byte for byte.
-    Replayed(Answer),
-}
-
 /// D7: the first call under `key` creates the instance `build` describes (its id is that
 /// call's `businessId`), provisions it and answers with `answer`; every later call under
-/// the same key replays the first answer byte for byte, without building anything.
+/// the same key replays the first answer byte for byte, without building anything (and
+/// reports no event).
 pub async fn create_once(
     tx: &mut dyn Tx,
     provisioner: &dyn Provisioner,
@@ -30,13 +22,11 @@ pub async fn create_once(
     now_ms: i64,
     build: impl FnOnce() -> Instance,
     answer: impl FnOnce(&Instance) -> Reply,
-) -> StoreResult<Created> {
+) -> StoreResult<Decision<Answer>> {
     if let Some(earlier) = replay(tx, key, now_ms).await? {
-        return Ok(Created::Replayed(earlier));
+        return Ok(Decision::quiet(earlier));
     }
-    create(tx, provisioner, key, build, answer)
-        .await
-        .map(Created::Fresh)
+    create(tx, provisioner, key, build, answer).await
 }
 
 /// Creates and provisions the instance `build` describes, under a key this callback has
