@@ -287,6 +287,7 @@ impl Metrics {
 
     /// The OpenMetrics text of this server: its own counters, then what the database
     /// said at `now_ms`.
+    #[expect(clippy::expect_used, reason = "writing to a String cannot fail")]
     pub fn render(&self, operations: &Operations, now_ms: i64) -> String {
         let mut text = String::new();
         encode_registry(&mut text, &self.registry).expect("writing to a String cannot fail");

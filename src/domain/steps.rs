@@ -212,6 +212,7 @@ pub async fn query(
 }
 
 /// The cumulative usage of a pay-per-use instance, as `queryInstance` reports it.
+#[expect(clippy::expect_used, reason = "a fixed-point decimal is a JSON number")]
 fn usage_info(total: i64, at_ms: i64) -> UsageInfo {
     let text = usage::Quantity(total).to_fixed();
     UsageInfo {

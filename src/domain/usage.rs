@@ -138,6 +138,7 @@ pub fn deadline_ms(window: Window) -> i64 {
 /// The deduplication key KooGallery keeps for a window's record: derived from the
 /// instance and the (unclipped) window, so that a push retried after a lost answer is the
 /// same record, not a second bill. 34 characters, within the 64 allowed.
+#[expect(clippy::indexing_slicing, reason = "a SHA-256 digest has 32 bytes")]
 pub fn metering_sn(instance_id: &str, window: Window) -> String {
     let digest = Sha256::digest(format!(
         "koogate-usage\n{instance_id}\n{}\n{}",
@@ -292,6 +293,10 @@ fn check_instance(instance: Option<&Instance>, occurred_ms: i64) -> Result<(), O
 /// exactly when its id is stored. A record whose window was pushed already goes into the
 /// window open now, linked to the one it came from (pushed values never change).
 /// Returns one outcome per record, in order.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "outcomes has one slot per record and index comes from enumerating the records; a group is never empty"
+)]
 pub async fn ingest(
     tx: &mut dyn Tx,
     records: &[Incoming],

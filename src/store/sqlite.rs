@@ -572,6 +572,7 @@ impl Tx for SqliteTx {
         row.map(InstanceRow::into_instance).transpose()
     }
 
+    #[expect(clippy::expect_used, reason = "a list of strings serialises")]
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
         let ids_json = serde_json::to_string(ids).expect("strings serialise");
         let rows: Vec<InstanceRow> = sqlx::query_as(concat!("SELECT ", instance_columns!(), " FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id ORDER BY wanted.key"))

@@ -335,6 +335,7 @@ pub(super) mod pg {
 
 /// SQLite: the ids go as one JSON array, read with `json_each`.
 pub(super) mod lite {
+    #[expect(clippy::expect_used, reason = "a list of strings serialises")]
     fn bind_ids(ids: &[String]) -> String {
         serde_json::to_string(ids).expect("strings serialise")
     }

@@ -490,6 +490,10 @@ pub struct EventItem {
 }
 
 impl From<&StoredEvent> for EventItem {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "serde_json::Value gives Null for a missing key: reading it never panics"
+    )]
     fn from(event: &StoredEvent) -> Self {
         let envelope = event.envelope();
         Self {

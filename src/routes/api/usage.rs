@@ -124,6 +124,10 @@ fn incoming(item: &Value) -> Result<Incoming, (&'static str, String)> {
     request_body = UsageBatch,
     responses((status = 200, body = UsageReceipt, description = "one result per record; valid records are stored even when others are refused"),
               (status = 422, body = Problem)))]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "results has one slot per record and index comes from the ingest outcomes, one per record"
+)]
 pub async fn post_usage(
     State(state): State<AppState>,
     body: Bytes,
