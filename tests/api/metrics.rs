@@ -2,12 +2,19 @@
 //! what happened, the text parses as Prometheus text, and nothing in it names an order,
 //! an instance or a key.
 
-use crate::helpers::{self, Backend, KEY, Options, TestApp, eventually, new_instance, order_id};
+use crate::helpers::{
+    self, Backend, Database, KEY, Options, TestApp, eventually, new_instance, order_id,
+};
 use crate::on_both_backends;
 use koogate::protocol::signature::{self, Variant};
+use koogate::store::{JobState, window_state};
 use prometheus_parse::{Scrape, Value};
+use std::sync::Arc;
 
-on_both_backends!(a_scripted_set_of_callbacks_is_counted_exactly);
+on_both_backends!(
+    a_scripted_set_of_callbacks_is_counted_exactly,
+    usage_windows_not_taken_and_the_nearest_deadline_are_exported,
+);
 
 /// The internal listener's metrics, parsed.
 async fn scrape(app: &TestApp) -> (String, Scrape) {
@@ -264,4 +271,125 @@ async fn two_servers_in_one_process_count_apart() {
     assert_eq!(total(&second, "koogate_callbacks_total"), 0.0);
     one.stop().await;
     two.stop().await;
+}
+
+/// 10:30 UTC, and a clock that stays there: the ages and deadlines read at a scrape are
+/// then exact.
+const FROZEN: &str = "2026-12-01T10:30:00Z";
+
+fn ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn frozen() -> Options {
+    let now = ms(FROZEN);
+    Options {
+        clock: Some(Arc::new(move || now)),
+        ..Options::default().env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50")
+    }
+}
+
+/// Waits for the usage push koogate enqueues when it starts to have run: with the clock
+/// standing still, no other is enqueued, and its retries never come due.
+async fn start_push_settled(app: &TestApp) {
+    eventually("the usage push of the start to have run", || async {
+        let job = app
+            .store
+            .job_by_key("usage.push", "slot:2026-12-01T10:00:00.000Z")
+            .await
+            .unwrap()?;
+        let settled = match job.state {
+            JobState::Done | JobState::Failed => true,
+            JobState::Pending => job.run_at_ms > ms(FROZEN),
+            JobState::Running => false,
+        };
+        settled.then_some(())
+    })
+    .await;
+}
+
+async fn usage_windows_not_taken_and_the_nearest_deadline_are_exported(backend: Backend) {
+    use chrono::{DateTime, Duration, Utc};
+    let now: DateTime<Utc> = FROZEN.parse().unwrap();
+    let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
+    start_push_settled(&app).await;
+    let (_, before) = scrape(&app).await;
+    let a = crate::usage::metered_instance(&app, now - Duration::days(2), "ON_DEMAND").await;
+    let b = crate::usage::metered_instance(&app, now - Duration::days(2), "ON_DEMAND").await;
+    let at = |hh_mm: &str| {
+        format!("2026-12-01T{hh_mm}:00Z")
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+    };
+    use crate::usage::record;
+    let answer = crate::usage::send(
+        &app,
+        &[
+            record("a8", &a, "1", at("08:10")),
+            record("a9", &a, "1", at("09:20")),
+            record("a10", &a, "1", at("10:05")),
+            record("b10", &b, "2", at("10:10")),
+        ],
+    )
+    .await;
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    // The 08:00 window was refused by KooGallery, the 09:00 one is being pushed.
+    let windows = app.store.usage_windows(&a, 10).await.unwrap();
+    let mut tx = app.store.begin().await.unwrap();
+    for w in windows
+        .iter()
+        .filter(|w| w.begin_ms < ms("2026-12-01T10:00:00Z"))
+    {
+        let mut fixed = w.clone();
+        fixed.state = if w.begin_ms == ms("2026-12-01T08:00:00Z") {
+            window_state::PARKED
+        } else {
+            window_state::CLOSED
+        }
+        .to_owned();
+        assert!(tx.close_usage_window(&fixed).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    let (text, after) = scrape(&app).await;
+
+    let unpushed = |scrape: &Scrape, state| {
+        value(
+            scrape,
+            "koogate_usage_windows_unpushed",
+            &[("state", state)],
+        )
+    };
+    for state in ["open", "closed", "parked"] {
+        assert_eq!(unpushed(&before, state), 0.0, "every state is exported");
+        assert!(
+            text.contains(&format!(
+                "koogate_usage_windows_unpushed{{state=\"{state}\"}}"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        total(&before, "koogate_usage_window_deadline_seconds"),
+        0.0,
+        "no window, no deadline"
+    );
+    assert_eq!(unpushed(&after, "open"), 2.0, "10:00 of both instances");
+    assert_eq!(unpushed(&after, "closed"), 1.0);
+    assert_eq!(unpushed(&after, "parked"), 1.0);
+    let deadline = |state| {
+        value(
+            &after,
+            "koogate_usage_window_deadline_seconds",
+            &[("state", state)],
+        )
+    };
+    assert_eq!(deadline("closed"), 5400.0, "09:00–10:00 is due by 12:00");
+    assert_eq!(deadline("open"), 9000.0, "10:00–11:00 is due by 13:00");
+    for secret in [a.as_str(), b.as_str()] {
+        assert!(!text.contains(secret), "/metrics names {secret}");
+    }
+    app.stop().await;
 }

@@ -77,7 +77,7 @@ fn rfc(t: DateTime<Utc>) -> String {
 }
 
 /// A provisioned pay-per-use instance created at `created`.
-async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str) -> String {
+pub async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str) -> String {
     let id = format!("inst-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let mut instance = Instance::new(
         id.clone(),
@@ -100,7 +100,7 @@ async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str)
     id
 }
 
-fn record(id: &str, instance: &str, quantity: &str, at: DateTime<Utc>) -> Value {
+pub fn record(id: &str, instance: &str, quantity: &str, at: DateTime<Utc>) -> Value {
     json!({"id": id, "instanceId": instance, "quantity": quantity, "occurredAt": rfc(at)})
 }
 
@@ -118,7 +118,7 @@ async fn post_usage(app: &TestApp, body: &str) -> (u16, Value) {
     (status, response.json().await.expect("JSON answer"))
 }
 
-async fn send(app: &TestApp, records: &[Value]) -> Value {
+pub async fn send(app: &TestApp, records: &[Value]) -> Value {
     let (status, answer) = post_usage(app, &json!({ "records": records }).to_string()).await;
     assert_eq!(status, 200, "{answer}");
     answer
