@@ -5,14 +5,17 @@
 use crate::helpers::{
     self, Backend, Database, KEY, Options, TestApp, eventually, new_instance, order_id,
 };
+use crate::mock_market::{self, MockServer};
 use crate::on_both_backends;
 use koogate::protocol::signature::{self, Variant};
-use koogate::store::{JobState, window_state};
+use koogate::store::{JobState, NewJob, window_state};
 use prometheus_parse::{Scrape, Value};
 use std::sync::Arc;
 
 on_both_backends!(
     a_scripted_set_of_callbacks_is_counted_exactly,
+    open_api_calls_are_counted_by_api_host_and_outcome,
+    the_oldest_due_job_has_waited_since_it_came_due,
     usage_windows_not_taken_and_the_nearest_deadline_are_exported,
 );
 
@@ -308,6 +311,151 @@ async fn start_push_settled(app: &TestApp) {
         settled.then_some(())
     })
     .await;
+}
+
+async fn open_api_calls_are_counted_by_api_host_and_outcome(backend: Backend) {
+    // The primary host refuses connections, so every call goes on to the fallback, the
+    // mock marketplace, which fails some of them on request.
+    let mock = MockServer::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://localhost:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let options = mock_market::options(&mock)
+        .env("KOOGATE_MARKETPLACE_URL", &nobody)
+        .env("KOOGATE_MARKETPLACE_FALLBACK_URL", &mock.url());
+    let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
+    let calls = |scrape: &Scrape, host: &str, outcome: &str| {
+        value(
+            scrape,
+            "koogate_openapi_calls_total",
+            &[("api", "query_order"), ("host", host), ("outcome", outcome)],
+        )
+    };
+    // One order at a time, each with its own failure, so that every call is accounted for.
+    let script: [(&str, &str, f64); 4] = [
+        ("answered", "2xx", 1.0),
+        ("mkt0999 once, then answered", "2xx", 2.0),
+        ("MKT.0154, parked", "4xx", 1.0),
+        ("too slow once, then answered", "2xx", 3.0),
+    ];
+    for (step, (what, outcome, expected)) in script.iter().enumerate() {
+        match step {
+            1 => mock.fail_next("mkt0999", 1).await,
+            2 => mock.fail_with_code("MKT.0154", 1).await,
+            3 => mock.delay_next(1500, 1).await,
+            _ => {}
+        }
+        let order = order_id();
+        mock.register(mock_market::order(&order, "sku-calls", "20270101000000"))
+            .await;
+        assert_eq!(
+            app.saas(&new_instance(&order, &format!("calls-{step}")))
+                .await
+                .code(),
+            "000000"
+        );
+        eventually(what, || async {
+            let (_, scrape) = scrape(&app).await;
+            let running = total(&scrape, "koogate_job_oldest_due_age_seconds")
+                + value(
+                    &scrape,
+                    "koogate_jobs",
+                    &[("kind", "order.fetch"), ("state", "running")],
+                );
+            (calls(&scrape, "127.0.0.1", outcome) == *expected && running == 0.0).then_some(())
+        })
+        .await;
+    }
+
+    let (text, scrape) = scrape(&app).await;
+    assert_eq!(calls(&scrape, "localhost", "unreachable"), 6.0, "{text}");
+    assert_eq!(calls(&scrape, "127.0.0.1", "2xx"), 3.0, "{text}");
+    assert_eq!(
+        calls(&scrape, "127.0.0.1", "5xx"),
+        1.0,
+        "MKT.0999 is an HTTP 500"
+    );
+    assert_eq!(
+        calls(&scrape, "127.0.0.1", "4xx"),
+        1.0,
+        "MKT.0154 is an HTTP 401"
+    );
+    assert_eq!(calls(&scrape, "127.0.0.1", "timeout"), 1.0);
+    assert_eq!(
+        total(&scrape, "koogate_openapi_calls_total"),
+        12.0,
+        "nothing else was called: {text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "failed")]
+        ),
+        1.0,
+        "the refused order's fetch is parked"
+    );
+    app.stop().await;
+}
+
+async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
+    let now = ms(FROZEN);
+    let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
+    start_push_settled(&app).await;
+    // A fetch that cannot run parks its lane; the one behind it has been due for 90 s and
+    // waits; a third is not due for another minute.
+    let job = |lane: Option<&str>, run_at_ms: i64| NewJob {
+        kind: "order.fetch".into(),
+        payload: "{}".into(),
+        dedup_key: None,
+        subject: None,
+        lane: lane.map(str::to_owned),
+        run_at_ms,
+        created_ms: now - 300_000,
+    };
+    let mut tx = app.store.begin().await.unwrap();
+    for j in [
+        job(Some("metrics"), now - 120_000),
+        job(Some("metrics"), now - 90_000),
+        job(None, now + 60_000),
+    ] {
+        assert!(tx.enqueue_job(&j).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    let scrape = eventually("the first fetch to be parked", || async {
+        let (_, scrape) = scrape(&app).await;
+        let parked = value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "failed")],
+        );
+        (parked == 1.0).then_some(scrape)
+    })
+    .await;
+
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_job_oldest_due_age_seconds",
+            &[("kind", "order.fetch")]
+        ),
+        90.0
+    );
+    assert_eq!(
+        total(&scrape, "koogate_job_oldest_due_age_seconds"),
+        90.0,
+        "no other kind has a due job"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "pending")]
+        ),
+        2.0
+    );
+    app.stop().await;
 }
 
 async fn usage_windows_not_taken_and_the_nearest_deadline_are_exported(backend: Backend) {
