@@ -10,7 +10,7 @@ use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
-use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
+use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
     OrderLineRecord, PoolOptions, Store, StoreError, StoreResult, StoredAnswer, Tx,
@@ -740,6 +740,18 @@ impl Tx for SqliteTx {
 
     async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
         usage::lite::totals(&mut *self.tx, ids).await
+    }
+
+    async fn replace_package_usage(
+        &mut self,
+        instance_id: &str,
+        entries: &[PackageUsage],
+    ) -> StoreResult<()> {
+        usage::lite::replace_package(&mut self.tx, instance_id, entries).await
+    }
+
+    async fn package_usage(&mut self, ids: &[String]) -> StoreResult<Vec<PackageUsage>> {
+        usage::lite::package(&mut *self.tx, ids).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
