@@ -416,7 +416,7 @@ async fn prepare(
     // D13: a `getLicenseAsync` waits for its upload.
     let license_event = match &work {
         Ok(Work::SaasV2 { request, .. }) => match &request.activity {
-            v2::Activity::GetLicenseAsync(application) => Some(application.event_id.clone()),
+            v2::Activity::GetLicenseAsync(application) => Some(application.event_id.to_string()),
             _ => None,
         },
         _ => None,
