@@ -26,13 +26,7 @@ fn check(field: &'static str, max: usize, text: &str) -> Result<(), FieldError> 
     if text.chars().count() > max {
         return Err(FieldError::TooLong { field, max });
     }
-    match text.chars().find(|c| c.is_control()) {
-        None => Ok(()),
-        Some(c) => Err(FieldError::Invalid {
-            field,
-            reason: format!("contains the control character U+{:04X}", u32::from(c)),
-        }),
-    }
+    super::fields::refuse_control(field, text)
 }
 
 macro_rules! id {
