@@ -529,7 +529,13 @@ where
     loop {
         // Registered before looking, so a completion between the look and the wait wakes it.
         let woken = notify.notified();
-        match look().await {
+        // The look itself is bounded too: a read that is stuck (a locked table, a pool
+        // with no connection free) must not carry the answer past the deadline.
+        let looked = tokio::select! {
+            looked = look() => looked,
+            () = tokio::time::sleep_until(until) => return None,
+        };
+        match looked {
             Looked::Answer(answer) => return Some(answer),
             Looked::GiveUp => return None,
             Looked::Pending => {}

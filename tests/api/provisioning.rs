@@ -365,3 +365,51 @@ async fn an_app_that_never_answers_holds_no_callback_past_its_deadline(backend: 
     );
     app.stop().await;
 }
+
+/// A waiting `newInstance` that cannot read its instance (another session holds the table
+/// locked, past the deadline) still answers when its wait is over: the read is given up,
+/// not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_whose_read_is_stuck_ends_on_time() {
+    use sqlx::{Connection, Executor};
+    use std::time::{Duration, Instant};
+    let mock = MockServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Some(Duration::from_secs(4)));
+    let db = Database::fresh(Backend::Postgres).await;
+    let url = db.url.clone();
+    let options = receiver
+        .options(mock_market::options(&mock))
+        .env("KOOGATE_PROVISIONING", "app")
+        .env("KOOGATE_PROVISIONING_WAIT_MS", "1500")
+        .env("KOOGATE_HTTP_CALLBACK_DEADLINE_MS", "2000")
+        .env("KOOGATE_EVENTS_TIMEOUT_MS", "3000")
+        .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "1000");
+    let app = TestApp::spawn_with(db, options).await;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    let o = order_id();
+    let body = new_instance(&o, &format!("l-{o}"));
+    let started = Instant::now();
+
+    let ((answer, took), ()) = tokio::join!(
+        async { (app.saas(&body).await, started.elapsed()) },
+        async {
+            // Once the callback has committed and waits: every read of an instance blocks.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            holder.execute("BEGIN").await.unwrap();
+            holder
+                .execute("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            holder.execute("ROLLBACK").await.unwrap();
+        }
+    );
+
+    assert_eq!(answer.code(), "000004", "{}", answer.msg());
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered after {took:?}"
+    );
+    app.stop().await;
+}
