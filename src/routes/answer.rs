@@ -161,16 +161,18 @@ pub async fn read_body(
     Err(signed(status, keys.primary(), answer.body))
 }
 
-/// Longest request target (path and query, in bytes) koogate reads. The longest SaaS 1.0
-/// query the field tables allow is under 8 KiB (two encrypted fields of 1,024
-/// characters, `saasExtendParams` of 2,048, the ids), so twice that is refused by no
-/// genuine callback.
-pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Longest request target (path and query, in bytes) koogate reads: just under the HTTP
+/// library's own limit of 65,534, so that nearly every target too long to serve gets a
+/// signed answer. The longest SaaS 1.0 query the field tables allow is under 8 KiB (two
+/// encrypted fields of 1,024 characters, `saasExtendParams` of 2,048, the ids); what a
+/// refused request leaves in its record is bounded on its own.
+pub const MAX_URI_BYTES: usize = 63 * 1024;
 
-/// Most bytes of header fields (names, values and their separators) koogate reads. KooGallery
-/// sends a handful of short headers; the HTTP library's own limit (its read buffer, about
-/// 400 KiB) is far above this, so a head between the two is refused here, as signed JSON.
-pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most bytes of header fields (names, values and their separators) koogate reads.
+/// KooGallery sends a handful of short headers; the HTTP library's own limit (its read
+/// buffer, about 400 KiB) is far above this, so a head between the two is refused here,
+/// as signed JSON.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Refuses a request head larger than koogate reads, before routing: a request target over
 /// [`MAX_URI_BYTES`] with 414, header fields over [`MAX_HEADER_BYTES`] with 431. Both are
