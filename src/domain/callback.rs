@@ -416,7 +416,7 @@ async fn prepare(
     // D13: a `getLicenseAsync` waits for its upload.
     let license_event = match &work {
         Ok(Work::SaasV2 { request, .. }) => match &request.activity {
-            v2::Activity::GetLicenseAsync(application) => Some(application.event_id.clone()),
+            v2::Activity::GetLicenseAsync(application) => Some(application.event_id.to_string()),
             _ => None,
         },
         _ => None,
@@ -529,7 +529,13 @@ where
     loop {
         // Registered before looking, so a completion between the look and the wait wakes it.
         let woken = notify.notified();
-        match look().await {
+        // The look itself is bounded too: a read that is stuck (a locked table, a pool
+        // with no connection free) must not carry the answer past the deadline.
+        let looked = tokio::select! {
+            looked = look() => looked,
+            () = tokio::time::sleep_until(until) => return None,
+        };
+        match looked {
             Looked::Answer(answer) => return Some(answer),
             Looked::GiveUp => return None,
             Looked::Pending => {}

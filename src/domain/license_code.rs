@@ -78,7 +78,10 @@ impl LicenseCode {
                 self.state = State::Released;
                 self.released_by_test = test;
                 self.released_ms = Some(now_ms);
-                self.last_order_id = order_id.clone().or(self.last_order_id.take());
+                self.last_order_id = order_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(self.last_order_id.take());
             } else if !test {
                 // A real release is final, whatever test release came before it.
                 self.released_by_test = false;
@@ -103,7 +106,7 @@ impl LicenseCode {
                 ..
             } => {
                 self.expire_ms = Some(expire_time.timestamp_millis());
-                self.last_order_id = Some(order_id.clone());
+                self.last_order_id = Some(order_id.to_string());
                 if product_id.is_some() {
                     self.product_id.clone_from(product_id);
                 }
@@ -166,15 +169,15 @@ mod tests {
 
     fn status(status: StatusChange) -> Activity {
         Activity::UpdateLicenseCodeStatus {
-            license: "L".into(),
+            license: "L".try_into().unwrap(),
             status,
         }
     }
 
     fn release() -> Activity {
         Activity::ReleaseLicenseCode {
-            license: "L".into(),
-            order_id: Some("UNSUB".into()),
+            license: "L".try_into().unwrap(),
+            order_id: Some("UNSUB".try_into().unwrap()),
             order_line_id: None,
         }
     }

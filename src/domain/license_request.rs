@@ -186,7 +186,7 @@ pub async fn apply_for(
         );
     }
     let mut request = LicenseRequest {
-        event_id: application.event_id,
+        event_id: application.event_id.into(),
         instance_id: instance.id.clone(),
         device_fingerprint: application.device_fingerprint,
         effective_ms,

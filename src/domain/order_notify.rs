@@ -16,8 +16,8 @@ pub async fn act(
     now_ms: i64,
 ) -> StoreResult<Decision<Answer>> {
     let fetch = Fetch {
-        order_id: request.order_id,
-        order_line_id: request.order_line_id,
+        order_id: request.order_id.into(),
+        order_line_id: request.order_line_id.into(),
         instance_id: None,
         source: "orderNotify".into(),
         test: request.test,

@@ -5,8 +5,10 @@
 use super::events::{Event, EventType, ProvisioningError};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::crypto;
+use crate::protocol::fields::FieldError;
+use crate::protocol::ids::{Id, OrderId, OrderLineId};
 use crate::protocol::reply::{AppInfo, Reply};
-use crate::store::{IdempotencyKey, StoreResult, StoredAnswer, Tx};
+use crate::store::{IdempotencyKey, StoreError, StoreResult, StoredAnswer, Tx};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
 
@@ -216,13 +218,24 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The idempotency key of a SaaS 2.0 `newInstance` (D7).
-pub fn new_instance_key(order_id: &str, order_line_id: &str) -> IdempotencyKey {
+/// The idempotency key of a SaaS 2.0 `newInstance` (D7). The newline cannot occur
+/// inside either id (they refuse control characters), so two order lines never share a
+/// key; the form is the one keys were always stored in.
+pub fn new_instance_key(order_id: &OrderId, order_line_id: &OrderLineId) -> IdempotencyKey {
     IdempotencyKey {
         scope: "saas_v2.newInstance",
-        // Both ids are at most 64 characters and never contain a newline.
         key: format!("{order_id}\n{order_line_id}"),
     }
+}
+
+/// The key of an instance read back from the store. Its ids were parsed at the edge
+/// before they were stored, so one that no longer parses is a corrupt record.
+fn stored_new_instance_key(order_id: &str, order_line_id: &str) -> StoreResult<IdempotencyKey> {
+    let corrupt = |e: FieldError| StoreError::Corrupt(format!("instance: {e}"));
+    Ok(new_instance_key(
+        &OrderId::parse(order_id).map_err(corrupt)?,
+        &OrderLineId::parse(order_line_id).map_err(corrupt)?,
+    ))
 }
 
 /// The answer a SaaS 2.0 `newInstance` gets once the instance is provided (and every
@@ -248,7 +261,7 @@ pub async fn apply_report(
     }
     let key = match (instance.family, &instance.order_line_id) {
         (super::instance::Family::SaasV2, Some(line)) => {
-            Some(new_instance_key(&instance.order_id, line))
+            Some(stored_new_instance_key(&instance.order_id, line)?)
         }
         _ => None,
     };

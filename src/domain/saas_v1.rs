@@ -111,10 +111,11 @@ async fn new_instance(
 ) -> StoreResult<Decision<Answer>> {
     let key = IdempotencyKey {
         scope: "saas_v1.newInstance",
-        // Ids are at most 64 characters and never contain a newline.
+        // Neither id can hold a newline (they refuse control characters), so the two
+        // forms never meet in the one scope.
         key: match order.charging_mode {
             Some(ChargingMode::OnDemand) => format!("{}\n{}", order.order_id, order.product_id),
-            _ => order.order_id.clone(),
+            _ => order.order_id.to_string(),
         },
     };
     let build = || instance_for(order, test, now_ms);
@@ -132,13 +133,13 @@ async fn new_instance(
 
 fn instance_for(order: NewInstance, test: bool, now_ms: i64) -> Instance {
     let mut i = Instance::new(
-        order.business_id,
+        order.business_id.into(),
         Family::SaasV1,
-        order.order_id,
+        order.order_id.into(),
         test,
         now_ms,
     );
-    i.product_id = Some(order.product_id);
+    i.product_id = Some(order.product_id.into());
     i.sku_code = order.sku_code;
     i.charging_mode = order.charging_mode.map(|m| m.name().to_owned());
     i.period_type = order.period_type;
@@ -232,7 +233,7 @@ async fn upgrade_once(
 ) -> StoreResult<Decision<Answer>> {
     let key = IdempotencyKey {
         scope: "saas_v1.upgrade",
-        key: u.order_id.clone(),
+        key: u.order_id.to_string(),
     };
     if let Some(earlier) = steps::replay(tx, &key, now_ms).await? {
         return Ok(Decision::quiet(earlier));

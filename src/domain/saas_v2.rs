@@ -9,6 +9,7 @@ use super::order::{self, Fetch};
 use super::provision::Provisioner;
 use super::steps::{self, change};
 use crate::protocol::codes::ResultCode;
+use crate::protocol::ids::{BusinessId, OrderId, OrderLineId};
 use crate::protocol::reply::{Credentials, Reply};
 use crate::protocol::saas_v2::{Activity, Request, StatusChange};
 use crate::store::{StoreResult, Tx};
@@ -67,7 +68,7 @@ pub async fn act(
             let fetch = fetch(
                 order_id,
                 order_line_id,
-                instance_id,
+                instance_id.into(),
                 "refreshInstance",
                 test,
             );
@@ -113,7 +114,7 @@ pub async fn act(
             let fetch = fetch(
                 order_id,
                 order_line_id,
-                instance_id,
+                instance_id.into(),
                 "upgradeInstance",
                 test,
             );
@@ -129,11 +130,7 @@ pub async fn act(
             // The built-in policy allows every renewal change of a live instance; the
             // target product is in the audit record for the merchant to review.
             tracing::info!(product_id = ?product.product_id, sku_code = ?product.sku_code, "renewal change allowed");
-            match tx
-                .instances(std::slice::from_ref(&instance_id))
-                .await?
-                .first()
-            {
+            match tx.instances(&[instance_id.to_string()]).await?.first() {
                 Some(i) if i.visible_to(test) => {
                     Ok(Decision::quiet(Answer::reply(&Reply::success())))
                 }
@@ -149,16 +146,21 @@ async fn new_instance(
     tx: &mut dyn Tx,
     provisioner: &dyn Provisioner,
     test: bool,
-    order_id: String,
-    order_line_id: String,
-    business_id: String,
+    order_id: OrderId,
+    order_line_id: OrderLineId,
+    business_id: BusinessId,
     now_ms: i64,
 ) -> StoreResult<Decision<Answer>> {
     let key = super::provision::new_instance_key(&order_id, &order_line_id);
     let build = || {
-        let mut instance =
-            Instance::new(business_id, Family::SaasV2, order_id.clone(), test, now_ms);
-        instance.order_line_id = Some(order_line_id.clone());
+        let mut instance = Instance::new(
+            business_id.into(),
+            Family::SaasV2,
+            order_id.to_string(),
+            test,
+            now_ms,
+        );
+        instance.order_line_id = Some(order_line_id.to_string());
         instance
     };
     let answer = |instance: &Instance| {
@@ -203,15 +205,15 @@ async fn new_instance(
 /// The order fetch that fills in an instance (spec §3.1, §3.3, §3.6: the order's details
 /// come from 查询订单).
 fn fetch(
-    order_id: String,
-    order_line_id: String,
+    order_id: OrderId,
+    order_line_id: OrderLineId,
     instance_id: String,
     source: &str,
     test: bool,
 ) -> Fetch {
     Fetch {
-        order_id,
-        order_line_id,
+        order_id: order_id.into(),
+        order_line_id: order_line_id.into(),
         instance_id: Some(instance_id),
         source: source.to_owned(),
         test,

@@ -8,6 +8,7 @@ use super::instance::{Family, Gone, Instance};
 use super::provision::{ProvisionRequest, Provisioned, Provisioner};
 use super::usage;
 use crate::protocol::codes::ResultCode;
+use crate::protocol::ids::InstanceId;
 use crate::protocol::reply::{AppInfo, Credentials, InstanceInfo, Reply, UsageInfo};
 use crate::store::{Claim, IdempotencyKey, StoreResult, StoredAnswer, Tx};
 
@@ -149,15 +150,15 @@ pub async fn change(
 /// when there is none.
 pub async fn query(
     tx: &mut dyn Tx,
-    instance_ids: &[String],
+    instance_ids: &[InstanceId],
     test: bool,
     credentials: &Credentials,
 ) -> StoreResult<Answer> {
     // An id listed twice is answered once, on either store.
     let mut unique: Vec<String> = Vec::with_capacity(instance_ids.len());
     for id in instance_ids {
-        if !unique.contains(id) {
-            unique.push(id.clone());
+        if !unique.iter().any(|known| known == id.as_str()) {
+            unique.push(id.to_string());
         }
     }
     let visible: Vec<Instance> = tx

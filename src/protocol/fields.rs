@@ -1,6 +1,7 @@
 //! Reading request fields with the limits of the spec tables. Every failure names the
 //! field, because the message goes back to KooGallery as `resultMsg` (`000002`).
 
+use super::ids::Id;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -97,6 +98,18 @@ impl Fields {
         }
         refuse_control(field, &text)?;
         Ok(Some(text))
+    }
+
+    /// A mandatory id, checked against its own field table.
+    pub fn id<T: Id>(&self) -> Result<T, FieldError> {
+        T::parse(&self.required(T::FIELD, T::MAX)?)
+    }
+
+    /// An optional id; absent, `null` and blank are `None`.
+    pub fn optional_id<T: Id>(&self) -> Result<Option<T>, FieldError> {
+        self.optional(T::FIELD, T::MAX)?
+            .map(|text| T::parse(&text))
+            .transpose()
     }
 
     /// A field that may be a JSON object or a JSON string holding one (spec §3.7).

@@ -2,6 +2,7 @@
 //! license code (授权码) that KooGallery created.
 
 use super::fields::{FieldError, Fields};
+use super::ids::{LicenseCode, OrderId, OrderLineId};
 use super::saas_v2::StatusChange;
 use chrono::{DateTime, Utc};
 
@@ -16,20 +17,20 @@ pub struct Request {
 pub enum Activity {
     RefreshLicenseCode {
         scene: RefreshScene,
-        order_id: String,
-        order_line_id: String,
-        license: String,
+        order_id: OrderId,
+        order_line_id: OrderLineId,
+        license: LicenseCode,
         product_id: Option<String>,
         expire_time: DateTime<Utc>,
     },
     UpdateLicenseCodeStatus {
-        license: String,
+        license: LicenseCode,
         status: StatusChange,
     },
     ReleaseLicenseCode {
-        license: String,
-        order_id: Option<String>,
-        order_line_id: Option<String>,
+        license: LicenseCode,
+        order_id: Option<OrderId>,
+        order_line_id: Option<OrderLineId>,
     },
 }
 
@@ -86,20 +87,20 @@ impl Request {
                         });
                     }
                 },
-                order_id: f.required("orderId", 64)?,
-                order_line_id: f.required("orderLineId", 64)?,
-                license: f.required("license", 64)?,
+                order_id: f.id()?,
+                order_line_id: f.id()?,
+                license: f.id()?,
                 product_id: f.optional("productId", 64)?,
                 expire_time: f.compact_time("expireTime")?,
             },
             "updateLicenseCodeStatus" => Activity::UpdateLicenseCodeStatus {
-                license: f.required("license", 64)?,
+                license: f.id()?,
                 status: f.status()?,
             },
             "releaseLicenseCode" => Activity::ReleaseLicenseCode {
-                license: f.required("license", 64)?,
-                order_id: f.optional("orderId", 64)?,
-                order_line_id: f.optional("orderLineId", 64)?,
+                license: f.id()?,
+                order_id: f.optional_id()?,
+                order_line_id: f.optional_id()?,
             },
             other => return Err(FieldError::UnknownActivity(other.to_owned())),
         };
@@ -124,7 +125,7 @@ mod tests {
         assert_eq!(
             r.activity,
             Activity::UpdateLicenseCodeStatus {
-                license: "L1".into(),
+                license: "L1".try_into().unwrap(),
                 status: StatusChange::Freeze
             }
         );

@@ -7,6 +7,7 @@ pub mod canonical;
 pub mod codes;
 pub mod crypto;
 pub mod fields;
+pub mod ids;
 pub mod json;
 pub mod license_code;
 pub mod license_token;

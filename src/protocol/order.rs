@@ -7,6 +7,7 @@
 //! the other way round) are accepted in either form.
 
 use super::fields::{FieldError, Fields};
+use super::ids::{OrderId, OrderLineId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -46,8 +47,8 @@ pub const MOCK_ORDER_IDS: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyRequest {
     pub test: bool,
-    pub order_id: String,
-    pub order_line_id: String,
+    pub order_id: OrderId,
+    pub order_line_id: OrderLineId,
 }
 
 impl NotifyRequest {
@@ -61,8 +62,8 @@ impl NotifyRequest {
         }
         Ok(Self {
             test: f.test_flag()?,
-            order_id: f.required("orderId", 64)?,
-            order_line_id: f.required("orderLineId", 64)?,
+            order_id: f.id()?,
+            order_line_id: f.id()?,
         })
     }
 }
@@ -385,8 +386,8 @@ mod tests {
             ok,
             NotifyRequest {
                 test: true,
-                order_id: "CS1".into(),
-                order_line_id: "CS1-000001".into()
+                order_id: "CS1".try_into().unwrap(),
+                order_line_id: "CS1-000001".try_into().unwrap()
             }
         );
         let long = "x".repeat(65);

@@ -9,6 +9,7 @@
 
 use super::crypto::FieldCipher;
 use super::fields::{FieldError, refuse_control, storable_text};
+use super::ids::{BusinessId, Id, InstanceId, OrderId, ProductId};
 use super::saas_v2::{MAX_QUERY_IDS_LEN, StatusChange, split_instance_ids};
 use super::time;
 use super::v1::{ExtendParam, ExtendParamsError, V1Request, decode_extend_params};
@@ -39,31 +40,31 @@ pub enum Activity {
     NewInstance(Box<NewInstance>),
     RefreshInstance(Refresh),
     ExpireInstance {
-        instance_id: String,
-        order_id: String,
+        instance_id: InstanceId,
+        order_id: OrderId,
     },
     ReleaseInstance {
-        instance_id: String,
-        order_id: String,
+        instance_id: InstanceId,
+        order_id: OrderId,
         order_amount: Option<Amount>,
     },
     Upgrade(Upgrade),
     /// Pay-per-use status change; V1's `NORMAL` is an unfreeze.
     InstanceStatus {
-        instance_id: String,
+        instance_id: InstanceId,
         status: StatusChange,
     },
     QueryInstance {
-        instance_ids: Vec<String>,
+        instance_ids: Vec<InstanceId>,
     },
 }
 
 /// `newInstance` (§4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInstance {
-    pub business_id: String,
-    pub order_id: String,
-    pub product_id: String,
+    pub business_id: BusinessId,
+    pub order_id: OrderId,
+    pub product_id: ProductId,
     /// Mandatory in the table but not confirmed for SaaS 1.0: optional on input (§13 #5).
     pub sku_code: Option<String>,
     pub customer_id: String,
@@ -90,8 +91,8 @@ pub struct NewInstance {
 /// a cancelled renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
-    pub order_id: String,
-    pub instance_id: String,
+    pub order_id: OrderId,
+    pub instance_id: InstanceId,
     pub product_id: Option<String>,
     pub expire_time: DateTime<Utc>,
     pub trial_to_formal: bool,
@@ -103,8 +104,8 @@ pub struct Refresh {
 /// `upgrade` (§4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upgrade {
-    pub instance_id: String,
-    pub order_id: String,
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
     pub sku_code: String,
     pub product_id: String,
     pub linear: Linear,
@@ -148,7 +149,7 @@ impl Activity {
             | Self::ReleaseInstance { instance_id, .. }
             | Self::InstanceStatus { instance_id, .. } => Some(instance_id),
             Self::QueryInstance { instance_ids } if instance_ids.len() == 1 => {
-                instance_ids.first().map(String::as_str)
+                instance_ids.first().map(InstanceId::as_str)
             }
             Self::QueryInstance { .. } => None,
         }
@@ -250,9 +251,9 @@ impl Request {
         };
         let activity = match p.required("activity", 20)?.as_str() {
             "newInstance" => Activity::NewInstance(Box::new(NewInstance {
-                business_id: p.required("businessId", 64)?,
-                order_id: p.required("orderId", 64)?,
-                product_id: p.required("productId", 64)?,
+                business_id: p.id()?,
+                order_id: p.id()?,
+                product_id: p.id()?,
                 sku_code: p.optional("skuCode", 64)?,
                 customer_id: p.required("customerId", 100)?,
                 customer_name: p.text("customerName", 64)?,
@@ -271,8 +272,8 @@ impl Request {
                 linear: p.linear()?,
             })),
             "refreshInstance" => Activity::RefreshInstance(Refresh {
-                order_id: p.required("orderId", 64)?,
-                instance_id: p.required("instanceId", 64)?,
+                order_id: p.id()?,
+                instance_id: p.id()?,
                 product_id: p.optional("productId", 64)?,
                 expire_time: p
                     .parsed("expireTime", 20, expire_time)?
@@ -283,24 +284,24 @@ impl Request {
                 order_amount: p.parsed("orderAmount", 20, |raw| Amount::parse(raw, true))?,
             }),
             "expireInstance" => Activity::ExpireInstance {
-                instance_id: p.required("instanceId", 64)?,
-                order_id: p.required("orderId", 64)?,
+                instance_id: p.id()?,
+                order_id: p.id()?,
             },
             "releaseInstance" => Activity::ReleaseInstance {
-                instance_id: p.required("instanceId", 64)?,
-                order_id: p.required("orderId", 64)?,
+                instance_id: p.id()?,
+                order_id: p.id()?,
                 order_amount: p.parsed("orderAmount", 20, |raw| Amount::parse(raw, true))?,
             },
             "upgrade" => Activity::Upgrade(Upgrade {
-                instance_id: p.required("instanceId", 64)?,
-                order_id: p.required("orderId", 64)?,
+                instance_id: p.id()?,
+                order_id: p.id()?,
                 sku_code: p.required("skuCode", 64)?,
                 product_id: p.required("productId", 64)?,
                 linear: p.linear()?,
                 extend_params: p.extend_params()?,
             }),
             "instanceStatus" => Activity::InstanceStatus {
-                instance_id: p.required("instanceId", 64)?,
+                instance_id: p.id()?,
                 status: match p.required("instanceStatus", 32)?.as_str() {
                     "FREEZE" => StatusChange::Freeze,
                     "NORMAL" => StatusChange::Unfreeze,
@@ -381,6 +382,10 @@ impl Params<'_> {
 
     fn required(&self, field: &'static str, max: usize) -> Result<String, FieldError> {
         self.optional(field, max)?.ok_or(FieldError::Missing(field))
+    }
+
+    fn id<T: Id>(&self) -> Result<T, FieldError> {
+        T::parse(&self.required(T::FIELD, T::MAX)?)
     }
 
     fn parsed<T>(

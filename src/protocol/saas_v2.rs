@@ -2,6 +2,7 @@
 //! read with the limits of its field table.
 
 use super::fields::{FieldError, Fields};
+use super::ids::{BusinessId, EventId, Id, InstanceId, OrderId, OrderLineId};
 use chrono::{DateTime, Utc};
 
 /// Longest id in a `queryInstance` list, and most ids in one list (spec §3.2).
@@ -17,37 +18,37 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activity {
     NewInstance {
-        order_id: String,
-        order_line_id: String,
-        business_id: String,
+        order_id: OrderId,
+        order_line_id: OrderLineId,
+        business_id: BusinessId,
     },
     QueryInstance {
-        instance_ids: Vec<String>,
+        instance_ids: Vec<InstanceId>,
     },
     RefreshInstance {
         scene: Scene,
-        order_id: String,
-        order_line_id: String,
-        instance_id: String,
+        order_id: OrderId,
+        order_line_id: OrderLineId,
+        instance_id: InstanceId,
         product_id: Option<String>,
         expire_time: DateTime<Utc>,
     },
     UpdateInstanceStatus {
-        instance_id: String,
+        instance_id: InstanceId,
         status: StatusChange,
     },
     ReleaseInstance {
-        instance_id: String,
-        order_id: Option<String>,
-        order_line_id: Option<String>,
+        instance_id: InstanceId,
+        order_id: Option<OrderId>,
+        order_line_id: Option<OrderLineId>,
     },
     UpgradeInstance {
-        instance_id: String,
-        order_id: String,
-        order_line_id: String,
+        instance_id: InstanceId,
+        order_id: OrderId,
+        order_line_id: OrderLineId,
     },
     ChangeInstanceCheck {
-        instance_id: String,
+        instance_id: InstanceId,
         product: ProductInfo,
     },
     /// 异步申请License (spec §6.2): served on the same route for online-License products.
@@ -57,11 +58,11 @@ pub enum Activity {
 /// A `getLicenseAsync` application (spec §6.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LicenseApplication {
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     pub effective_time: DateTime<Utc>,
     pub expire_time: Option<DateTime<Utc>>,
     /// KooGallery's serial number of the application; part of the upload URL (§8.3).
-    pub event_id: String,
+    pub event_id: EventId,
     pub device_fingerprint: Option<String>,
 }
 
@@ -100,7 +101,7 @@ impl Activity {
             | Self::UpgradeInstance { instance_id, .. }
             | Self::ChangeInstanceCheck { instance_id, .. } => Some(instance_id),
             Self::QueryInstance { instance_ids } if instance_ids.len() == 1 => {
-                instance_ids.first().map(String::as_str)
+                instance_ids.first().map(InstanceId::as_str)
             }
             Self::GetLicenseAsync(application) => Some(&application.instance_id),
             _ => None,
@@ -162,9 +163,9 @@ impl Request {
         let test = f.test_flag()?;
         let activity = match f.required("activity", 32)?.as_str() {
             "newInstance" => Activity::NewInstance {
-                order_id: f.required("orderId", 64)?,
-                order_line_id: f.required("orderLineId", 64)?,
-                business_id: f.required("businessId", 64)?,
+                order_id: f.id()?,
+                order_line_id: f.id()?,
+                business_id: f.id()?,
             },
             "queryInstance" => Activity::QueryInstance {
                 instance_ids: instance_id_list(&f)?,
@@ -179,28 +180,28 @@ impl Request {
                         ),
                     })?
                 },
-                order_id: f.required("orderId", 64)?,
-                order_line_id: f.required("orderLineId", 64)?,
-                instance_id: f.required("instanceId", 64)?,
+                order_id: f.id()?,
+                order_line_id: f.id()?,
+                instance_id: f.id()?,
                 product_id: f.optional("productId", 64)?,
                 expire_time: f.compact_time("expireTime")?,
             },
             "updateInstanceStatus" => Activity::UpdateInstanceStatus {
-                instance_id: f.required("instanceId", 64)?,
+                instance_id: f.id()?,
                 status: f.status()?,
             },
             "releaseInstance" => Activity::ReleaseInstance {
-                instance_id: f.required("instanceId", 64)?,
-                order_id: f.optional("orderId", 64)?,
-                order_line_id: f.optional("orderLineId", 64)?,
+                instance_id: f.id()?,
+                order_id: f.optional_id()?,
+                order_line_id: f.optional_id()?,
             },
             "upgradeInstance" => Activity::UpgradeInstance {
-                instance_id: f.required("instanceId", 64)?,
-                order_id: f.required("orderId", 64)?,
-                order_line_id: f.required("orderLineId", 64)?,
+                instance_id: f.id()?,
+                order_id: f.id()?,
+                order_line_id: f.id()?,
             },
             "changeInstanceCheck" => Activity::ChangeInstanceCheck {
-                instance_id: f.required("instanceId", 64)?,
+                instance_id: f.id()?,
                 product: product_info(&f)?,
             },
             "getLicenseAsync" => Activity::GetLicenseAsync(license_application(&f)?),
@@ -210,7 +211,7 @@ impl Request {
     }
 }
 
-fn instance_id_list(f: &Fields) -> Result<Vec<String>, FieldError> {
+fn instance_id_list(f: &Fields) -> Result<Vec<InstanceId>, FieldError> {
     split_instance_ids(&f.required("instanceId", MAX_QUERY_IDS_LEN)?)
 }
 
@@ -221,7 +222,7 @@ pub const MAX_QUERY_IDS_LEN: usize = MAX_QUERY_IDS * 65;
 
 /// Splits a `queryInstance` `instanceId` list (SaaS 2.0 §3.2 and 1.0 §4.2 alike): up
 /// to 100 comma-separated ids of at most 64 characters; blanks between commas are skipped.
-pub fn split_instance_ids(raw: &str) -> Result<Vec<String>, FieldError> {
+pub fn split_instance_ids(raw: &str) -> Result<Vec<InstanceId>, FieldError> {
     let ids: Vec<String> = raw
         .split(',')
         .map(str::trim)
@@ -241,10 +242,10 @@ pub fn split_instance_ids(raw: &str) -> Result<Vec<String>, FieldError> {
             ids.len()
         )));
     }
-    if let Some(long) = ids.iter().find(|id| id.chars().count() > 64) {
+    if let Some(long) = ids.iter().find(|id| id.chars().count() > InstanceId::MAX) {
         return Err(invalid(format!("id {long:?} is longer than 64 characters")));
     }
-    Ok(ids)
+    ids.iter().map(|id| InstanceId::parse(id)).collect()
 }
 
 fn license_application(f: &Fields) -> Result<LicenseApplication, FieldError> {
@@ -259,24 +260,13 @@ fn license_application(f: &Fields) -> Result<LicenseApplication, FieldError> {
         })
         .transpose()
     };
-    let instance_id = f.required("instanceId", 64)?;
+    let instance_id = f.id()?;
     let effective_time = time("effectiveTime", Some(f.required("effectiveTime", 32)?))?
         .ok_or(FieldError::Missing("effectiveTime"))?;
     let expire_time = time("expireTime", f.optional("expireTime", 32)?)?;
-    let event_id = f.required("eventId", 64)?;
-    // The id becomes a path segment of the upload URL (§8.3): only characters that need
-    // no encoding, so the URL koogate signs is the one the gateway reads.
-    if !event_id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
-        || event_id == "."
-        || event_id == ".."
-    {
-        return Err(FieldError::Invalid {
-            field: "eventId",
-            reason: "only letters, digits, '-', '_', '.' and '~' may be used".into(),
-        });
-    }
+    // The id becomes a path segment of the upload URL (§8.3); EventId keeps it to
+    // characters that need no encoding.
+    let event_id = f.id()?;
     if let Some(expire) = expire_time
         && expire < effective_time
     {
@@ -343,7 +333,7 @@ mod tests {
         assert_eq!(
             r.activity,
             Activity::QueryInstance {
-                instance_ids: vec!["a".into(), "b".into(), "c".into()]
+                instance_ids: ["a", "b", "c"].map(|id| id.try_into().unwrap()).to_vec()
             }
         );
         let many = (0..101)

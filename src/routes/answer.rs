@@ -162,6 +162,72 @@ pub async fn read_body(
     Err(signed(status, keys.primary(), answer.body))
 }
 
+/// Longest request target (path and query, in bytes) koogate reads: just under the HTTP
+/// library's own limit of 65,534, so that nearly every target too long to serve gets a
+/// signed answer. The longest SaaS 1.0 query the field tables allow is under 8 KiB (two
+/// encrypted fields of 1,024 characters, `saasExtendParams` of 2,048, the ids); what a
+/// refused request leaves in its record is bounded on its own.
+pub const MAX_URI_BYTES: usize = 63 * 1024;
+
+/// Most bytes of header fields (names, values and their separators) koogate reads.
+/// KooGallery sends a handful of short headers; the HTTP library's own limit (its read
+/// buffer, about 400 KiB) is far above this, so a head between the two is refused here,
+/// as signed JSON.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Refuses a request head larger than koogate reads, before routing: a request target over
+/// [`MAX_URI_BYTES`] with 414, header fields over [`MAX_HEADER_BYTES`] with 431. Both are
+/// JSON `000002`, signed with the primary key of the family whose path was asked (unsigned
+/// elsewhere, where no key applies). Heads beyond the HTTP library's own limits never get
+/// here: it answers those itself, without a body.
+pub async fn refuse_oversized_head(
+    axum::extract::State(keys): axum::extract::State<std::sync::Arc<crate::config::Keys>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match oversized_head(&keys, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
+fn oversized_head(
+    keys: &crate::config::Keys,
+    request: &axum::extract::Request,
+) -> Option<Response> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let (status, problem) = if target > MAX_URI_BYTES {
+        (
+            StatusCode::URI_TOO_LONG,
+            format!("request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+    } else if header_bytes > MAX_HEADER_BYTES {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("header fields are larger than {MAX_HEADER_BYTES} bytes"),
+        )
+    } else {
+        return None;
+    };
+    tracing::warn!(%problem, target, header_bytes, "request head refused");
+    let key = match request.uri().path() {
+        super::SAAS_PATH => keys.saas.primary(),
+        super::LICENSE_CODE_PATH => keys.license_code.primary(),
+        super::ORDER_NOTIFY_PATH => keys.order_notify.primary(),
+        _ => None,
+    };
+    let reply = Reply::new(ResultCode::InvalidParam, problem);
+    Some(signed(status, key, reply.to_bytes()))
+}
+
 /// Answers a method the route does not serve with 405 and a signed JSON body (D5).
 pub fn method_not_allowed(
     keys: KeyRing,

@@ -51,6 +51,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        // Around every route and the fallback: an oversized head is refused the same
+        // whatever its path or method, before any handler reads it.
+        .layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
+            answer::refuse_oversized_head,
+        ))
         .with_state(state)
 }
 

@@ -87,6 +87,116 @@ async fn a_request_head_that_does_not_arrive_in_time_gets_a_signed_408() {
     app.stop().await;
 }
 
+/// The status line and the JSON body of a raw answer, after checking its body against
+/// the `Body-Sign` header with `key`.
+fn signed_json(answer: &str, key: &str) -> (String, serde_json::Value) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    let sign = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            name.eq_ignore_ascii_case("body-sign").then_some(value)
+        })
+        .unwrap_or_else(|| panic!("Body-Sign header in {head}"));
+    assert!(
+        signature::verify_body_sign(key, body.as_bytes(), sign),
+        "signed with the family's key: {answer}"
+    );
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+/// Sends `request` on a new connection and reads the answer until the server closes.
+async fn exchange(app: &TestApp, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_target_too_long_gets_a_signed_414() {
+    let app = spawn("16").await;
+    // Over koogate's 63 KiB, under the 65,534 bytes past which hyper answers itself.
+    let query = format!("activity=newInstance&pad={}", "x".repeat(63 * 1024 + 512));
+
+    let answer = exchange(
+        &app,
+        format!(
+            "GET /koogallery/saas?{query} HTTP/1.1\r\nHost: koogate\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+
+    let (status, reply) = signed_json(&answer, KEY);
+    assert!(status.starts_with("HTTP/1.1 414 "), "{answer}");
+    assert_eq!(reply["resultCode"], "000002", "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn header_fields_too_large_get_a_431_signed_with_the_family_key() {
+    let options = Options::default().env("KOOGATE_ACCESS_KEY_LICENSE_CODE", "license-code-key");
+    let app = TestApp::spawn_with(Database::fresh(Backend::Sqlite).await, options).await;
+    let padding: String = (0..70)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)))
+        .collect();
+
+    let answer = exchange(
+        &app,
+        format!(
+            "POST /koogallery/license-code HTTP/1.1\r\nHost: koogate\r\n{padding}\
+             Connection: close\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+        .as_bytes(),
+    )
+    .await;
+
+    let (status, reply) = signed_json(&answer, "license-code-key");
+    assert!(status.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert_eq!(reply["resultCode"], "000002", "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_head_of_ordinary_size_is_not_refused_by_the_limits() {
+    let app = spawn("16").await;
+    let padding: String = (0..8)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)))
+        .collect();
+
+    let answer = exchange(
+        &app,
+        format!(
+            "GET /healthz?{} HTTP/1.1\r\nHost: koogate\r\n{padding}Connection: close\r\n\r\n",
+            "q".repeat(8 * 1024)
+        )
+        .as_bytes(),
+    )
+    .await;
+
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_head_is_answered_by_the_http_library_without_a_body() {
+    // The README says so: hyper answers a head it cannot parse before any koogate code
+    // runs, and writes no body.
+    let app = spawn("16").await;
+
+    let answer = exchange(
+        &app,
+        b"POST /koogallery/saas HTTP/1.1\r\nBad Header\r\n\r\n",
+    )
+    .await;
+
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert_eq!(body, "", "no body");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_kept_alive_connection_is_closed() {
     let app = spawn("16").await;

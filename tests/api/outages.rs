@@ -168,3 +168,67 @@ async fn reading_the_body_and_processing_share_one_deadline() {
         .unwrap();
     assert_eq!(instance.state.as_str(), "active", "rolled back");
 }
+
+/// A deadline that passes while COMMIT is under way does not turn a committed callback
+/// into `000005`, nor add a second, contradictory record: COMMIT's outcome is the answer.
+/// A deferred trigger on the new instance makes this database's COMMIT take 1.5 s, past
+/// the 1 s deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_during_commit_answers_what_was_committed() {
+    use sqlx::{Connection, Executor};
+    let db = Database::fresh(Backend::Postgres).await;
+    let url = db.url.clone();
+    let options = Options::default()
+        .env("KOOGATE_HTTP_CALLBACK_DEADLINE_MS", "1000")
+        .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "500");
+    let app = TestApp::spawn_with(db, options).await;
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    admin
+        .execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON instances \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        )
+        .await
+        .unwrap();
+    let order = order_id();
+    let started = Instant::now();
+
+    let first = app
+        .saas(&new_instance(&order, &format!("slow-{order}")))
+        .await;
+    let took = started.elapsed();
+    let retry = app
+        .saas(&new_instance(&order, &format!("retry-{order}")))
+        .await;
+
+    assert!(took >= Duration::from_millis(1500), "COMMIT took {took:?}");
+    assert_eq!(first.code(), "000000", "{}", first.msg());
+    assert_eq!(first.json()["instanceId"], format!("slow-{order}"));
+    assert_eq!(
+        retry.body, first.body,
+        "the retry replays the committed answer"
+    );
+    let records: Vec<_> = app
+        .records(20)
+        .await
+        .into_iter()
+        .filter(|r| r.order_id.as_deref() == Some(order.as_str()))
+        .collect();
+    let codes: Vec<_> = records
+        .iter()
+        .map(|r| r.result_code.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        codes,
+        ["000000", "000000"],
+        "one record per callback, none contradicting the commit"
+    );
+    app.stop().await;
+}

@@ -16,6 +16,7 @@ on_both_backends!(
     a_slow_app_reports_later_through_the_api,
     a_failing_apps_code_reaches_koogallery_and_the_retry_asks_again,
     saas_v1_answers_at_once_and_queries_supply_the_info_once_known,
+    an_app_that_never_answers_holds_no_callback_past_its_deadline,
 );
 
 const APP_INFO: &str = r#"{"appInfo":{"frontEndUrl":"https://tenant.example.com/t/1","userName":"owner","password":"pw-Secret-42","memo":"welcome"}}"#;
@@ -299,4 +300,116 @@ async fn an_unusable_answer_is_a_failed_attempt_that_says_why(backend: Backend) 
     }
     let (_, resource) = app.api_get(&format!("/api/v1/instances/{id}")).await;
     assert_eq!(resource["state"], "provisioning", "nothing was applied");
+}
+
+/// An app that never answers `instance.provision_requested` costs each waiting
+/// `newInstance` its wait, no more: it is answered `000004` within the callback deadline,
+/// and the waits hold no database connection (nor SQLite's write lock), so with a pool of
+/// two, four waiting callbacks and one that changes an instance are all answered in time.
+async fn an_app_that_never_answers_holds_no_callback_past_its_deadline(backend: Backend) {
+    use std::time::{Duration, Instant};
+    let mock = MockServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Some(Duration::from_secs(4)));
+    let options = receiver
+        .options(mock_market::options(&mock))
+        .env("KOOGATE_PROVISIONING", "app")
+        .env("KOOGATE_PROVISIONING_WAIT_MS", "1500")
+        .env("KOOGATE_HTTP_CALLBACK_DEADLINE_MS", "2000")
+        .env("KOOGATE_EVENTS_TIMEOUT_MS", "3000")
+        .env("KOOGATE_DATABASE_MAX_CONNECTIONS", "2")
+        .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "1000");
+    let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
+    let existing = order_id();
+    let created = app
+        .saas(&new_instance(&existing, &format!("e-{existing}")))
+        .await;
+    assert_eq!(created.code(), "000004", "{}", created.msg());
+    let bodies: Vec<String> = (0..4)
+        .map(|_| {
+            let o = order_id();
+            new_instance(&o, &format!("w-{o}"))
+        })
+        .collect();
+    let freeze = format!(
+        r#"{{"activity":"updateInstanceStatus","instanceId":"e-{existing}","status":"FREEZE"}}"#
+    );
+    let started = Instant::now();
+
+    let (a, b, c, d, frozen) = tokio::join!(
+        app.saas(&bodies[0]),
+        app.saas(&bodies[1]),
+        app.saas(&bodies[2]),
+        app.saas(&bodies[3]),
+        async {
+            // Once the waits are under way.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent = Instant::now();
+            (app.saas(&freeze).await, sent.elapsed())
+        },
+    );
+    let took = started.elapsed();
+
+    for waited in [&a, &b, &c, &d] {
+        assert_eq!(waited.code(), "000004", "{}", waited.msg());
+    }
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered after {took:?}"
+    );
+    let (frozen, frozen_took) = frozen;
+    assert_eq!(frozen.code(), "000000", "{}", frozen.msg());
+    assert!(
+        frozen_took < Duration::from_millis(1000),
+        "a callback beside the waits took {frozen_took:?}"
+    );
+    app.stop().await;
+}
+
+/// A waiting `newInstance` that cannot read its instance (another session holds the table
+/// locked, past the deadline) still answers when its wait is over: the read is given up,
+/// not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_whose_read_is_stuck_ends_on_time() {
+    use sqlx::{Connection, Executor};
+    use std::time::{Duration, Instant};
+    let mock = MockServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.delay(Some(Duration::from_secs(4)));
+    let db = Database::fresh(Backend::Postgres).await;
+    let url = db.url.clone();
+    let options = receiver
+        .options(mock_market::options(&mock))
+        .env("KOOGATE_PROVISIONING", "app")
+        .env("KOOGATE_PROVISIONING_WAIT_MS", "1500")
+        .env("KOOGATE_HTTP_CALLBACK_DEADLINE_MS", "2000")
+        .env("KOOGATE_EVENTS_TIMEOUT_MS", "3000")
+        .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "1000");
+    let app = TestApp::spawn_with(db, options).await;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    let o = order_id();
+    let body = new_instance(&o, &format!("l-{o}"));
+    let started = Instant::now();
+
+    let ((answer, took), ()) = tokio::join!(
+        async { (app.saas(&body).await, started.elapsed()) },
+        async {
+            // Once the callback has committed and waits: every read of an instance blocks.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            holder.execute("BEGIN").await.unwrap();
+            holder
+                .execute("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            holder.execute("ROLLBACK").await.unwrap();
+        }
+    );
+
+    assert_eq!(answer.code(), "000004", "{}", answer.msg());
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered after {took:?}"
+    );
+    app.stop().await;
 }

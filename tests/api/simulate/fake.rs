@@ -318,7 +318,9 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                 order_line_id,
                 business_id,
             } => fake.once(format!("{order_id}\n{order_line_id}"), &business_id, || {
-                Reply::success().with_instance_id(&business_id).to_bytes()
+                Reply::success()
+                    .with_instance_id(business_id.as_str())
+                    .to_bytes()
             }),
             Activity::QueryInstance { instance_ids } => {
                 let info: Vec<InstanceInfo> = instance_ids
@@ -326,7 +328,7 @@ async fn saas_v2(State(fake): State<Fake>, RawQuery(query): RawQuery, body: Byte
                     .filter(|id| fake.live(id))
                     .map(|id| InstanceInfo {
                         app_info: Some(app_info(&id)),
-                        instance_id: id,
+                        instance_id: id.into(),
                         usage_info: None,
                     })
                     .collect();
