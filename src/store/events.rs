@@ -380,6 +380,7 @@ macro_rules! queries {
         pub async fn list_instances<'c>(
             conn: impl Executor<'c, Database = Db>,
             filter: &InstanceFilter,
+            sealer: &crate::store::seal::Sealer,
         ) -> StoreResult<Vec<Instance>> {
             let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
                 "SELECT ",
@@ -413,7 +414,7 @@ macro_rules! queries {
             q.push(" ORDER BY created_ms DESC, instance_id DESC LIMIT ")
                 .push_bind(i64::from(filter.limit));
             let rows: Vec<InstanceRow> = q.build_query_as().fetch_all(conn).await?;
-            rows.into_iter().map(InstanceRow::into_instance).collect()
+            rows.into_iter().map(|r| r.into_instance(sealer)).collect()
         }
     };
 }

@@ -74,6 +74,7 @@ async fn the_file_of_an_order_holds_its_callbacks_and_nothing_of_another() {
         .args(["evidence", &ours, "--out"])
         .arg(&file)
         .env("KOOGATE_DATABASE_URL", &app.db.url)
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_LOG_FILTER", "info")
         .env_remove("RUST_LOG")
         .output()
@@ -138,6 +139,7 @@ async fn an_unknown_order_is_an_error_on_standard_error() {
     let run = Command::new(env!("CARGO_BIN_EXE_koogate"))
         .args(["evidence", "NO-SUCH-ORDER"])
         .env("KOOGATE_DATABASE_URL", &app.db.url)
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
