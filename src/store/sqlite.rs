@@ -130,7 +130,17 @@ impl Store for SqliteStore {
     }
 
     async fn seal_at_rest(&self, now_ms: i64) -> StoreResult<super::Sealed> {
-        super::at_rest::lite::seal_all(&self.pool, Some(&*self.writer), &self.sealer, now_ms).await
+        let sealed =
+            super::at_rest::lite::seal_all(&self.pool, Some(&*self.writer), &self.sealer, now_ms)
+                .await?;
+        if sealed.ran {
+            // The zeroed pages reach the database file at the next checkpoint: take it
+            // now, so the replaced plain text is gone from the file, not only from the WAL.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(sealed)
     }
 
     async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64> {
