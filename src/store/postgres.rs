@@ -352,15 +352,15 @@ impl Store for PgStore {
     }
 
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
-        events::pg::events_after(&self.pool, after, limit).await
+        events::pg::events_after(&self.pool, after, limit, &self.sealer).await
     }
 
     async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
-        events::pg::event(&self.pool, event_id).await
+        events::pg::event(&self.pool, event_id, &self.sealer).await
     }
 
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
-        events::pg::events_of(&self.pool, subject).await
+        events::pg::events_of(&self.pool, subject, &self.sealer).await
     }
 
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
@@ -654,7 +654,7 @@ impl Tx for PgTx {
     }
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        events::pg::insert_event(&mut *self.0, event).await
+        events::pg::insert_event(&mut *self.0, event, &self.1).await
     }
 
     async fn license_request_for_update(

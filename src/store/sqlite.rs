@@ -409,15 +409,15 @@ impl Store for SqliteStore {
     }
 
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
-        events::lite::events_after(&self.pool, after, limit).await
+        events::lite::events_after(&self.pool, after, limit, &self.sealer).await
     }
 
     async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
-        events::lite::event(&self.pool, event_id).await
+        events::lite::event(&self.pool, event_id, &self.sealer).await
     }
 
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
-        events::lite::events_of(&self.pool, subject).await
+        events::lite::events_of(&self.pool, subject, &self.sealer).await
     }
 
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
@@ -721,7 +721,7 @@ impl Tx for SqliteTx {
     }
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        events::lite::insert_event(&mut *self.tx, event).await
+        events::lite::insert_event(&mut *self.tx, event, &self.sealer).await
     }
 
     async fn license_request_for_update(

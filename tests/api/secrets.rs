@@ -147,6 +147,32 @@ async fn no_secret_or_buyer_datum_is_stored_in_plain_text(backend: Backend) {
     let mock = MockServer::start().await;
     let app = spawn(Database::fresh(backend).await, &mock).await;
     let (password, v2, v1) = scripted_flow(&app, &mock).await;
+    // An order notification: its order.received event carries 查询订单's buyerInfo.
+    let notified = order_id();
+    mock.register(mock_market::order(
+        &notified,
+        "sku-notify",
+        "20270101000000",
+    ))
+    .await;
+    let body = format!(
+        r#"{{"activity":"orderNotify","orderId":"{notified}","orderLineId":"{notified}-000001"}}"#
+    );
+    let answer = app
+        .post_signed("/koogallery/order-notify", KEY, &body)
+        .await;
+    assert_eq!(answer.code(), "000000", "{}", answer.msg());
+    let subject = format!("order:{notified}/{notified}-000001");
+    let received = eventually("the order.received event", || async {
+        let events = app.store.events_of(&subject).await.unwrap();
+        events.into_iter().find(|e| e.kind == "order.received")
+    })
+    .await;
+    assert!(
+        received.snapshot.contains(ORDER_PHONE),
+        "the event reads back whole: {}",
+        received.snapshot
+    );
 
     // What koogate reads back is what it was given.
     let v2 = app.store.instance(&v2).await.unwrap().unwrap();
