@@ -44,8 +44,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (applies pending migrations first).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations (and encrypt what an older release left in plain
+    /// text) and exit.
     Migrate,
+    /// Print a new key for KOOGATE_DATA_KEY, which encrypts credentials and buyer data at
+    /// rest (base64 of 32 random bytes).
+    DataKey,
     /// Load-test a running server with signed newInstance callbacks.
     Bench(crate::bench::BenchArgs),
     /// Exit 0 when the server on the configured listen address answers /healthz
@@ -369,7 +373,11 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
         }
         Command::Migrate => {
             app::open_store(&settings).await?;
-            tracing::info!(database = %redact(&settings.database_url), "migrations applied");
+            tracing::info!(database = %settings.database_url.redacted(), "migrations applied");
+            Ok(())
+        }
+        Command::DataKey => {
+            println!("{}", crate::store::seal::DataKey::generate());
             Ok(())
         }
         Command::Orders(OrdersCommand::Show { order_id }) => {
@@ -692,7 +700,7 @@ async fn serve(mut settings: Settings) -> CommandResult {
     tracing::info!(
         listen = %public.local_addr()?,
         admin_listen = %admin.local_addr()?,
-        database = %redact(&settings.database_url),
+        database = %settings.database_url.redacted(),
         "koogate is serving the KooGallery production interface"
     );
     if settings.api_tokens.0.is_empty() {
@@ -777,37 +785,6 @@ fn warn_about_setup(settings: &Settings) {
         tracing::warn!(
             frontend_url = %settings.frontend_url,
             "appInfo.frontEndUrl still points at the placeholder domain: set KOOGATE_FRONTEND_URL"
-        );
-    }
-}
-
-/// The database URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((credentials, host)) => {
-                let user = credentials.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:[redacted]@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            redact("postgres://koogate:s3cret@db:5432/k"),
-            "postgres://koogate:[redacted]@db:5432/k"
-        );
-        assert_eq!(
-            redact("sqlite://data/koogate.db"),
-            "sqlite://data/koogate.db"
         );
     }
 }

@@ -7,7 +7,8 @@ use crate::protocol::crypto::KeySize;
 use crate::protocol::license_token::LicenseKey;
 use crate::protocol::signature::KeyRing;
 use crate::protocol::webhook::WebhookSecret;
-use secrecy::SecretString;
+use crate::store::seal::{DataKey, Sealer};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,7 +65,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub provisioning: ProvisioningMode,
     pub provisioning_wait_ms: u64,
-    pub database_url: String,
+    /// A secret: PostgreSQL URLs carry a password. Also `KOOGATE_DATABASE_URL_FILE`.
+    pub database_url: DatabaseUrl,
     pub frontend_url: String,
     pub admin_url: String,
     pub app: App,
@@ -79,9 +81,16 @@ pub struct Settings {
     pub usage: Usage,
     pub license: LicenseSettings,
     pub audit: Audit,
+    pub buyer_data: BuyerData,
     pub log: Log,
     #[serde(skip)]
     pub keys: Keys,
+    /// The key of data at rest (`KOOGATE_DATA_KEY`), and the old ones that still open
+    /// what they sealed (`KOOGATE_DATA_KEY_OLD`); see [`Settings::sealer`].
+    #[serde(skip)]
+    pub data_key: Option<DataKey>,
+    #[serde(skip)]
+    pub old_data_keys: Vec<DataKey>,
     /// The AK/SK that signs calls to the open APIs; `None` when not configured.
     #[serde(skip)]
     pub marketplace_credentials: Option<Credentials>,
@@ -239,6 +248,123 @@ pub struct Audit {
     pub retention_days: u32,
 }
 
+/// Buyer personal data (decrypted phones and e-mails, 查询订单's buyerInfo).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerData {
+    /// Days after an instance's release that its buyer's personal data is kept; 0 keeps
+    /// it for ever.
+    pub retention_days: u32,
+}
+
+/// The database URL: a secret, since a PostgreSQL URL carries a password. `Debug` and
+/// [`DatabaseUrl::redacted`] show it without the password.
+#[derive(Clone, Deserialize)]
+#[serde(from = "String")]
+pub struct DatabaseUrl(SecretString);
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(SecretString::from(url))
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self::from(url.to_owned())
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL itself, for connecting only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL for logs and errors: see [`redact_url`].
+    pub fn redacted(&self) -> String {
+        redact_url(self.expose())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.expose().starts_with("sqlite:")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+/// What stands for a password in a URL shown in logs and errors.
+const URL_REDACTED: &str = "[redacted]";
+
+/// A URL as logs and errors show it: the password of the user part and any `password`
+/// query parameter replaced by `[redacted]`, the user name kept. The URL is parsed, so a
+/// password holding `@` or a query holding `@` is redacted whole; one that cannot be
+/// parsed shows its scheme only.
+pub fn redact_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        return format!("{scheme}:{URL_REDACTED}");
+    };
+    if parsed.cannot_be_a_base() {
+        // `scheme:rest` without `//`: no user part to find, so any `@` is suspect.
+        return if url.contains('@') {
+            format!("{}:{URL_REDACTED}", parsed.scheme())
+        } else {
+            url.to_owned()
+        };
+    }
+    let secret_param = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        name.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("sslpassword")
+    };
+    let query_secret = parsed
+        .query()
+        .is_some_and(|q| q.split('&').any(secret_param));
+    if parsed.password().is_none() && !query_secret {
+        return url.to_owned();
+    }
+    let mut shown = format!("{}://", parsed.scheme());
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        shown.push_str(parsed.username());
+        if parsed.password().is_some() {
+            shown.push(':');
+            shown.push_str(URL_REDACTED);
+        }
+        shown.push('@');
+    }
+    if let Some(host) = parsed.host_str() {
+        shown.push_str(host);
+    }
+    if let Some(port) = parsed.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(parsed.path());
+    if let Some(query) = parsed.query() {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                if secret_param(pair) {
+                    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                    format!("{name}={URL_REDACTED}")
+                } else {
+                    pair.to_owned()
+                }
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
+/// The file a data key is created in, beside the SQLite database, when none is
+/// configured.
+pub const DATA_KEY_FILE_NAME: &str = "data-key";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
@@ -289,6 +415,13 @@ impl Settings {
             merge(&mut table, overlay, "")?;
         }
         apply_env(&mut table, "KOOGATE", &env)?;
+        // The URL carries the PostgreSQL password: it may come from a file instead.
+        if let Some(url) = secret("KOOGATE_DATABASE_URL", &env)? {
+            table.insert(
+                "database_url".into(),
+                toml::Value::String(url.trim().to_owned()),
+            );
+        }
         // Read from text, so that the error's position names the key that is wrong.
         let text = toml::to_string(&table).map_err(|e| err("settings", e.to_string()))?;
         let mut settings: Settings = toml::from_str(&text).map_err(|e: toml::de::Error| {
@@ -313,6 +446,24 @@ impl Settings {
                 .unwrap_or_default(),
         );
         settings.license_key = read_license_key(&settings.license.signing_key_file)?;
+        settings.data_key = secret("KOOGATE_DATA_KEY", &env)?
+            .map(|text| DataKey::parse(&text).map_err(|problem| err("KOOGATE_DATA_KEY", problem)))
+            .transpose()?;
+        settings.old_data_keys = secret("KOOGATE_DATA_KEY_OLD", &env)?
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .enumerate()
+            .map(|(n, text)| {
+                DataKey::parse(text).map_err(|problem| {
+                    err(
+                        "KOOGATE_DATA_KEY_OLD",
+                        format!("key {} of the list {problem}", n + 1),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -327,22 +478,14 @@ impl Settings {
         use crate::domain::license_request::Mode;
         if self.license_key.is_some()
             || self.license.mode != Mode::Signed
-            || !self.database_url.starts_with("sqlite:")
+            || !self.database_url.is_sqlite()
         {
             return Ok(None);
         }
         let key = "license.signing_key_file";
-        let options =
-            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&self.database_url)
-                .map_err(|e| err("database_url", e.to_string()))?;
-        let db = options.get_filename();
-        if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+        let Some(path) = self.beside_sqlite(LICENSE_KEY_FILE_NAME)? else {
             return Ok(None);
-        }
-        let path = db
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(LICENSE_KEY_FILE_NAME);
+        };
         if path.exists() {
             self.license_key = read_license_key(&path.to_string_lossy())?;
             return Ok(Some((path, false)));
@@ -358,15 +501,78 @@ impl Settings {
         Ok(Some((path, true)))
     }
 
+    /// Where a file named `name` beside the SQLite database goes; `None` on PostgreSQL.
+    fn beside_sqlite(&self, name: &str) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        if !self.database_url.is_sqlite() {
+            return Ok(None);
+        }
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(
+            self.database_url.expose(),
+        )
+        .map_err(|e| err("database_url", e.to_string()))?;
+        let db = options.get_filename();
+        if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        Ok(Some(
+            db.parent().unwrap_or_else(|| Path::new(".")).join(name),
+        ))
+    }
+
+    /// What seals data at rest: `KOOGATE_DATA_KEY` (with `KOOGATE_DATA_KEY_OLD` for
+    /// reading), else on SQLite the key file beside the database, created (mode 0600) on
+    /// first use. PostgreSQL needs a configured key: replicas must share it, and a key
+    /// kept beside nothing would be lost with the container. Returns the path of the key
+    /// file and whether it was just created, when one is used.
+    #[expect(clippy::expect_used, reason = "a generated key parses")]
+    pub fn sealer(&self) -> Result<(Sealer, Option<(std::path::PathBuf, bool)>), ConfigError> {
+        let old = self.old_data_keys.clone();
+        if let Some(key) = &self.data_key {
+            return Ok((Sealer::new(key.clone(), old), None));
+        }
+        let name = "KOOGATE_DATA_KEY";
+        let Some(path) = self.beside_sqlite(DATA_KEY_FILE_NAME)? else {
+            return Err(err(
+                name,
+                "is missing: PostgreSQL needs the key that encrypts credentials and buyer data at \
+                 rest, the same on every replica (32 bytes as base64 or hex; `koogate data-key` \
+                 prints a new one), or KOOGATE_DATA_KEY_FILE",
+            ));
+        };
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err(name, format!("cannot read {}: {e}", path.display())))?;
+            let key = DataKey::parse(&text)
+                .map_err(|problem| err(name, format!("{}: {problem}", path.display())))?;
+            return Ok((Sealer::new(key, old), Some((path, false))));
+        }
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| err(name, format!("cannot create {}: {e}", folder.display())))?;
+        }
+        let text = DataKey::generate();
+        write_private(&path, format!("{text}\n").as_bytes())
+            .map_err(|e| err(name, format!("cannot create {}: {e}", path.display())))?;
+        let key = DataKey::parse(&text).expect("a generated key parses");
+        Ok((Sealer::new(key, old), Some((path, true))))
+    }
+
+    /// How long buyer personal data is kept after a release, if not for ever.
+    pub fn buyer_data_retention(&self) -> Option<Duration> {
+        (self.buyer_data.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.buyer_data.retention_days) * 86_400))
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = &self.database_url;
+        let url = self.database_url.expose();
+        let shown = self.database_url.redacted();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres:")
             || url.starts_with("postgresql:"))
         {
             return Err(err(
                 "database_url",
-                format!("{url:?} is neither sqlite://… nor postgres://…"),
+                format!("{shown:?} is neither sqlite://… nor postgres://…"),
             ));
         }
         if let Some(rest) = url.strip_prefix("sqlite:")
@@ -374,7 +580,7 @@ impl Settings {
         {
             return Err(err(
                 "database_url",
-                format!("{url:?} names no file: every instance would be lost at exit"),
+                format!("{shown:?} names no file: every instance would be lost at exit"),
             ));
         }
         if self.database.max_connections == 0 {
@@ -873,7 +1079,7 @@ mod tests {
         let kept = load(&[("KOOGATE_AUDIT_RETENTION_DAYS", "0")], None).unwrap();
         assert_eq!(kept.audit_retention(), None);
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-        assert!(s.database_url.starts_with("sqlite://"));
+        assert!(s.database_url.expose().starts_with("sqlite://"));
         assert!(s.keys.is_empty());
         assert_eq!(s.http.max_body_bytes, 65536);
         assert_eq!(s.saas_v1_key_size().unwrap(), KeySize::Aes256);
@@ -1282,5 +1488,126 @@ mod tests {
             "http on loopback is the mock"
         );
         assert_eq!(s.job_policy().attempt_timeout.as_millis(), 16_500);
+    }
+
+    #[test]
+    fn database_urls_show_without_their_password() {
+        for (url, shown) in [
+            (
+                "postgres://koogate:s3cret@db:5432/k",
+                "postgres://koogate:[redacted]@db:5432/k",
+            ),
+            // An `@` in the password: the last one ends the user part.
+            (
+                "postgres://koogate:p@ss@db/k",
+                "postgres://koogate:[redacted]@db/k",
+            ),
+            (
+                "postgresql://u:pw@db/k?sslmode=require&application_name=a@b",
+                "postgresql://u:[redacted]@db/k?sslmode=require&application_name=a@b",
+            ),
+            (
+                "postgres://db/k?user=u&password=s3cret",
+                "postgres://db/k?user=u&password=[redacted]",
+            ),
+            ("postgres://db/k?x=a@b", "postgres://db/k?x=a@b"),
+            ("sqlite://data/koogate.db", "sqlite://data/koogate.db"),
+            ("sqlite:koogate.db", "sqlite:koogate.db"),
+            ("postgres:u:s3cret@db", "postgres:[redacted]"),
+            ("not a url s3cret", ":[redacted]"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("s3cret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_database_url_is_a_secret_with_a_file_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "postgres://koogate:s3cret@db/k\n").unwrap();
+        let s = load(
+            &[("KOOGATE_DATABASE_URL_FILE", file.to_str().unwrap())],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.database_url.expose(), "postgres://koogate:s3cret@db/k");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("postgres://koogate:[redacted]@db/k"));
+        let both = load(
+            &[
+                ("KOOGATE_DATABASE_URL", "postgres://db/k"),
+                ("KOOGATE_DATABASE_URL_FILE", file.to_str().unwrap()),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(both.key, "KOOGATE_DATABASE_URL");
+        let bad = load(&[("KOOGATE_DATABASE_URL", "mysql://u:s3cret@db/k")], None).unwrap_err();
+        assert!(!bad.to_string().contains("s3cret"), "{bad}");
+    }
+
+    #[test]
+    fn the_data_key_comes_from_the_environment_a_file_or_beside_sqlite() {
+        let key = crate::store::seal::DataKey::generate();
+        let pg = load(
+            &[
+                ("KOOGATE_DATABASE_URL", "postgres://u:pw@db/k"),
+                ("KOOGATE_DATA_KEY", &key),
+            ],
+            None,
+        )
+        .unwrap();
+        let (sealer, file) = pg.sealer().unwrap();
+        assert!(file.is_none());
+        assert!(!format!("{pg:?}").contains(&key), "never printed");
+        assert!(!format!("{sealer:?}").contains(&key), "never printed");
+
+        let none = load(&[("KOOGATE_DATABASE_URL", "postgres://u:pw@db/k")], None).unwrap();
+        let error = none.sealer().unwrap_err();
+        assert_eq!(error.key, "KOOGATE_DATA_KEY", "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db/koogate.db", dir.path().display());
+        let lite = load(&[("KOOGATE_DATABASE_URL", &url)], None).unwrap();
+        let (first, file) = lite.sealer().unwrap();
+        let (path, created) = file.unwrap();
+        assert!(created && path.ends_with("db/data-key"));
+        let (second, file) = lite.sealer().unwrap();
+        assert_eq!(file, Some((path.clone(), false)));
+        assert_eq!(first.current_id(), second.current_id(), "the same key");
+
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        let old = crate::store::seal::DataKey::generate();
+        let from_file = load(
+            &[
+                ("KOOGATE_DATABASE_URL", &url),
+                ("KOOGATE_DATA_KEY_FILE", key_file.to_str().unwrap()),
+                ("KOOGATE_DATA_KEY_OLD", &format!("{old}, ")),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            from_file.sealer().unwrap().0.current_id(),
+            sealer.current_id()
+        );
+        assert_eq!(from_file.old_data_keys.len(), 1);
+        let short = load(&[("KOOGATE_DATA_KEY", "c2hvcnQ=")], None).unwrap_err();
+        assert_eq!(short.key, "KOOGATE_DATA_KEY");
+        assert!(short.problem.contains("32 bytes"), "{short}");
+    }
+
+    #[test]
+    fn buyer_data_is_kept_thirty_days_after_a_release_by_default() {
+        let s = load(&[], None).unwrap();
+        assert_eq!(
+            s.buyer_data_retention(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let keep = load(&[("KOOGATE_BUYER_DATA_RETENTION_DAYS", "0")], None).unwrap();
+        assert_eq!(keep.buyer_data_retention(), None);
     }
 }

@@ -56,7 +56,7 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
         .into_iter()
         .map(|record| CallbackEvidence {
             body_sha256: sha256_hex(&record.raw_body),
-            answer_sha256: sha256_hex(&record.response_body),
+            answer_sha256: record.response_sha256.clone(),
             record,
         })
         .collect();

@@ -60,6 +60,8 @@ pub struct AppState {
     pub event_retention: Option<Duration>,
     /// How long finished jobs are kept, if not for ever.
     pub job_retention: Option<Duration>,
+    /// How long buyer personal data is kept after a release, if not for ever.
+    pub buyer_data_retention: Option<Duration>,
     /// Where events are delivered, if anywhere.
     pub webhook: Option<Webhook>,
     /// The management API's bearer tokens.
@@ -133,6 +135,7 @@ impl AppState {
             connections: settings.connection_limits(),
             event_retention: settings.event_retention(),
             job_retention: settings.job_retention(),
+            buyer_data_retention: settings.buyer_data_retention(),
             webhook: (!settings.events.url.is_empty()).then(|| Webhook {
                 url: settings.events.url.clone(),
                 secrets: Arc::new(settings.event_secrets.clone()),
@@ -221,7 +224,19 @@ async fn connect_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError
         max_connections: settings.database.max_connections,
         acquire_timeout: settings.acquire_timeout(),
     };
-    store::connect(&settings.database_url, &options).await
+    let (sealer, file) = settings.sealer()?;
+    match file {
+        Some((path, true)) => tracing::warn!(
+            path = %path.display(),
+            "created the data key that encrypts credentials and buyer data in the database \
+             (mode 0600): back it up with the database, which cannot be read without it"
+        ),
+        Some((path, false)) => {
+            tracing::debug!(path = %path.display(), "data key beside the database")
+        }
+        None => {}
+    }
+    store::connect(settings.database_url.expose(), &options, sealer).await
 }
 
 /// Longest wait between two attempts to migrate a database that cannot be reached.
@@ -304,6 +319,7 @@ pub async fn serve(
             callbacks: state.audit_retention,
             events: state.event_retention,
             jobs: state.job_retention,
+            buyer_data: state.buyer_data_retention,
         },
         stop_rx.clone(),
     );
@@ -363,11 +379,14 @@ struct Retention {
     callbacks: Option<Duration>,
     events: Option<Duration>,
     jobs: Option<Duration>,
+    /// After an instance's release.
+    buyer_data: Option<Duration>,
 }
 
 /// Background maintenance, once a minute: forgets expired nonces, so the shared nonce
-/// table stays small, and deletes callback records, finished jobs and events older than
-/// their retention, if any.
+/// table stays small, deletes callback records, finished jobs and events older than
+/// their retention, if any, and clears the buyer personal data of instances released
+/// longer ago than its retention.
 async fn maintain(
     store: Arc<dyn Store>,
     retention: Retention,
@@ -407,6 +426,18 @@ async fn maintain(
             .await;
             if purged > 0 {
                 tracing::info!(purged, "events past the retention deleted");
+            }
+        }
+        if let Some(keep) = retention.buyer_data {
+            let purged = purge(now_ms, keep, |before| {
+                store.purge_buyer_data(before, PURGE_BATCH)
+            })
+            .await;
+            if purged > 0 {
+                tracing::info!(
+                    instances = purged,
+                    "buyer personal data of instances released past the retention cleared"
+                );
             }
         }
     }

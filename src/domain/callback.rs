@@ -64,12 +64,26 @@ pub fn system_clock() -> Clock {
     Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
 
-/// An answer ready to be signed and sent: the code and the exact body bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An answer ready to be signed and sent: the code and the exact body bytes. `Debug`
+/// shows the body as its audit copy does, credentials redacted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Answer {
     pub code: ResultCode,
     pub body: Vec<u8>,
     pub instance_id: Option<String>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("code", &self.code)
+            .field(
+                "body",
+                &String::from_utf8_lossy(&crate::protocol::reply::redact_credentials(&self.body)),
+            )
+            .field("instance_id", &self.instance_id)
+            .finish()
+    }
 }
 
 impl Answer {
@@ -661,7 +675,7 @@ pub fn refuse_unverified(
 
 fn fill(record: &mut CallbackRecord, answer: &Answer, started: Instant) {
     record.result_code = Some(answer.code.as_str().to_owned());
-    record.response_body.clone_from(&answer.body);
+    record.answered_with(&answer.body);
     if record.instance_id.is_none() {
         record.instance_id.clone_from(&answer.instance_id);
     }

@@ -49,8 +49,9 @@ impl State {
     }
 }
 
-/// A provisioned (or provisioning) resource a buyer bought.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A provisioned (or provisioning) resource a buyer bought. `Debug` shows neither the
+/// password nor the buyer's personal details.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
     pub family: Family,
@@ -84,6 +85,42 @@ pub struct Instance {
     /// What the merchant's app reported when it could not provide the instance
     /// (`app` provisioning, merchant-api.md §3); `None` otherwise.
     pub provisioning_error: Option<ProvisioningError>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut details = self.details.clone();
+        for name in crate::store::PERSONAL_DETAILS {
+            if let Some(value) = details.get_mut(name) {
+                *value = "[redacted]".into();
+            }
+        }
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("family", &self.family)
+            .field("order_id", &self.order_id)
+            .field("order_line_id", &self.order_line_id)
+            .field("product_id", &self.product_id)
+            .field("sku_code", &self.sku_code)
+            .field("charging_mode", &self.charging_mode)
+            .field("period_type", &self.period_type)
+            .field("period_number", &self.period_number)
+            .field("linear_value", &self.linear_value)
+            .field("customer_id", &self.customer_id)
+            .field("customer_name", &self.customer_name)
+            .field("details", &details)
+            .field("test", &self.test)
+            .field("state", &self.state)
+            // AppInfo's own Debug redacts the password.
+            .field("app_info", &self.app_info)
+            .field("expire_ms", &self.expire_ms)
+            .field("last_order_id", &self.last_order_id)
+            .field("created_ms", &self.created_ms)
+            .field("updated_ms", &self.updated_ms)
+            .field("released_ms", &self.released_ms)
+            .field("provisioning_error", &self.provisioning_error)
+            .finish()
+    }
 }
 
 /// The instance cannot be acted on: it was released (D9), answered `000003`.

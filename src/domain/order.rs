@@ -110,16 +110,19 @@ pub fn apply(instance: &mut Instance, order: &OrderInfo, line: &OrderLine, now_m
         set(&mut instance.customer_id, buyer.customer_id.clone());
         set(&mut instance.customer_name, buyer.customer_name.clone());
         let mut details = Map::new();
+        let personal = |value: &Option<crate::protocol::personal::Personal>| {
+            value.as_deref().map(str::to_owned)
+        };
         for (name, value) in [
-            ("mobilePhone", &buyer.mobile_phone),
-            ("email", &buyer.email),
-            ("customerRealName", &buyer.customer_real_name),
-            ("customerType", &buyer.customer_type),
-            ("userId", &buyer.user_id),
-            ("userName", &buyer.user_name),
+            ("mobilePhone", personal(&buyer.mobile_phone)),
+            ("email", personal(&buyer.email)),
+            ("customerRealName", personal(&buyer.customer_real_name)),
+            ("customerType", buyer.customer_type.clone()),
+            ("userId", personal(&buyer.user_id)),
+            ("userName", personal(&buyer.user_name)),
         ] {
             if let Some(value) = value {
-                details.insert(name.to_owned(), Value::String(value.clone()));
+                details.insert(name.to_owned(), Value::String(value));
             }
         }
         instance

@@ -159,10 +159,12 @@ fn instance_for(order: NewInstance, test: bool, now_ms: i64) -> Instance {
         order.order_amount.map(|a| a.as_str().to_owned()),
     );
     put("provisionType", order.provision_type);
-    put("userId", order.user_id);
-    put("userName", order.user_name);
-    put("mobilePhone", order.mobile_phone);
-    put("email", order.email);
+    let personal =
+        |value: Option<crate::protocol::personal::Personal>| value.map(|v| v.into_inner());
+    put("userId", personal(order.user_id));
+    put("userName", personal(order.user_name));
+    put("mobilePhone", personal(order.mobile_phone));
+    put("email", personal(order.email));
     set_linear(&mut i, order.linear);
     set_extend_params(&mut i.details, &order.extend_params);
     i

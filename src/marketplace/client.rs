@@ -365,14 +365,31 @@ pub struct Answer {
     pub base: Url,
 }
 
-/// What 查询订单 answered.
-#[derive(Debug, Clone, PartialEq)]
+/// What 查询订单 answered. `Debug` shows the parsed order (whose buyer data it redacts),
+/// not the texts, which hold the buyer's personal data.
+#[derive(Clone, PartialEq)]
 pub struct OrderAnswer {
     pub order: OrderInfo,
     /// The `orderInfo` object exactly as received (unknown keys included), as JSON.
     pub order_info_json: String,
     /// The whole answer body, as received.
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for OrderAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderAnswer")
+            .field("order", &self.order)
+            .field(
+                "order_info_json",
+                &format_args!("[{} bytes redacted]", self.order_info_json.len()),
+            )
+            .field(
+                "body",
+                &format_args!("[{} bytes redacted]", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 /// Signs and sends open-API calls. Cheap to clone; share one per process.

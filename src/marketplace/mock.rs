@@ -21,6 +21,7 @@ use crate::protocol::order::{
     MOCK_ORDER_IDS, NameValue, OrderInfo, OrderLine, ProductInfo, UploadRequest, UsagePush,
     UsageRecord, paths,
 };
+use crate::protocol::personal::Personal;
 use crate::protocol::{time, usage};
 use axum::Router;
 use axum::body::Bytes;
@@ -307,11 +308,11 @@ pub fn mock_order(order_id: &str) -> Option<OrderInfo> {
             currency_after_discount: text("100"),
         }],
         buyer_info: Some(BuyerInfo {
-            mobile_phone: text("18688888888"),
+            mobile_phone: Some(Personal::new("18688888888")),
             email: None,
             customer_id: text("459bbbec1bd44a15b3a3d5e0d2a4f7b0"),
             customer_name: text("mock_user_01"),
-            customer_real_name: text("测试用户1"),
+            customer_real_name: Some(Personal::new("测试用户1")),
             customer_type: text("0"),
             user_id: None,
             user_name: None,

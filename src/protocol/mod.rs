@@ -13,6 +13,7 @@ pub mod license_code;
 pub mod license_token;
 pub mod license_upload;
 pub mod order;
+pub mod personal;
 pub mod reply;
 pub mod saas_v1;
 pub mod saas_v2;

@@ -8,6 +8,7 @@
 
 use super::fields::{FieldError, Fields};
 use super::ids::{OrderId, OrderLineId};
+use super::personal::Personal;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -149,26 +150,26 @@ pub struct ProductInfo {
     pub product_name: Option<String>,
 }
 
-/// `buyerInfo`.
+/// `buyerInfo`: the buyer's personal data is [`Personal`], which `Debug` never shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuyerInfo {
     #[serde(default)]
-    pub mobile_phone: Option<String>,
+    pub mobile_phone: Option<Personal>,
     #[serde(default)]
-    pub email: Option<String>,
+    pub email: Option<Personal>,
     #[serde(default)]
     pub customer_id: Option<String>,
     #[serde(default)]
     pub customer_name: Option<String>,
     #[serde(default)]
-    pub customer_real_name: Option<String>,
+    pub customer_real_name: Option<Personal>,
     #[serde(default, deserialize_with = "lenient_text")]
     pub customer_type: Option<String>,
     #[serde(default)]
-    pub user_id: Option<String>,
+    pub user_id: Option<Personal>,
     #[serde(default)]
-    pub user_name: Option<String>,
+    pub user_name: Option<Personal>,
 }
 
 /// An `extendParams` entry.

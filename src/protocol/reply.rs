@@ -129,6 +129,54 @@ impl AppInfo {
     }
 }
 
+/// What stands for a credential in the audit copy of an answer.
+pub const REDACTED: &str = "[redacted]";
+
+/// The audit copy of an answer: every `password` member (appInfo's, in plain text or
+/// encrypted with the accessKey) replaced by [`REDACTED`]. The bytes are otherwise kept
+/// as sent, so the copy still reads as the answer did; an answer without a password is
+/// returned unchanged.
+pub fn redact_credentials(sent: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use serde_json::Value;
+    use std::borrow::Cow;
+    fn redact(value: &mut Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (name, member) in map.iter_mut() {
+                    match member {
+                        Value::String(secret) if name == "password" && secret != REDACTED => {
+                            found.push(std::mem::replace(secret, REDACTED.to_owned()));
+                        }
+                        other => redact(other, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| redact(item, found)),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(sent) else {
+        return Cow::Borrowed(sent);
+    };
+    let mut found = Vec::new();
+    redact(&mut value, &mut found);
+    if found.is_empty() {
+        return Cow::Borrowed(sent);
+    }
+    // In place, so the copy keeps the member order and escaping of the bytes sent.
+    let mut text = String::from_utf8_lossy(sent).into_owned();
+    let replacement = format!(r#""password":"{REDACTED}""#);
+    for secret in &found {
+        let member = format!(r#""password":{}"#, Value::String(secret.clone()));
+        if !text.contains(&member) {
+            // Escaped differently from serde_json: fall back to re-serialising it.
+            return Cow::Owned(value.to_string().into_bytes());
+        }
+        text = text.replacen(&member, &replacement, 1);
+    }
+    Cow::Owned(text.into_bytes())
+}
+
 /// How `appInfo.userName` and `appInfo.password` go out: in plain text (SaaS 2.0 unless
 /// configured otherwise, D6) or encrypted as spec §2.5 describes, under a fresh random IV
 /// each time (SaaS 1.0 always), with `encryptType` announcing the key size.
@@ -253,6 +301,30 @@ mod tests {
     fn long_messages_are_cut_at_the_limit() {
         let reply = Reply::new(ResultCode::InvalidParam, "错".repeat(300));
         assert_eq!(reply.result_msg.chars().count(), MAX_RESULT_MSG);
+    }
+
+    #[test]
+    fn audit_copies_redact_every_password_and_keep_the_rest() {
+        let sent = br#"{"resultCode":"000000","appInfo":{"userName":"u","password":"p\u00e9w"},"info":[{"appInfo":{"password":"x1"}}]}"#;
+        let copy = String::from_utf8(redact_credentials(sent).into_owned()).unwrap();
+        assert!(
+            !copy.contains("x1") && !copy.contains("p\\u00e9w"),
+            "{copy}"
+        );
+        assert_eq!(copy.matches("[redacted]").count(), 2, "{copy}");
+        assert!(copy.contains(r#""userName":"u""#), "{copy}");
+        let plain = br#"{"resultCode":"000000","password":"same","appInfo":{"password":"same"}}"#;
+        let copy = String::from_utf8(redact_credentials(plain).into_owned()).unwrap();
+        assert_eq!(
+            copy,
+            r#"{"resultCode":"000000","password":"[redacted]","appInfo":{"password":"[redacted]"}}"#
+        );
+        let none = br#"{"resultCode":"000000"}"#;
+        assert!(matches!(
+            redact_credentials(none),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(redact_credentials(b"not json").as_ref(), b"not json");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use super::crypto::FieldCipher;
 use super::fields::{FieldError, refuse_control, storable_text};
 use super::ids::{BusinessId, Id, InstanceId, OrderId, ProductId};
+use super::personal::Personal;
 use super::saas_v2::{MAX_QUERY_IDS_LEN, StatusChange, split_instance_ids};
 use super::time;
 use super::v1::{ExtendParam, ExtendParamsError, V1Request, decode_extend_params};
@@ -70,12 +71,12 @@ pub struct NewInstance {
     pub customer_id: String,
     /// Mandatory on the Chinese site, optional on the international one.
     pub customer_name: Option<String>,
-    pub user_id: Option<String>,
-    pub user_name: Option<String>,
+    pub user_id: Option<Personal>,
+    pub user_name: Option<Personal>,
     /// Decrypted.
-    pub mobile_phone: Option<String>,
+    pub mobile_phone: Option<Personal>,
     /// Decrypted.
-    pub email: Option<String>,
+    pub email: Option<Personal>,
     pub trial_flag: Option<String>,
     pub provision_type: Option<String>,
     pub expire_time: Option<DateTime<Utc>>,
@@ -257,8 +258,8 @@ impl Request {
                 sku_code: p.optional("skuCode", 64)?,
                 customer_id: p.required("customerId", 100)?,
                 customer_name: p.text("customerName", 64)?,
-                user_id: p.optional("userId", 64)?,
-                user_name: p.text("userName", 64)?,
+                user_id: p.optional("userId", 64)?.map(Personal::new),
+                user_name: p.text("userName", 64)?.map(Personal::new),
                 mobile_phone: p.encrypted("mobilePhone", cipher)?,
                 email: p.encrypted("email", cipher)?,
                 trial_flag: p.optional("trialFlag", MAX_UNDOCUMENTED_LEN)?,
@@ -403,11 +404,11 @@ impl Params<'_> {
         &self,
         field: &'static str,
         cipher: &FieldCipher,
-    ) -> Result<Option<String>, FieldError> {
+    ) -> Result<Option<Personal>, FieldError> {
         self.parsed(field, MAX_ENCRYPTED_LEN, |raw| {
             cipher
                 .decrypt(raw)
-                .map(storable_text)
+                .map(|text| Personal::new(storable_text(text)))
                 .map_err(|e| format!("cannot be decrypted: {e}"))
         })
     }
@@ -484,6 +485,7 @@ mod tests {
         );
         assert_eq!(n.customer_name.as_deref(), Some("Zhang San"));
         assert_eq!(n.email.as_deref(), Some("buyer@example.com"));
+        assert!(!format!("{n:?}").contains("buyer@example.com"));
         assert_eq!(n.mobile_phone, None);
         assert_eq!(n.charging_mode, Some(ChargingMode::Period));
         assert_eq!(n.period_number, Some(3));

@@ -91,6 +91,7 @@ pub fn record(
         result_code: None,
         http_status: 200,
         response_body: Vec::new(),
+        response_sha256: String::new(),
         duration_us: 0,
         test: false,
         order_id: None,

@@ -159,12 +159,34 @@ const INSERT_EVENT: &str = "INSERT INTO events (event_id, type, subject, sequenc
 
 /// Expands the queries for one backend: `$db` is its sqlx database, `$visible` the SQL
 /// condition under which the feed may show an event already.
+/// An event's snapshot as stored: sealed, since an `order.received` snapshot carries
+/// 查询订单's `buyerInfo`, and one format for every event keeps the rule simple.
+fn seal_snapshot(sealer: &crate::store::seal::Sealer, event_id: &str, snapshot: &str) -> String {
+    sealer.seal_text(&crate::store::seal::place(SNAPSHOT, &[event_id]), snapshot)
+}
+
+/// A stored event with its snapshot opened (events of older releases are plain JSON).
+fn open_snapshot(
+    sealer: &crate::store::seal::Sealer,
+    mut event: StoredEvent,
+) -> crate::store::StoreResult<StoredEvent> {
+    let aad = crate::store::seal::place(SNAPSHOT, &[&event.event_id]);
+    event.snapshot = sealer
+        .open_text(&aad, &event.snapshot)
+        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+    Ok(event)
+}
+
+/// The associated data of sealed snapshots (see [`crate::store::seal::place`]).
+const SNAPSHOT: &str = "events.snapshot";
+
 macro_rules! queries {
     ($db:ty, $visible:expr) => {
         use super::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
         use crate::domain::instance::Instance;
         use crate::store::StoreResult;
         use crate::store::rows::{InstanceRow, instance_columns};
+        use crate::store::seal::Sealer;
         use sqlx::Executor;
 
         type Db = $db;
@@ -172,13 +194,14 @@ macro_rules! queries {
         pub async fn insert_event<'c>(
             conn: impl Executor<'c, Database = Db>,
             e: &NewEvent,
+            sealer: &Sealer,
         ) -> StoreResult<i64> {
             let (sequence,): (i64,) = sqlx::query_as(super::INSERT_EVENT)
                 .bind(&e.event_id)
                 .bind(e.kind)
                 .bind(&e.subject)
                 .bind(e.test)
-                .bind(&e.snapshot)
+                .bind(super::seal_snapshot(sealer, &e.event_id, &e.snapshot))
                 .bind(e.created_ms)
                 .bind(&e.subject)
                 .fetch_one(conn)
@@ -190,40 +213,46 @@ macro_rules! queries {
             conn: impl Executor<'c, Database = Db>,
             after: Cursor,
             limit: u32,
+            sealer: &Sealer,
         ) -> StoreResult<Vec<StoredEvent>> {
             let sql = format!(
                 "SELECT {} FROM events WHERE (txid, id) > ($1, $2) AND {} ORDER BY txid, id LIMIT $3",
                 super::EVENT_COLUMNS,
                 $visible
             );
-            Ok(sqlx::query_as(&sql)
+            let rows: Vec<StoredEvent> = sqlx::query_as(&sql)
                 .bind(after.txid)
                 .bind(after.id)
                 .bind(i64::from(limit))
                 .fetch_all(conn)
-                .await?)
+                .await?;
+            rows.into_iter().map(|e| super::open_snapshot(sealer, e)).collect()
         }
 
         pub async fn event<'c>(
             conn: impl Executor<'c, Database = Db>,
             event_id: &str,
+            sealer: &Sealer,
         ) -> StoreResult<Option<StoredEvent>> {
             let sql = format!("SELECT {} FROM events WHERE event_id = $1", super::EVENT_COLUMNS);
-            Ok(sqlx::query_as(&sql)
+            let row: Option<StoredEvent> = sqlx::query_as(&sql)
                 .bind(event_id)
                 .fetch_optional(conn)
-                .await?)
+                .await?;
+            row.map(|e| super::open_snapshot(sealer, e)).transpose()
         }
 
         pub async fn events_of<'c>(
             conn: impl Executor<'c, Database = Db>,
             subject: &str,
+            sealer: &Sealer,
         ) -> StoreResult<Vec<StoredEvent>> {
             let sql = format!(
                 "SELECT {} FROM events WHERE subject = $1 ORDER BY sequence",
                 super::EVENT_COLUMNS
             );
-            Ok(sqlx::query_as(&sql).bind(subject).fetch_all(conn).await?)
+            let rows: Vec<StoredEvent> = sqlx::query_as(&sql).bind(subject).fetch_all(conn).await?;
+            rows.into_iter().map(|e| super::open_snapshot(sealer, e)).collect()
         }
 
         pub async fn attempts<'c>(
@@ -380,6 +409,7 @@ macro_rules! queries {
         pub async fn list_instances<'c>(
             conn: impl Executor<'c, Database = Db>,
             filter: &InstanceFilter,
+            sealer: &crate::store::seal::Sealer,
         ) -> StoreResult<Vec<Instance>> {
             let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
                 "SELECT ",
@@ -413,7 +443,7 @@ macro_rules! queries {
             q.push(" ORDER BY created_ms DESC, instance_id DESC LIMIT ")
                 .push_bind(i64::from(filter.limit));
             let rows: Vec<InstanceRow> = q.build_query_as().fetch_all(conn).await?;
-            rows.into_iter().map(InstanceRow::into_instance).collect()
+            rows.into_iter().map(|r| r.into_instance(sealer)).collect()
         }
     };
 }

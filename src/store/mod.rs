@@ -3,6 +3,7 @@
 //! its nonce, the instance, the idempotent answer and the audit record — is written
 //! through one [`Tx`] and commits together.
 
+mod at_rest;
 mod events;
 pub mod health;
 mod license_requests;
@@ -10,6 +11,7 @@ mod ops;
 mod postgres;
 pub mod refused;
 mod rows;
+pub mod seal;
 mod sqlite;
 mod usage;
 
@@ -19,10 +21,12 @@ use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use at_rest::Sealed;
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
 pub use license_requests::LicenseUpload;
 pub use ops::{CodeActivation, Operations};
 pub use postgres::PgStore;
+pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};
 
@@ -35,8 +39,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The URL, its password removed.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    /// The data key is missing or unreadable (see [`crate::config::Settings::sealer`]).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The SQLite file or its folder cannot be created or opened; says which, and why.
     #[error("{0} (KOOGATE_DATABASE_URL)")]
     SqliteFile(String),
@@ -45,14 +53,19 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Opens the store the URL names (`sqlite:` or `postgres:`/`postgresql:`), creating
-/// a SQLite file and its folder when missing. Does not migrate.
-pub async fn connect(url: &str, options: &PoolOptions) -> StoreResult<Arc<dyn Store>> {
+/// a SQLite file and its folder when missing; `sealer` encrypts what is kept at rest.
+/// Does not migrate.
+pub async fn connect(
+    url: &str,
+    options: &PoolOptions,
+    sealer: seal::Sealer,
+) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+        Ok(Arc::new(SqliteStore::connect(url, options, sealer).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PgStore::connect(url, options).await?))
+        Ok(Arc::new(PgStore::connect(url, options, sealer).await?))
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
+        Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
     }
 }
 
@@ -69,8 +82,18 @@ pub struct PoolOptions {
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
-    /// Applies pending migrations.
+    /// Applies pending migrations, then seals what an older release (or an older data
+    /// key) left readable ([`Store::seal_at_rest`]).
     async fn migrate(&self) -> StoreResult<()>;
+    /// Encrypts under the current data key every credential, stored answer and buyer
+    /// datum still in plain text or under an old key, and redacts the audit copies of
+    /// answers recorded before redaction. Skipped when the database says this key has
+    /// done it already.
+    async fn seal_at_rest(&self, now_ms: i64) -> StoreResult<Sealed>;
+    /// Clears the buyer personal data of at most `batch` instances released before
+    /// `released_before_ms`, and 查询订单's buyer data of their order lines; returns how
+    /// many instances.
+    async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
     /// Starts the one transaction a callback runs in.
@@ -305,12 +328,36 @@ pub enum Claim {
     Answered(StoredAnswer),
 }
 
-/// An answer kept for replay, byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An answer kept for replay, byte for byte (sealed at rest: it may hold credentials).
+/// `Debug` shows the body's length only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     pub result_code: String,
     pub instance_id: Option<String>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAnswer")
+            .field("result_code", &self.result_code)
+            .field("instance_id", &self.instance_id)
+            .field(
+                "body",
+                &format_args!("[{} bytes redacted]", self.body.len()),
+            )
+            .finish()
+    }
+}
+
+/// The associated data of an idempotency key's sealed answer.
+fn answer_place(key: &IdempotencyKey) -> String {
+    seal::place(rows::IDEMPOTENCY_BODY, &[key.scope, &key.key])
+}
+
+/// An answer's body as stored: sealed for its key.
+fn seal_answer(key: &IdempotencyKey, body: &[u8], sealer: &seal::Sealer) -> Vec<u8> {
+    sealer.seal(&answer_place(key), body).into_bytes()
 }
 
 /// How much of a request's body is kept when its signature was refused: enough to see
@@ -318,7 +365,8 @@ pub struct StoredAnswer {
 pub const REFUSED_BODY_KEPT: usize = 4096;
 
 /// The audit record of one callback: everything needed to see later what KooGallery
-/// sent and what koogate answered. Keys are never part of it.
+/// sent and what koogate answered. Keys are never part of it, and credentials in the
+/// answer are redacted ([`CallbackRecord::answered_with`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackRecord {
     pub request_id: String,
@@ -332,7 +380,11 @@ pub struct CallbackRecord {
     pub verdict: String,
     pub result_code: Option<String>,
     pub http_status: u16,
+    /// The answer sent, with its credentials redacted; the exact bytes stay sealed in the
+    /// idempotency store for replay.
     pub response_body: Vec<u8>,
+    /// The SHA-256 (lower-case hex) of the exact bytes sent.
+    pub response_sha256: String,
     pub duration_us: i64,
     pub test: bool,
     pub order_id: Option<String>,
@@ -340,6 +392,12 @@ pub struct CallbackRecord {
 }
 
 impl CallbackRecord {
+    /// Records the answer sent: its hash, and a copy with the credentials redacted.
+    pub fn answered_with(&mut self, sent: &[u8]) {
+        self.response_sha256 = crate::app::evidence::sha256_hex(sent);
+        self.response_body = crate::protocol::reply::redact_credentials(sent).into_owned();
+    }
+
     /// Marks the request as refused before verification, keeping at most
     /// [`REFUSED_BODY_KEPT`] bytes of its body (the verdict says how many there were).
     pub fn refused(&mut self, problem: impl std::fmt::Display) {
@@ -385,8 +443,9 @@ fn truncate_chars(text: &mut String, max: usize) -> bool {
     true
 }
 
-/// An order line koogate has heard of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An order line koogate has heard of. `Debug` leaves out what 查询订单 answered (it
+/// holds the buyer's personal data).
+#[derive(Clone, PartialEq, Eq)]
 pub struct OrderLineRecord {
     pub order_id: String,
     pub order_line_id: String,
@@ -397,6 +456,26 @@ pub struct OrderLineRecord {
     /// `orderInfo` as 查询订单 answered it, as JSON.
     pub order_info: Option<String>,
     pub fetched_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for OrderLineRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderLineRecord")
+            .field("order_id", &self.order_id)
+            .field("order_line_id", &self.order_line_id)
+            .field("test", &self.test)
+            .field("source", &self.source)
+            .field("created_ms", &self.created_ms)
+            .field(
+                "order_info",
+                &self
+                    .order_info
+                    .as_ref()
+                    .map(|info| format!("[{} bytes redacted]", info.len())),
+            )
+            .field("fetched_ms", &self.fetched_ms)
+            .finish()
+    }
 }
 
 /// Where a job is in its life.
@@ -494,12 +573,16 @@ fn answered(
     result_code: Option<String>,
     instance_id: Option<String>,
     body: Option<Vec<u8>>,
+    sealer: &seal::Sealer,
 ) -> StoreResult<Claim> {
     match (result_code, body) {
         (Some(result_code), Some(body)) => Ok(Claim::Answered(StoredAnswer {
             result_code,
             instance_id,
-            body,
+            body: sealer
+                .open(&answer_place(key), &body)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .into_owned(),
         })),
         // Claims are completed or abandoned inside the transaction that made them, so
         // a committed claim without an answer means the table was edited by hand.

@@ -44,7 +44,7 @@ fn job_state(state: &str) -> Option<JobState> {
 }
 
 const CALLBACK_COLUMNS: &str = "request_id, received_ms, interface, activity, method, raw_query, raw_body, \
-     verdict, result_code, http_status, response_body, duration_us, test, order_id, instance_id";
+     verdict, result_code, http_status, response_body, duration_us, test, order_id, instance_id, response_sha256";
 
 macro_rules! queries {
     ($db:ty) => {

@@ -6,9 +6,11 @@
 use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
 use super::license_requests::{self, LicenseUpload};
 use super::rows::{
-    CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
-    bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
+    AtRest, CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
+    bind_license_code, instance_columns, job_columns, license_code_columns, order_info_at_rest,
+    order_line_columns,
 };
+use super::seal::Sealer;
 use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
@@ -20,22 +22,24 @@ use crate::domain::license_request::LicenseRequest;
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use std::sync::Arc;
 
 pub struct PgStore {
     pool: PgPool,
+    sealer: Arc<Sealer>,
 }
 
-/// 22 placeholders, one per column of `instance_columns!`.
+/// 23 placeholders, one per column of `instance_columns!`.
 const INSERT_INSTANCE: &str = concat!(
     "INSERT INTO instances (",
     instance_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
      ON CONFLICT DO NOTHING"
 );
 const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = $1, sku_code = $2, charging_mode = $3, \
      period_type = $4, period_number = $5, linear_value = $6, customer_id = $7, customer_name = $8, details = $9, \
      state = $10, app_info = $11, expire_ms = $12, last_order_id = $13, updated_ms = $14, released_ms = $15, \
-     provisioning_error = $16 WHERE instance_id = $17";
+     provisioning_error = $16, buyer_data = $17 WHERE instance_id = $18";
 
 const INSERT_LICENSE_CODE: &str = concat!(
     "INSERT INTO license_codes (",
@@ -67,12 +71,16 @@ const FAIL_JOB: &str = "UPDATE jobs SET state = $1, run_at_ms = COALESCE($2, run
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
     /// is still down, and every pool use waits at most the acquire timeout.
-    pub async fn connect(url: &str, options: &PoolOptions) -> StoreResult<Self> {
+    /// What is kept encrypted is sealed with `sealer`.
+    pub async fn connect(url: &str, options: &PoolOptions, sealer: Sealer) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy(url)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sealer: Arc::new(sealer),
+        })
     }
 }
 
@@ -86,7 +94,17 @@ impl Store for PgStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await?;
+        self.seal_at_rest(chrono::Utc::now().timestamp_millis())
+            .await?;
         Ok(())
+    }
+
+    async fn seal_at_rest(&self, now_ms: i64) -> StoreResult<super::Sealed> {
+        super::at_rest::pg::seal_all(&self.pool, None, &self.sealer, now_ms).await
+    }
+
+    async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64> {
+        super::at_rest::pg::purge_buyer_data(&self.pool, released_before_ms, batch).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -95,7 +113,10 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx(self.pool.begin().await?)))
+        Ok(Box::new(PgTx(
+            self.pool.begin().await?,
+            self.sealer.clone(),
+        )))
     }
 
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()> {
@@ -141,7 +162,7 @@ impl Store for PgStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.sealer)).transpose()
     }
 
     async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>> {
@@ -153,13 +174,15 @@ impl Store for PgStore {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(InstanceRow::into_instance).collect()
+        rows.into_iter()
+            .map(|r| r.into_instance(&self.sealer))
+            .collect()
     }
 
     async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>> {
         let rows: Vec<CallbackRow> = sqlx::query_as(
             "SELECT request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, result_code, \
-             http_status, response_body, duration_us, test, order_id, instance_id \
+             http_status, response_body, duration_us, test, order_id, instance_id, response_sha256 \
              FROM callbacks ORDER BY id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -226,7 +249,9 @@ impl Store for PgStore {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(OrderLineRecord::from).collect())
+        rows.into_iter()
+            .map(|r| r.into_record(&self.sealer))
+            .collect()
     }
 
     async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
@@ -327,15 +352,15 @@ impl Store for PgStore {
     }
 
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
-        events::pg::events_after(&self.pool, after, limit).await
+        events::pg::events_after(&self.pool, after, limit, &self.sealer).await
     }
 
     async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
-        events::pg::event(&self.pool, event_id).await
+        events::pg::event(&self.pool, event_id, &self.sealer).await
     }
 
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
-        events::pg::events_of(&self.pool, subject).await
+        events::pg::events_of(&self.pool, subject, &self.sealer).await
     }
 
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
@@ -372,7 +397,7 @@ impl Store for PgStore {
     }
 
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
-        events::pg::list_instances(&self.pool, filter).await
+        events::pg::list_instances(&self.pool, filter, &self.sealer).await
     }
 
     async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>> {
@@ -420,7 +445,8 @@ impl Store for PgStore {
     }
 }
 
-struct PgTx(Transaction<'static, Postgres>);
+/// A transaction, and the sealer of what it writes encrypted.
+struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>);
 
 #[async_trait]
 impl Tx for PgTx {
@@ -451,7 +477,7 @@ impl Tx for PgTx {
                 .bind(&key.key)
                 .fetch_one(&mut *self.0)
                 .await?;
-        super::answered(key, result_code, instance_id, body)
+        super::answered(key, result_code, instance_id, body, &self.1)
     }
 
     async fn complete_idempotency(
@@ -462,7 +488,7 @@ impl Tx for PgTx {
         sqlx::query("UPDATE idempotency SET result_code = $1, instance_id = $2, body = $3 WHERE scope = $4 AND key = $5")
             .bind(&answer.result_code)
             .bind(&answer.instance_id)
-            .bind(&answer.body)
+            .bind(super::seal_answer(key, &answer.body, &self.1))
             .bind(key.scope)
             .bind(&key.key)
             .execute(&mut *self.0)
@@ -480,7 +506,8 @@ impl Tx for PgTx {
     }
 
     async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
-        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, identity)
+        let at_rest = AtRest::of(i, &self.1);
+        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, at_rest, identity)
             .execute(&mut *self.0)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -495,7 +522,7 @@ impl Tx for PgTx {
         .bind(id)
         .fetch_optional(&mut *self.0)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.1)).transpose()
     }
 
     async fn instance_for_order_line(
@@ -513,7 +540,7 @@ impl Tx for PgTx {
         .bind(order_line_id)
         .fetch_optional(&mut *self.0)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.1)).transpose()
     }
 
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
@@ -526,11 +553,12 @@ impl Tx for PgTx {
         .bind(ids)
         .fetch_all(&mut *self.0)
         .await?;
-        rows.into_iter().map(InstanceRow::into_instance).collect()
+        rows.into_iter().map(|r| r.into_instance(&self.1)).collect()
     }
 
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
-        bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
+        let at_rest = AtRest::of(i, &self.1);
+        bind_instance!(sqlx::query(UPDATE_INSTANCE), i, at_rest)
             .bind(&i.id)
             .execute(&mut *self.0)
             .await?;
@@ -562,37 +590,42 @@ impl Tx for PgTx {
     }
 
     async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool> {
+        let (order_info, buyer_info) = order_info_at_rest(line, &self.1);
         let done = sqlx::query(concat!(
             "INSERT INTO order_lines (",
             order_line_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
         ))
         .bind(&line.order_id)
         .bind(&line.order_line_id)
         .bind(line.test)
         .bind(&line.source)
         .bind(line.created_ms)
-        .bind(&line.order_info)
+        .bind(order_info)
         .bind(line.fetched_ms)
+        .bind(buyer_info)
         .execute(&mut *self.0)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()> {
+        let (order_info, buyer_info) = order_info_at_rest(line, &self.1);
         sqlx::query(concat!(
             "INSERT INTO order_lines (",
             order_line_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, order_line_id) \
-             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id, order_line_id) \
+             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms, \
+             buyer_info = excluded.buyer_info"
         ))
         .bind(&line.order_id)
         .bind(&line.order_line_id)
         .bind(line.test)
         .bind(&line.source)
         .bind(line.created_ms)
-        .bind(&line.order_info)
+        .bind(order_info)
         .bind(line.fetched_ms)
+        .bind(buyer_info)
         .execute(&mut *self.0)
         .await?;
         Ok(())
@@ -621,7 +654,7 @@ impl Tx for PgTx {
     }
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        events::pg::insert_event(&mut *self.0, event).await
+        events::pg::insert_event(&mut *self.0, event, &self.1).await
     }
 
     async fn license_request_for_update(
@@ -710,8 +743,8 @@ impl Tx for PgTx {
 async fn insert_callback(conn: &mut sqlx::PgConnection, r: &CallbackRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, \
-         result_code, http_status, response_body, duration_us, test, order_id, instance_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         result_code, http_status, response_body, duration_us, test, order_id, instance_id, response_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&r.request_id)
     .bind(r.received_ms)
@@ -728,6 +761,7 @@ async fn insert_callback(conn: &mut sqlx::PgConnection, r: &CallbackRecord) -> S
     .bind(r.test)
     .bind(&r.order_id)
     .bind(&r.instance_id)
+    .bind(&r.response_sha256)
     .execute(conn)
     .await?;
     Ok(())

@@ -2,25 +2,29 @@
 //! column types (TEXT, 64-bit integers, booleans, bytes) decode the same way from
 //! SQLite and PostgreSQL, so the mapping is written once.
 
+use super::seal::{Sealer, place};
 use super::{CallbackRecord, Job, JobState, OrderLineRecord, StoreError, StoreResult};
 use crate::domain::instance::{Family, Instance, State};
 use crate::domain::license_code::LicenseCode;
+use serde_json::{Map, Value};
+use sha2::Digest;
 
 /// The columns of `instances`, in the order [`InstanceRow`] and `bind_instance!` use.
 macro_rules! instance_columns {
     () => {
         "instance_id, family, order_id, order_line_id, test, created_ms, product_id, sku_code, charging_mode, \
          period_type, period_number, linear_value, customer_id, customer_name, details, state, app_info, \
-         expire_ms, last_order_id, updated_ms, released_ms, provisioning_error"
+         expire_ms, last_order_id, updated_ms, released_ms, provisioning_error, buyer_data"
     };
 }
 pub(super) use instance_columns;
 
-/// Binds an instance's fields to a query: the identity columns first when `all`, then
-/// the mutable ones, in the order of `instance_columns!`. A macro rather than a
-/// generic function, so one list serves both backends' query types.
+/// Binds an instance's fields to a query: the identity columns first when `identity`,
+/// then the mutable ones, in the order of `instance_columns!`; `$at_rest` is the
+/// [`AtRest`] form of the instance. A macro rather than a generic function, so one list
+/// serves both backends' query types.
 macro_rules! bind_instance {
-    ($query:expr, $i:expr, identity) => {
+    ($query:expr, $i:expr, $at_rest:expr, identity) => {
         $crate::store::rows::bind_instance!(
             $query
                 .bind(&$i.id)
@@ -29,10 +33,11 @@ macro_rules! bind_instance {
                 .bind(&$i.order_line_id)
                 .bind($i.test)
                 .bind($i.created_ms),
-            $i
+            $i,
+            $at_rest
         )
     };
-    ($query:expr, $i:expr) => {
+    ($query:expr, $i:expr, $at_rest:expr) => {
         $query
             .bind(&$i.product_id)
             .bind(&$i.sku_code)
@@ -42,14 +47,15 @@ macro_rules! bind_instance {
             .bind(&$i.linear_value)
             .bind(&$i.customer_id)
             .bind(&$i.customer_name)
-            .bind($crate::store::rows::details_json($i))
+            .bind(&$at_rest.details)
             .bind($i.state.as_str())
-            .bind($crate::store::rows::app_info_json($i))
+            .bind(&$at_rest.app_info)
             .bind($i.expire_ms)
             .bind(&$i.last_order_id)
             .bind($i.updated_ms)
             .bind($i.released_ms)
             .bind($crate::store::rows::provisioning_error_json($i))
+            .bind(&$at_rest.buyer_data)
     };
 }
 pub(super) use bind_instance;
@@ -78,20 +84,37 @@ pub(super) struct InstanceRow {
     updated_ms: i64,
     released_ms: Option<i64>,
     provisioning_error: Option<String>,
+    buyer_data: Option<String>,
 }
 
 impl InstanceRow {
-    pub(super) fn into_instance(self) -> StoreResult<Instance> {
+    pub(super) fn into_instance(self, sealer: &Sealer) -> StoreResult<Instance> {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("instance {}: {what}", self.instance_id));
         let family = Family::parse(&self.family).ok_or_else(|| corrupt("family"))?;
         let state = State::parse(&self.state).ok_or_else(|| corrupt("state"))?;
-        let details = match serde_json::from_str(&self.details) {
-            Ok(serde_json::Value::Object(map)) => map,
+        let mut details = match serde_json::from_str(&self.details) {
+            Ok(Value::Object(map)) => map,
             _ => return Err(corrupt("details")),
         };
+        if let Some(sealed) = &self.buyer_data {
+            let aad = place(BUYER_DATA, &[&self.instance_id]);
+            let json = sealer
+                .open_text(&aad, sealed)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            match serde_json::from_str(&json) {
+                Ok(Value::Object(personal)) => details.extend(personal),
+                _ => return Err(corrupt("buyer_data")),
+            }
+        }
         let app_info = match &self.app_info {
-            Some(json) => Some(serde_json::from_str(json).map_err(|_| corrupt("app_info"))?),
+            Some(stored) => {
+                let aad = place(APP_INFO, &[&self.instance_id]);
+                let json = sealer
+                    .open_text(&aad, stored)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Some(serde_json::from_str(&json).map_err(|_| corrupt("app_info"))?)
+            }
             None => None,
         };
         let provisioning_error = match &self.provisioning_error {
@@ -136,19 +159,51 @@ pub(crate) fn provisioning_error_json(instance: &Instance) -> Option<String> {
         .map(|e| serde_json::to_string(e).expect("a provisioning error serialises"))
 }
 
-/// The JSON form of an instance's details, as stored.
-#[expect(clippy::expect_used, reason = "a JSON map serialises")]
-pub(crate) fn details_json(instance: &Instance) -> String {
-    serde_json::to_string(&instance.details).expect("a JSON map serialises")
+/// The associated data of the sealed columns (see [`place`]).
+pub(super) const APP_INFO: &str = "instances.app_info";
+pub(super) const BUYER_DATA: &str = "instances.buyer_data";
+pub(super) const ORDER_BUYER_INFO: &str = "order_lines.buyer_info";
+pub(super) const IDEMPOTENCY_BODY: &str = "idempotency.body";
+
+/// The entries of an instance's details that are the buyer's personal data (decrypted
+/// SaaS 1.0 `mobilePhone`/`email`, the buyer's account, and 查询订单's `buyerInfo`
+/// under `buyer`): kept sealed in `buyer_data`, and cleared after the retention.
+pub const PERSONAL_DETAILS: [&str; 5] = ["mobilePhone", "email", "userId", "userName", "buyer"];
+
+/// An instance's columns as stored: the details without the personal data, which is
+/// sealed in `buyer_data`, and the app info (with its password) sealed.
+pub(super) struct AtRest {
+    pub details: String,
+    pub app_info: Option<String>,
+    pub buyer_data: Option<String>,
 }
 
-/// The JSON form of an instance's app info, as stored.
-#[expect(clippy::expect_used, reason = "plain data with string keys")]
-pub(crate) fn app_info_json(instance: &Instance) -> Option<String> {
-    instance
-        .app_info
-        .as_ref()
-        .map(|info| serde_json::to_string(info).expect("app info serialises"))
+impl AtRest {
+    pub(super) fn of(instance: &Instance, sealer: &Sealer) -> Self {
+        let mut details = instance.details.clone();
+        let personal: Map<String, Value> = PERSONAL_DETAILS
+            .iter()
+            .filter_map(|name| details.remove_entry(*name))
+            .collect();
+        Self {
+            details: json(&details),
+            app_info: instance
+                .app_info
+                .as_ref()
+                .map(|info| sealer.seal_text(&place(APP_INFO, &[&instance.id]), &json(info))),
+            buyer_data: (!personal.is_empty())
+                .then(|| sealer.seal_text(&place(BUYER_DATA, &[&instance.id]), &json(&personal))),
+        }
+    }
+}
+
+/// Maps and app info as the JSON the store keeps.
+#[expect(
+    clippy::expect_used,
+    reason = "maps and app info are plain data with string keys"
+)]
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("maps and app info serialise")
 }
 
 #[derive(sqlx::FromRow)]
@@ -168,6 +223,7 @@ pub(super) struct CallbackRow {
     test: bool,
     order_id: Option<String>,
     instance_id: Option<String>,
+    response_sha256: Option<String>,
 }
 
 impl From<CallbackRow> for CallbackRecord {
@@ -183,6 +239,10 @@ impl From<CallbackRow> for CallbackRecord {
             verdict: row.verdict,
             result_code: row.result_code,
             http_status: u16::try_from(row.http_status).unwrap_or(0),
+            response_sha256: row
+                .response_sha256
+                // Records of releases before redaction kept the exact bytes sent.
+                .unwrap_or_else(|| hex::encode(sha2::Sha256::digest(&row.response_body))),
             response_body: row.response_body,
             duration_us: row.duration_us,
             test: row.test,
@@ -308,7 +368,7 @@ impl JobRow {
 /// The columns of `order_lines`, in the order of [`OrderLineRow`].
 macro_rules! order_line_columns {
     () => {
-        "order_id, order_line_id, test, source, created_ms, order_info, fetched_ms"
+        "order_id, order_line_id, test, source, created_ms, order_info, fetched_ms, buyer_info"
     };
 }
 pub(super) use order_line_columns;
@@ -322,18 +382,70 @@ pub(super) struct OrderLineRow {
     created_ms: i64,
     order_info: Option<String>,
     fetched_ms: Option<i64>,
+    buyer_info: Option<String>,
 }
 
-impl From<OrderLineRow> for OrderLineRecord {
-    fn from(row: OrderLineRow) -> Self {
-        Self {
-            order_id: row.order_id,
-            order_line_id: row.order_line_id,
-            test: row.test,
-            source: row.source,
-            created_ms: row.created_ms,
-            order_info: row.order_info,
-            fetched_ms: row.fetched_ms,
+impl OrderLineRow {
+    /// The record with 查询订单's `buyerInfo` opened and put back where it was.
+    pub(super) fn into_record(self, sealer: &Sealer) -> StoreResult<OrderLineRecord> {
+        let order_info = match (self.order_info, &self.buyer_info) {
+            (Some(info), Some(sealed)) => {
+                let aad = place(ORDER_BUYER_INFO, &[&self.order_id, &self.order_line_id]);
+                let buyer = sealer
+                    .open_text(&aad, sealed)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let corrupt = || {
+                    StoreError::Corrupt(format!(
+                        "order line {}/{}: order_info",
+                        self.order_id, self.order_line_id
+                    ))
+                };
+                let mut info: Map<String, Value> =
+                    serde_json::from_str(&info).map_err(|_| corrupt())?;
+                info.insert(
+                    BUYER_INFO.into(),
+                    serde_json::from_str(&buyer).map_err(|_| corrupt())?,
+                );
+                Some(json(&info))
+            }
+            (info, _) => info,
+        };
+        Ok(OrderLineRecord {
+            order_id: self.order_id,
+            order_line_id: self.order_line_id,
+            test: self.test,
+            source: self.source,
+            created_ms: self.created_ms,
+            order_info,
+            fetched_ms: self.fetched_ms,
+        })
+    }
+}
+
+/// Where 查询订单's answer holds the buyer's personal data.
+const BUYER_INFO: &str = "buyerInfo";
+
+/// An order line's `order_info` as stored: without `buyerInfo`, which is sealed apart
+/// (`buyer_info`) and cleared after the retention. An `order_info` that is not a JSON
+/// object (it always is) is kept as it is.
+pub(super) fn order_info_at_rest(
+    line: &OrderLineRecord,
+    sealer: &Sealer,
+) -> (Option<String>, Option<String>) {
+    let Some(text) = &line.order_info else {
+        return (None, None);
+    };
+    let Ok(mut info) = serde_json::from_str::<Map<String, Value>>(text) else {
+        return (Some(text.clone()), None);
+    };
+    match info.remove(BUYER_INFO) {
+        Some(buyer) => {
+            let aad = place(ORDER_BUYER_INFO, &[&line.order_id, &line.order_line_id]);
+            (
+                Some(json(&info)),
+                Some(sealer.seal_text(&aad, &json(&buyer))),
+            )
         }
+        None => (Some(text.clone()), None),
     }
 }

@@ -7,9 +7,11 @@
 use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
 use super::license_requests::{self, LicenseUpload};
 use super::rows::{
-    CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
-    bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
+    AtRest, CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
+    bind_license_code, instance_columns, job_columns, license_code_columns, order_info_at_rest,
+    order_line_columns,
 };
+use super::seal::Sealer;
 use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
@@ -30,17 +32,18 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Arc<Mutex<()>>,
+    sealer: Arc<Sealer>,
 }
 
-/// 22 placeholders, one per column of `instance_columns!`.
+/// 23 placeholders, one per column of `instance_columns!`.
 const INSERT_INSTANCE: &str = concat!(
     "INSERT INTO instances (",
     instance_columns!(),
-    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 );
 const UPDATE_INSTANCE: &str = "UPDATE instances SET product_id = ?, sku_code = ?, charging_mode = ?, period_type = ?, \
      period_number = ?, linear_value = ?, customer_id = ?, customer_name = ?, details = ?, state = ?, app_info = ?, \
-     expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ?, provisioning_error = ? WHERE instance_id = ?";
+     expire_ms = ?, last_order_id = ?, updated_ms = ?, released_ms = ?, provisioning_error = ?, buyer_data = ? WHERE instance_id = ?";
 
 const INSERT_LICENSE_CODE: &str = concat!(
     "INSERT INTO license_codes (",
@@ -68,13 +71,18 @@ const FAIL_JOB: &str = "UPDATE jobs SET state = ?, run_at_ms = COALESCE(?, run_a
      WHERE id = ? AND lease_token = ? AND state = 'running'";
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database file and its folder.
-    pub async fn connect(url: &str, options: &PoolOptions) -> StoreResult<Self> {
+    /// Opens (creating when missing) the database file and its folder; what is kept
+    /// encrypted is sealed with `sealer`.
+    pub async fn connect(url: &str, options: &PoolOptions, sealer: Sealer) -> StoreResult<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed answer survives a power cut, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
+            // Rewritten and deleted rows are zeroed, not left in free space: the start-up
+            // pass that encrypts an older release's plain text, and the purges of buyer
+            // data and old records, must not leave what they replaced readable in the file.
+            .pragma("secure_delete", "on")
             .busy_timeout(options.acquire_timeout);
         let file = connect.get_filename().to_owned();
         if let Some(folder) = file.parent()
@@ -101,6 +109,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(())),
+            sealer: Arc::new(sealer),
         })
     }
 }
@@ -115,7 +124,28 @@ impl Store for SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await?;
+        self.seal_at_rest(chrono::Utc::now().timestamp_millis())
+            .await?;
         Ok(())
+    }
+
+    async fn seal_at_rest(&self, now_ms: i64) -> StoreResult<super::Sealed> {
+        let sealed =
+            super::at_rest::lite::seal_all(&self.pool, Some(&*self.writer), &self.sealer, now_ms)
+                .await?;
+        if sealed.ran {
+            // The zeroed pages reach the database file at the next checkpoint: take it
+            // now, so the replaced plain text is gone from the file, not only from the WAL.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(sealed)
+    }
+
+    async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64> {
+        let _turn = self.writer.lock().await;
+        super::at_rest::lite::purge_buyer_data(&self.pool, released_before_ms, batch).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -126,7 +156,11 @@ impl Store for SqliteStore {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let turn = self.writer.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteTx { tx, _turn: turn }))
+        Ok(Box::new(SqliteTx {
+            tx,
+            sealer: self.sealer.clone(),
+            _turn: turn,
+        }))
     }
 
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()> {
@@ -177,7 +211,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.sealer)).transpose()
     }
 
     async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>> {
@@ -189,13 +223,15 @@ impl Store for SqliteStore {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(InstanceRow::into_instance).collect()
+        rows.into_iter()
+            .map(|r| r.into_instance(&self.sealer))
+            .collect()
     }
 
     async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>> {
         let rows: Vec<CallbackRow> = sqlx::query_as(
             "SELECT request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, result_code, \
-             http_status, response_body, duration_us, test, order_id, instance_id \
+             http_status, response_body, duration_us, test, order_id, instance_id, response_sha256 \
              FROM callbacks ORDER BY id DESC LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -265,7 +301,9 @@ impl Store for SqliteStore {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(OrderLineRecord::from).collect())
+        rows.into_iter()
+            .map(|r| r.into_record(&self.sealer))
+            .collect()
     }
 
     async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
@@ -371,15 +409,15 @@ impl Store for SqliteStore {
     }
 
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
-        events::lite::events_after(&self.pool, after, limit).await
+        events::lite::events_after(&self.pool, after, limit, &self.sealer).await
     }
 
     async fn event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
-        events::lite::event(&self.pool, event_id).await
+        events::lite::event(&self.pool, event_id, &self.sealer).await
     }
 
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>> {
-        events::lite::events_of(&self.pool, subject).await
+        events::lite::events_of(&self.pool, subject, &self.sealer).await
     }
 
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>> {
@@ -421,7 +459,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>> {
-        events::lite::list_instances(&self.pool, filter).await
+        events::lite::list_instances(&self.pool, filter, &self.sealer).await
     }
 
     async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>> {
@@ -474,6 +512,7 @@ impl Store for SqliteStore {
 /// transaction rolls back (when not committed) before the turn passes on.
 struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
+    sealer: Arc<Sealer>,
     _turn: OwnedMutexGuard<()>,
 }
 
@@ -506,7 +545,7 @@ impl Tx for SqliteTx {
                 .bind(&key.key)
                 .fetch_one(&mut *self.tx)
                 .await?;
-        super::answered(key, result_code, instance_id, body)
+        super::answered(key, result_code, instance_id, body, &self.sealer)
     }
 
     async fn complete_idempotency(
@@ -517,7 +556,7 @@ impl Tx for SqliteTx {
         sqlx::query("UPDATE idempotency SET result_code = ?, instance_id = ?, body = ? WHERE scope = ? AND key = ?")
             .bind(&answer.result_code)
             .bind(&answer.instance_id)
-            .bind(&answer.body)
+            .bind(super::seal_answer(key, &answer.body, &self.sealer))
             .bind(key.scope)
             .bind(&key.key)
             .execute(&mut *self.tx)
@@ -535,7 +574,8 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
-        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, identity)
+        let at_rest = AtRest::of(i, &self.sealer);
+        let done = bind_instance!(sqlx::query(INSERT_INSTANCE), i, at_rest, identity)
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -551,7 +591,7 @@ impl Tx for SqliteTx {
         .bind(id)
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.sealer)).transpose()
     }
 
     async fn instance_for_order_line(
@@ -569,7 +609,7 @@ impl Tx for SqliteTx {
         .bind(order_line_id)
         .fetch_optional(&mut *self.tx)
         .await?;
-        row.map(InstanceRow::into_instance).transpose()
+        row.map(|r| r.into_instance(&self.sealer)).transpose()
     }
 
     #[expect(clippy::expect_used, reason = "a list of strings serialises")]
@@ -579,11 +619,14 @@ impl Tx for SqliteTx {
             .bind(ids_json)
             .fetch_all(&mut *self.tx)
             .await?;
-        rows.into_iter().map(InstanceRow::into_instance).collect()
+        rows.into_iter()
+            .map(|r| r.into_instance(&self.sealer))
+            .collect()
     }
 
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
-        bind_instance!(sqlx::query(UPDATE_INSTANCE), i)
+        let at_rest = AtRest::of(i, &self.sealer);
+        bind_instance!(sqlx::query(UPDATE_INSTANCE), i, at_rest)
             .bind(&i.id)
             .execute(&mut *self.tx)
             .await?;
@@ -615,37 +658,42 @@ impl Tx for SqliteTx {
     }
 
     async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool> {
+        let (order_info, buyer_info) = order_info_at_rest(line, &self.sealer);
         let done = sqlx::query(concat!(
             "INSERT INTO order_lines (",
             order_line_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
         ))
         .bind(&line.order_id)
         .bind(&line.order_line_id)
         .bind(line.test)
         .bind(&line.source)
         .bind(line.created_ms)
-        .bind(&line.order_info)
+        .bind(order_info)
         .bind(line.fetched_ms)
+        .bind(buyer_info)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()> {
+        let (order_info, buyer_info) = order_info_at_rest(line, &self.sealer);
         sqlx::query(concat!(
             "INSERT INTO order_lines (",
             order_line_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id, order_line_id) \
-             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id, order_line_id) \
+             DO UPDATE SET order_info = excluded.order_info, fetched_ms = excluded.fetched_ms, \
+             buyer_info = excluded.buyer_info"
         ))
         .bind(&line.order_id)
         .bind(&line.order_line_id)
         .bind(line.test)
         .bind(&line.source)
         .bind(line.created_ms)
-        .bind(&line.order_info)
+        .bind(order_info)
         .bind(line.fetched_ms)
+        .bind(buyer_info)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -674,7 +722,7 @@ impl Tx for SqliteTx {
     }
 
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
-        events::lite::insert_event(&mut *self.tx, event).await
+        events::lite::insert_event(&mut *self.tx, event, &self.sealer).await
     }
 
     async fn license_request_for_update(
@@ -763,8 +811,8 @@ impl Tx for SqliteTx {
 async fn insert_callback(conn: &mut sqlx::SqliteConnection, r: &CallbackRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, \
-         result_code, http_status, response_body, duration_us, test, order_id, instance_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         result_code, http_status, response_body, duration_us, test, order_id, instance_id, response_sha256) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.request_id)
     .bind(r.received_ms)
@@ -781,6 +829,7 @@ async fn insert_callback(conn: &mut sqlx::SqliteConnection, r: &CallbackRecord) 
     .bind(r.test)
     .bind(&r.order_id)
     .bind(&r.instance_id)
+    .bind(&r.response_sha256)
     .execute(conn)
     .await?;
     Ok(())

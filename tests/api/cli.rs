@@ -12,6 +12,7 @@ fn koogate(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env_remove("RUST_LOG")
         .env_remove("KOOGATE_CONFIG")
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_LOG_FILTER", "info");
     for (name, value) in env {
         command.env(name, value);

@@ -26,6 +26,7 @@ async fn start(db: &Database) -> (Child, String) {
         .port();
     let child = Command::new(env!("CARGO_BIN_EXE_koogate"))
         .arg("serve")
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("KOOGATE_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .env("KOOGATE_DATABASE_URL", &db.url)
@@ -132,7 +133,9 @@ async fn nothing_answered_is_lost_or_changed_by_a_crash(backend: Backend) {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
     };
-    let store = koogate::store::connect(&db.url, &options).await.unwrap();
+    let store = koogate::store::connect(&db.url, &options, crate::helpers::test_sealer())
+        .await
+        .unwrap();
     for body in &sent {
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         let order = json["orderId"].as_str().unwrap();

@@ -94,6 +94,12 @@ fn the_compose_file_runs_koogate_on_postgres_with_its_data_in_a_volume() {
         url.starts_with("postgres://") && url.contains("@postgres:5432/"),
         "{url}"
     );
+    assert!(
+        koogate["environment"]["KOOGATE_DATA_KEY"]
+            .as_str()
+            .is_some_and(|key| key.starts_with("${KOOGATE_DATA_KEY:?")),
+        "PostgreSQL needs the data key, from the .env file"
+    );
     assert_eq!(
         koogate["depends_on"]["postgres"]["condition"].as_str(),
         Some("service_healthy"),

@@ -20,6 +20,16 @@ use tokio::task::JoinHandle;
 /// The key bound in seller center in these tests (the spec's test key).
 pub const KEY: &str = "test-access-key-0001";
 
+/// The data key of every test database (hex of 32 bytes), so that a store opened by a
+/// test and a server started as a process read each other's encrypted columns.
+pub const TEST_DATA_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+/// What seals data at rest under [`TEST_DATA_KEY`], for tests that open a store directly.
+pub fn test_sealer() -> koogate::store::seal::Sealer {
+    let key = koogate::store::seal::DataKey::parse(TEST_DATA_KEY).expect("the test key parses");
+    koogate::store::seal::Sealer::new(key, Vec::new())
+}
+
 /// The management API's bearer token in these tests.
 pub const API_TOKEN: &str = "test-api-token-0001";
 
@@ -180,6 +190,8 @@ impl TestApp {
     pub async fn spawn_with(db: Database, options: Options) -> Self {
         let mut env = options.env;
         env.insert("KOOGATE_DATABASE_URL".into(), db.url.clone());
+        env.entry("KOOGATE_DATA_KEY".into())
+            .or_insert_with(|| TEST_DATA_KEY.into());
         env.entry("KOOGATE_LOG_FILTER".into())
             .or_insert_with(|| "warn".into());
         let mut settings =

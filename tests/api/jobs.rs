@@ -252,7 +252,9 @@ async fn app_job_state(db: &Database, order_id: &str) -> JobState {
         max_connections: 1,
         acquire_timeout: Duration::from_secs(3),
     };
-    let store = koogate::store::connect(&db.url, &options).await.unwrap();
+    let store = koogate::store::connect(&db.url, &options, crate::helpers::test_sealer())
+        .await
+        .unwrap();
     store.jobs_about(order_id).await.unwrap()[0].state
 }
 
@@ -280,6 +282,7 @@ async fn an_attempt_cut_short_by_a_stop_is_not_counted(backend: Backend) {
             max_connections: 1,
             acquire_timeout: Duration::from_secs(5),
         },
+        crate::helpers::test_sealer(),
     )
     .await
     .unwrap();

@@ -26,6 +26,7 @@ mod provisioning;
 mod receiver;
 mod saas_v1;
 mod saas_v2;
+mod secrets;
 mod simulate;
 mod store;
 mod usage;

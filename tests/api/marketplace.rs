@@ -467,7 +467,9 @@ async fn a_license_activation_is_noted_before_the_call_and_completed_after(
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
     };
-    let store = koogate::store::connect(&db.url, &options).await.unwrap();
+    let store = koogate::store::connect(&db.url, &options, crate::helpers::test_sealer())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let mock = MockServer::start().await;
     let client = client(&mock.url(), "", AK, SK);

@@ -675,6 +675,7 @@ async fn on_sqlite_a_key_is_created_beside_the_database_and_license_verify_check
             .args(args)
             .env_clear()
             .env("KOOGATE_DATABASE_URL", &db.url)
+            .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
             .env("KOOGATE_LOG_FILTER", "error")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -45,6 +45,7 @@ async fn postgres_unreachable_at_start_is_waited_for() {
         .arg("serve")
         .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("KOOGATE_DATABASE_URL", &url)
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "500")
         .env("KOOGATE_ACCESS_KEY", KEY)
         .env("KOOGATE_LOG_FILTER", "error")

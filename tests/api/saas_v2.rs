@@ -861,6 +861,7 @@ async fn the_server_process_stops_cleanly_on_sigterm() {
         .port();
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_koogate"))
         .arg("serve")
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("KOOGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env(

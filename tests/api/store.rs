@@ -225,7 +225,7 @@ async fn open(db: &Database) -> Arc<dyn Store> {
         max_connections: 8,
         acquire_timeout: Duration::from_secs(5),
     };
-    let store = store::connect(&db.url, &options)
+    let store = store::connect(&db.url, &options, crate::helpers::test_sealer())
         .await
         .expect("store opens");
     store.migrate().await.expect("migrations apply");
@@ -446,6 +446,7 @@ fn record(request_id: &str) -> CallbackRecord {
         result_code: Some("000000".into()),
         http_status: 200,
         response_body: b"{}".to_vec(),
+        response_sha256: "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".into(),
         duration_us: 1234,
         test: true,
         order_id: Some("O".into()),
