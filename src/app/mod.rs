@@ -2,6 +2,7 @@
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
 pub mod evidence;
+pub mod ops;
 pub mod server;
 
 use crate::config::{ApiTokens, Keys, Settings};
