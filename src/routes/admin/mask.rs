@@ -134,7 +134,7 @@ mod tests {
             assert!(!shown.contains(hidden), "{hidden} in {shown}");
         }
         for kept in [
-            "Z•••••n",
+            "Z••••••n",
             "1••••••0",
             "b•••@example.com",
             "••••••",

@@ -23,13 +23,13 @@ use session::COOKIE;
 use subtle::ConstantTimeEq;
 
 /// The header htmx sends the CSRF token in (set with `hx-headers` on the page's body).
-pub const CSRF_HEADER: &str = "x-csrf-token";
+const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The form field plain (script-less) forms send the CSRF token in.
 const CSRF_FIELD: &str = "csrf";
 
 /// Only koogate's own files: no inline script or style, no frames, forms only to itself.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'; object-src 'none'";
 
@@ -239,11 +239,10 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
         state.admin.end(id);
     }
     let mut response = Redirect::to("/admin/login").into_response();
+    let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "koogate_admin=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0",
-        ),
+        HeaderValue::from_str(&expired).expect("fixed text"),
     );
     response
 }

@@ -611,10 +611,10 @@ pub async fn instance(
         ("last order", text(&instance.last_order_id)),
         (
             "provisioning error",
-            instance
-                .provisioning_error
-                .as_ref()
-                .map_or_else(|| "—".into(), |e| format!("{e:?}")),
+            instance.provisioning_error.as_ref().map_or_else(
+                || "—".into(),
+                |e| format!("{}: {}", e.result_code, e.message),
+            ),
         ),
     ];
     let app_info = instance.app_info.as_ref().map_or_else(Vec::new, |info| {
