@@ -19,6 +19,9 @@ use serde_json::json;
 on_both_backends!(
     a_parked_job_is_retried_only_with_the_csrf_token,
     the_buttons_refetch_an_order_and_resume_the_endpoint,
+    what_came_from_outside_is_escaped_and_personal_data_masked,
+    the_overview_shows_the_parked_work_and_the_dial_test,
+    the_lists_search_filter_and_page,
 );
 
 /// A client that does not follow redirects, so that tests see them.
@@ -450,14 +453,10 @@ async fn the_admin_pages_are_not_on_the_public_listener() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn what_came_from_outside_is_escaped_and_personal_data_masked() {
+async fn what_came_from_outside_is_escaped_and_personal_data_masked(backend: Backend) {
     let mock = MockServer::start().await;
-    let app = TestApp::spawn_with(
-        Database::fresh(Backend::Sqlite).await,
-        mock_market::options(&mock),
-    )
-    .await;
+    let app =
+        TestApp::spawn_with(Database::fresh(backend).await, mock_market::options(&mock)).await;
     let order = order_id();
     let instance = format!("esc-{}", &order[2..10]);
     // The buyer comes from the order's details (查询订单), the memo from the callback.
@@ -569,14 +568,10 @@ fn sha_of(record: &koogate::store::CallbackRecord) -> String {
     koogate::app::evidence::sha256_hex(&record.raw_body)
 }
 
-#[tokio::test]
-async fn the_overview_shows_the_parked_work_and_the_dial_test() {
+async fn the_overview_shows_the_parked_work_and_the_dial_test(backend: Backend) {
     let mock = MockServer::start().await;
-    let app = TestApp::spawn_with(
-        Database::fresh(Backend::Sqlite).await,
-        mock_market::options(&mock),
-    )
-    .await;
+    let app =
+        TestApp::spawn_with(Database::fresh(backend).await, mock_market::options(&mock)).await;
     let test =
         new_instance(&order_id(), "dial-ov").replace(r#""testFlag":"0""#, r#""testFlag":"1""#);
     assert_eq!(app.saas(&test).await.code(), "000000");
@@ -789,5 +784,74 @@ async fn in_a_browser_an_operator_finds_an_order_and_retries_its_parked_job() {
         .unwrap();
     shows(&browser, &format!("job #{job} order.fetch done")).await;
     browser.close().await;
+    app.stop().await;
+}
+
+/// The links of a list page to the rows it shows (`/admin/{what}/ID`).
+fn listed(page: &str, what: &str) -> Vec<String> {
+    let marker = format!(r#"<tr><td><a href="/admin/{what}/"#);
+    page.split(&marker)
+        .skip(1)
+        .map(|rest| rest.chars().take_while(|c| *c != '"').collect())
+        .collect()
+}
+
+async fn the_lists_search_filter_and_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // 52 orders of one instance each; the last one frozen.
+    let prefix = format!("pg{}", &order_id()[2..8]).to_uppercase();
+    let mut orders = Vec::new();
+    for n in 0..52 {
+        let order = format!("CS{prefix}{n:03}");
+        let instance = format!("list-{prefix}-{n:03}");
+        assert_eq!(
+            app.saas(&new_instance(&order, &instance)).await.code(),
+            "000000"
+        );
+        orders.push((order, instance));
+    }
+    let (frozen_order, frozen) = orders.last().unwrap().clone();
+    let freeze = format!(
+        r#"{{"activity":"updateInstanceStatus","instanceId":"{frozen}","status":"FREEZE"}}"#
+    );
+    assert_eq!(app.saas(&freeze).await.code(), "000000");
+    let operator = Operator::login(&app).await;
+
+    // Newest first, 50 a page, and the rest on the next.
+    let (_, first) = operator.get(&app, "/admin/orders").await;
+    let first_page = listed(&first, "orders");
+    assert_eq!(first_page.len(), 50, "{first}");
+    assert_eq!(first_page[0], frozen_order);
+    assert!(first.contains("page=1"), "a link to the next page");
+    let (_, second) = operator.get(&app, "/admin/orders?page=1").await;
+    let second_page = listed(&second, "orders");
+    assert_eq!(second_page, vec![orders[1].0.clone(), orders[0].0.clone()]);
+    assert!(!second.contains("page=2"), "the last page");
+
+    // Search by order id (any case), by instance id; filter by state and family.
+    let (_, by_order) = operator
+        .get(
+            &app,
+            &format!("/admin/orders?q={}", orders[7].0.to_lowercase()),
+        )
+        .await;
+    assert_eq!(listed(&by_order, "orders"), vec![orders[7].0.clone()]);
+    let (_, by_instance) = operator
+        .get(&app, &format!("/admin/orders?q={}", orders[8].1))
+        .await;
+    assert_eq!(listed(&by_instance, "orders"), vec![orders[8].0.clone()]);
+    let (_, frozen_orders) = operator.get(&app, "/admin/orders?state=frozen").await;
+    assert_eq!(listed(&frozen_orders, "orders"), vec![frozen_order.clone()]);
+    let (_, frozen_instances) = operator
+        .get(
+            &app,
+            &format!("/admin/instances?q={prefix}&state=frozen&family=saas_v2"),
+        )
+        .await;
+    assert_eq!(listed(&frozen_instances, "instances"), vec![frozen.clone()]);
+    let (_, v1) = operator.get(&app, "/admin/instances?family=saas_v1").await;
+    assert!(listed(&v1, "instances").is_empty(), "no SaaS 1.0 instance");
+    let (_, underscore) = operator.get(&app, "/admin/instances?q=list_").await;
+    assert!(listed(&underscore, "instances").is_empty(), "_ is literal");
     app.stop().await;
 }
