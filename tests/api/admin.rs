@@ -22,6 +22,7 @@ on_both_backends!(
     what_came_from_outside_is_escaped_and_personal_data_masked,
     the_overview_shows_the_parked_work_and_the_dial_test,
     the_lists_search_filter_and_page,
+    a_failing_new_instance_is_shown_with_the_time_left_until_the_refund,
 );
 
 /// A client that does not follow redirects, so that tests see them.
@@ -853,5 +854,43 @@ async fn the_lists_search_filter_and_page(backend: Backend) {
     assert!(listed(&v1, "instances").is_empty(), "no SaaS 1.0 instance");
     let (_, underscore) = operator.get(&app, "/admin/instances?q=list_").await;
     assert!(listed(&underscore, "instances").is_empty(), "_ is literal");
+    app.stop().await;
+}
+
+async fn a_failing_new_instance_is_shown_with_the_time_left_until_the_refund(backend: Backend) {
+    let (app, mock, receiver) = crate::provisioning::app_mode(backend, "2000").await;
+    receiver.provision_with(Some(
+        r#"{"failed":{"resultCode":"000101","message":"mobile number already exists"}}"#,
+    ));
+    let failing = order_id();
+    mock.register(mock_market::order(&failing, "sku-risk", "20270101000000"))
+        .await;
+    let instance = format!("risk-{}", &failing[2..10]);
+    assert_eq!(
+        app.saas(&new_instance(&failing, &instance)).await.code(),
+        "000101"
+    );
+    let operator = Operator::login(&app).await;
+
+    let (_, page) = operator.get(&app, "/admin").await;
+    let row = page
+        .split(r#"<tr class="risk">"#)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no order at risk: {page}"));
+    assert!(row.contains(&format!(">{failing}</a>")), "{row}");
+    assert!(
+        row.contains(r#"<td class="left">2h 59m</td>"#)
+            || row.contains(r#"<td class="left">3h 00m</td>"#),
+        "3 hours from the first failure: {row}"
+    );
+
+    // Once KooGallery's retry succeeds, the order is no longer at risk.
+    receiver.provision_with(Some(crate::provisioning::APP_INFO));
+    assert_eq!(
+        app.saas(&new_instance(&failing, &instance)).await.code(),
+        "000000"
+    );
+    let (_, page) = operator.get(&app, "/admin").await;
+    assert!(page.contains("No order is failing."), "{page}");
     app.stop().await;
 }

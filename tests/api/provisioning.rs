@@ -18,9 +18,9 @@ on_both_backends!(
     saas_v1_answers_at_once_and_queries_supply_the_info_once_known,
 );
 
-const APP_INFO: &str = r#"{"appInfo":{"frontEndUrl":"https://tenant.example.com/t/1","userName":"owner","password":"pw-Secret-42","memo":"welcome"}}"#;
+pub(crate) const APP_INFO: &str = r#"{"appInfo":{"frontEndUrl":"https://tenant.example.com/t/1","userName":"owner","password":"pw-Secret-42","memo":"welcome"}}"#;
 
-async fn app_mode(backend: Backend, wait_ms: &str) -> (TestApp, MockServer, Receiver) {
+pub(crate) async fn app_mode(backend: Backend, wait_ms: &str) -> (TestApp, MockServer, Receiver) {
     let mock = MockServer::start().await;
     let receiver = Receiver::start().await;
     let options = receiver
