@@ -1,11 +1,13 @@
 //! `koogate bench`: a load generator that plays KooGallery delivering signed
 //! `newInstance` callbacks over HTTP — fresh orders and re-deliveries of earlier ones —
 //! and reports throughput and latency. A tool to run against a server, not a timed test.
+//! With `--forged-rate`, it also floods the server with forged callbacks at a fixed rate while
+//! the genuine ones flow, the way an anonymous sender would try to take the address down.
 
 use crate::protocol::signature::{self, Variant};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What to send.
@@ -26,6 +28,14 @@ pub struct BenchArgs {
     /// Share of callbacks that re-deliver an order line already sent (0.0–1.0).
     #[arg(long, default_value_t = 0.5)]
     pub duplicates: f64,
+    /// Forged callbacks (signed with another key) per second sent beside the genuine ones;
+    /// 0 sends none.
+    #[arg(long, default_value_t = 0)]
+    pub forged_rate: u32,
+    /// How long the forged flood lasts. The genuine callbacks stop with it when `--requests`
+    /// have not all been sent by then, so that every latency reported was measured under it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub forged_for: Duration,
 }
 
 /// Measured results of a run.
@@ -36,6 +46,23 @@ pub struct BenchReport {
     pub latencies: Vec<Duration>,
     /// Answers by result code (or by the transport error).
     pub outcomes: BTreeMap<String, usize>,
+    /// The forged flood, when one was asked for.
+    pub flood: Option<FloodReport>,
+}
+
+/// What the forged flood sent and got back.
+#[derive(Debug)]
+pub struct FloodReport {
+    pub sent: usize,
+    pub elapsed: Duration,
+    /// Answers by result code (or by the transport error).
+    pub outcomes: BTreeMap<String, usize>,
+}
+
+impl FloodReport {
+    pub fn per_second(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64()
+    }
 }
 
 impl BenchReport {
@@ -47,7 +74,7 @@ impl BenchReport {
     pub fn quantile(&self, q: f64) -> Duration {
         let index =
             ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies[index]
+        self.latencies.get(index).copied().unwrap_or_default()
     }
 }
 
@@ -60,6 +87,21 @@ impl BenchReport {
     pub fn verdict(&self, url: &str) -> Result<(), String> {
         if self.outcomes.keys().all(|outcome| outcome == REFUSED) {
             return Err(format!("no server answered at {url}: {REFUSED}"));
+        }
+        // A forged callback that is not refused with 000001 (a transport error is a refusal
+        // too: the connection cap or a timeout) was let in, which no load excuses.
+        if let Some(flood) = &self.flood {
+            let admitted: usize = flood
+                .outcomes
+                .iter()
+                .filter(|(outcome, _)| outcome.len() == 6 && *outcome != "000001")
+                .map(|(_, n)| n)
+                .sum();
+            if admitted > 0 {
+                return Err(format!(
+                    "{admitted} forged callbacks were not refused with 000001"
+                ));
+            }
         }
         let expected = self.outcomes.get("000000").copied().unwrap_or(0);
         if expected == self.requests {
@@ -102,7 +144,23 @@ impl std::fmt::Display for BenchReport {
             .iter()
             .map(|(code, n)| format!("{code} × {n}"))
             .collect();
-        write!(f, "answers      {}", outcomes.join(", "))
+        write!(f, "answers      {}", outcomes.join(", "))?;
+        if let Some(flood) = &self.flood {
+            let outcomes: Vec<String> = flood
+                .outcomes
+                .iter()
+                .map(|(code, n)| format!("{code} × {n}"))
+                .collect();
+            write!(
+                f,
+                "\nforged       {} in {:.2} s ({:.0}/s)\nforged got   {}",
+                flood.sent,
+                flood.elapsed.as_secs_f64(),
+                flood.per_second(),
+                outcomes.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -123,17 +181,39 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase();
     let unique = ((args.requests as f64 * (1.0 - args.duplicates)).ceil() as usize).max(1);
     let next = Arc::new(AtomicUsize::new(0));
+    let flood_over = Arc::new(AtomicBool::new(false));
+    let flood = if args.forged_rate > 0 {
+        let senders = FLOOD_SENDERS.min(args.forged_rate);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(senders as usize)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Some(tokio::spawn(flood(
+            client,
+            senders,
+            args.clone(),
+            flood_over.clone(),
+        )))
+    } else {
+        None
+    };
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (client, next, args, run_id) =
-                (client.clone(), next.clone(), args.clone(), run_id.clone());
+            let (client, next, args, run_id, flood_over) = (
+                client.clone(),
+                next.clone(),
+                args.clone(),
+                run_id.clone(),
+                flood_over.clone(),
+            );
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= args.requests {
+                    if i >= args.requests || flood_over.load(Ordering::Relaxed) {
                         break;
                     }
                     // The first `unique` callbacks are new orders; the rest re-deliver them.
@@ -148,10 +228,11 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         })
         .collect();
     let mut report = BenchReport {
-        requests: args.requests,
+        requests: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         outcomes: BTreeMap::new(),
+        flood: None,
     };
     for worker in workers {
         let (latencies, outcomes) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
@@ -161,7 +242,76 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
         }
     }
     report.elapsed = started.elapsed();
+    report.requests = report.latencies.len();
     report.latencies.sort_unstable();
+    if let Some(flood) = flood {
+        report.flood = Some(
+            flood
+                .await
+                .map_err(|e| format!("the flood failed: {e}"))??,
+        );
+    }
+    Ok(report)
+}
+
+/// Forged callbacks in flight at once at most: enough that a slow answer does not lower the
+/// rate, few enough to stay under the server's connection cap.
+const FLOOD_SENDERS: u32 = 256;
+
+/// Sends `--forged-rate` forged callbacks per second for `--forged-for`, paced per sender so
+/// the rate holds whatever the answers' latency; a tick missed while an answer is awaited is
+/// skipped, never sent in a burst, so the reported rate is what was really sent.
+async fn flood(
+    client: reqwest::Client,
+    senders: u32,
+    args: BenchArgs,
+    over: Arc<AtomicBool>,
+) -> Result<FloodReport, String> {
+    let period = Duration::from_secs_f64(f64::from(senders) / f64::from(args.forged_rate));
+    let forged = BenchArgs {
+        key: format!("forged-{}", args.key),
+        ..args.clone()
+    };
+    let forged = Arc::new(forged);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + args.forged_for;
+    let senders: Vec<_> = (0..senders)
+        .map(|sender| {
+            let (client, forged) = (client.clone(), forged.clone());
+            tokio::spawn(async move {
+                // Senders start spread over one period, not all on the same tick.
+                let offset = period.mul_f64(f64::from(sender) / f64::from(senders));
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+                let mut i = 0;
+                while ticks.tick().await < deadline {
+                    let order = format!("FORGED{sender:03}{i:08}");
+                    let outcome = send(&client, &forged, &order, i).await;
+                    *outcomes.entry(outcome).or_default() += 1;
+                    i += 1;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut report = FloodReport {
+        sent: 0,
+        elapsed: Duration::ZERO,
+        outcomes: BTreeMap::new(),
+    };
+    for sender in senders {
+        let outcomes = sender
+            .await
+            .map_err(|e| format!("a flood sender failed: {e}"))?;
+        for (code, n) in outcomes {
+            report.sent += n;
+            *report.outcomes.entry(code).or_default() += n;
+        }
+    }
+    report.elapsed = started.elapsed();
+    over.store(true, Ordering::Relaxed);
     Ok(report)
 }
 
@@ -186,7 +336,7 @@ async fn send(client: &reqwest::Client, args: &BenchArgs, order: &str, i: usize)
     match response.bytes().await {
         Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v["resultCode"].as_str().map(str::to_owned))
+            .and_then(|v| v.get("resultCode")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| "not JSON".into()),
         Err(e) => transport_error(&e),
     }

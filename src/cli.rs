@@ -290,6 +290,10 @@ fn parse_encrypt_type(text: &str) -> Result<KeySize, String> {
 
 /// Runs `koogate simulate`: the report on standard output, exit status 0 only when every
 /// check passed, 2 for a usage error.
+#[expect(
+    clippy::expect_used,
+    reason = "the report is plain data with string keys"
+)]
 pub async fn simulate(args: SimulateArgs) -> ExitCode {
     let scenarios = args.scenario.scenarios();
     let needs_code = [

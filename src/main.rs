@@ -1,5 +1,15 @@
 //! The `koogate` binary: parse the command line, load settings, start logging, run.
 
+// Code outside the tests may not panic on a missing value or an index out of range: each
+// invariant that allows one says so where it is used, with `#[expect(…, reason = …)]`
+// (clippy.toml allows them in tests, where a panic is how a test fails).
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use clap::Parser;
 use koogate::cli::{self, Cli, Command};
 use koogate::config::Settings;

@@ -159,6 +159,11 @@ struct JobLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -287,6 +292,7 @@ impl Metrics {
 
     /// The OpenMetrics text of this server: its own counters, then what the database
     /// said at `now_ms`.
+    #[expect(clippy::expect_used, reason = "writing to a String cannot fail")]
     pub fn render(&self, operations: &Operations, now_ms: i64) -> String {
         let mut text = String::new();
         encode_registry(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -376,7 +382,54 @@ fn scraped(operations: &Operations, now_ms: i64) -> Registry {
         "When a test callback (seller-center debugging or the dial test) last answered 000000, per family",
         dial,
     );
+    register_usage(&mut registry, operations, now_ms);
     registry
+}
+
+/// Usage windows KooGallery has not taken yet, and how close the most urgent is to the
+/// time after which KooGallery no longer bills it on its cadence (spec §8.4).
+fn register_usage(registry: &mut Registry, operations: &Operations, now_ms: i64) {
+    use crate::domain::usage::{Window, deadline_ms};
+    use crate::store::window_state::{CLOSED, OPEN, PARKED};
+    let state = |stored: &str| [OPEN, CLOSED, PARKED].into_iter().find(|s| *s == stored);
+    let unpushed = Family::<StateLabel, Gauge>::default();
+    // Every state is exported, 0 included, so that "none" and "not scraped" differ.
+    for state in [OPEN, CLOSED, PARKED] {
+        let count = operations
+            .usage_unpushed
+            .iter()
+            .find(|(stored, _)| stored == state)
+            .map_or(0, |(_, count)| *count);
+        unpushed.get_or_create(&StateLabel { state }).set(count);
+    }
+    registry.register(
+        "usage_windows_unpushed",
+        "Usage windows not yet taken by KooGallery, by state (open: taking usage; closed: being pushed; parked: refused, revenue at risk)",
+        unpushed,
+    );
+    let mut first: Vec<(&'static str, i64)> = Vec::new();
+    for (stored, length_ms, end_ms) in &operations.usage_first_end {
+        let Some(state) = state(stored) else { continue };
+        let deadline = deadline_ms(Window {
+            begin_ms: end_ms - length_ms,
+            end_ms: *end_ms,
+        });
+        match first.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, earliest)) => *earliest = (*earliest).min(deadline),
+            None => first.push((state, deadline)),
+        }
+    }
+    let deadline = Family::<StateLabel, Gauge<f64, AtomicU64>>::default();
+    for (state, deadline_ms) in first {
+        deadline
+            .get_or_create(&StateLabel { state })
+            .set((deadline_ms - now_ms) as f64 / 1000.0);
+    }
+    registry.register(
+        "usage_window_deadline_seconds",
+        "Seconds left until the push deadline of the most urgent open or closed usage window (2 h after an hourly window, 01:00 UTC after a daily one; negative once passed)",
+        deadline,
+    );
 }
 
 #[cfg(test)]

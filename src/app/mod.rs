@@ -86,6 +86,10 @@ pub struct Webhook {
 
 impl AppState {
     /// State over an opened store, with the given provisioner.
+    #[expect(
+        clippy::expect_used,
+        reason = "Settings::load checked the key sizes and the event schedule"
+    )]
     pub fn new(
         settings: &Settings,
         store: Arc<dyn Store>,

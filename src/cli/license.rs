@@ -22,7 +22,7 @@ pub fn public_key(key: &PublicKey) -> String {
 /// Checks a License token and shows its claims; the error says why it is refused.
 pub fn verify(key: &PublicKey, token: &str) -> Result<String, String> {
     let claims = key.verify(token).map_err(|e| e.to_string())?;
-    let claims = serde_json::to_string_pretty(&claims).expect("claims serialise");
+    let claims = serde_json::to_string_pretty(&claims).map_err(|e| e.to_string())?;
     Ok(format!("valid License, signed by this key\n{claims}\n"))
 }
 

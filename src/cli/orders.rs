@@ -23,6 +23,10 @@ pub async fn show(store: &dyn Store, order_id: &str) -> StoreResult<Option<Strin
 }
 
 /// What `koogate orders fetch` prints: the marketplace's answer, as pretty JSON.
+#[expect(
+    clippy::expect_used,
+    reason = "query_order returns only answers it parsed as JSON"
+)]
 pub async fn fetch(
     client: &Client,
     order_id: &str,

@@ -277,6 +277,10 @@ async fn enqueue_upload(
 
 /// An event about an application; `license.requested` carries the instance too, so that
 /// an app in `app` mode has what it needs to make the License.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the snapshot is built as a JSON object just above"
+)]
 pub fn event(kind: EventType, request: &LicenseRequest, instance: Option<&Instance>) -> Event {
     let mut snapshot = serde_json::json!({
         "licenseRequest": serde_json::to_value(LicenseRequestView::new(request, false))

@@ -182,17 +182,47 @@ pub async fn query(
     } else {
         tx.usage_totals(&metered).await?
     };
+    let packages: Vec<String> = visible
+        .iter()
+        .filter(|i| usage::is_package(i))
+        .map(|i| i.id.clone())
+        .collect();
+    let items = if packages.is_empty() {
+        Vec::new()
+    } else {
+        tx.package_usage(&packages).await?
+    };
     let info: Vec<InstanceInfo> = visible
         .into_iter()
         .filter_map(|i| {
-            let usage_info = usage::is_pay_per_use(&i).then(|| {
+            let usage_info = if usage::is_pay_per_use(&i) {
                 let total = totals.iter().find(|t| t.instance_id == i.id);
-                vec![usage_info(
+                Some(vec![usage_info(
+                    None,
                     total.map_or(0, |t| t.total),
                     // No usage yet: nothing counted since the instance was created.
                     total.map_or(i.created_ms, |t| t.updated_ms),
-                )]
-            });
+                )])
+            } else if usage::is_package(&i) {
+                // One entry per fee item the app reported; none yet is an empty list, as
+                // the field is required for packages and nothing was consumed that koogate
+                // knows of.
+                Some(
+                    items
+                        .iter()
+                        .filter(|e| e.instance_id == i.id)
+                        .map(|e| {
+                            usage_info(
+                                Some(e.related_instance_id.clone()),
+                                e.usage_value,
+                                e.statistical_ms,
+                            )
+                        })
+                        .collect(),
+                )
+            } else {
+                None
+            };
             i.app_info.map(|app_info| InstanceInfo {
                 instance_id: i.id,
                 app_info: Some(app_info),
@@ -211,10 +241,13 @@ pub async fn query(
     ))
 }
 
-/// The cumulative usage of a pay-per-use instance, as `queryInstance` reports it.
-fn usage_info(total: i64, at_ms: i64) -> UsageInfo {
+/// A `usageInfo` entry: the cumulative usage of a pay-per-use instance, or what a package
+/// consumed for the pay-per-use instance `related`.
+#[expect(clippy::expect_used, reason = "a fixed-point decimal is a JSON number")]
+fn usage_info(related: Option<String>, total: i64, at_ms: i64) -> UsageInfo {
     let text = usage::Quantity(total).to_fixed();
     UsageInfo {
+        related_instance_id: related,
         usage_value: serde_json::value::RawValue::from_string(text)
             .expect("a fixed-point decimal is a JSON number"),
         statistical_time: usage::statistical_time(at_ms),

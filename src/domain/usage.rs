@@ -25,6 +25,16 @@ impl Quantity {
     /// more digits, greater than zero. No sign, no exponent, no spaces: anything a float
     /// parser would accept but round is refused.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let quantity = Self::parse_amount(text)?;
+        if quantity.0 == 0 {
+            return Err("must be greater than 0");
+        }
+        Ok(quantity)
+    }
+
+    /// Parses an amount as [`Quantity::parse`] does, zero included: what a package has
+    /// consumed may still be nothing.
+    pub fn parse_amount(text: &str) -> Result<Self, &'static str> {
         let (whole, fraction) = match text.split_once('.') {
             Some((whole, fraction)) => (whole, Some(fraction)),
             None => (text, None),
@@ -50,11 +60,7 @@ impl Quantity {
         };
         let padded = format!("{fraction:0<4}");
         let fraction: i64 = padded.parse().map_err(|_| "is not a number")?;
-        let units = whole * SCALE + fraction;
-        if units == 0 {
-            return Err("must be greater than 0");
-        }
-        Ok(Self(units))
+        Ok(Self(whole * SCALE + fraction))
     }
 
     /// Written with exactly 4 decimals, as KooGallery's `usage_value` (`"0.1000"`).
@@ -138,6 +144,7 @@ pub fn deadline_ms(window: Window) -> i64 {
 /// The deduplication key KooGallery keeps for a window's record: derived from the
 /// instance and the (unclipped) window, so that a push retried after a lost answer is the
 /// same record, not a second bill. 34 characters, within the 64 allowed.
+#[expect(clippy::indexing_slicing, reason = "a SHA-256 digest has 32 bytes")]
 pub fn metering_sn(instance_id: &str, window: Window) -> String {
     let digest = Sha256::digest(format!(
         "koogate-usage\n{instance_id}\n{}\n{}",
@@ -180,6 +187,98 @@ pub fn statistical_time(ms: i64) -> String {
 /// Whether an instance is billed by usage: KooGallery's `ON_DEMAND` charging mode.
 pub fn is_pay_per_use(instance: &Instance) -> bool {
     instance.charging_mode.as_deref() == Some("ON_DEMAND")
+}
+
+/// Whether an instance is a pay-per-use package (用完即停套餐包): KooGallery's
+/// `ON_DEMAND_PKG` charging mode, V1's `chargingMode=5` (spec §4.1, §8.2).
+pub fn is_package(instance: &Instance) -> bool {
+    instance.charging_mode.as_deref() == Some("ON_DEMAND_PKG")
+}
+
+/// The fee items one package instance may report: each is an entry of `queryInstance`'s
+/// answer, which KooGallery may ask for 100 instances at once.
+pub const MAX_PACKAGE_ITEMS: usize = 100;
+
+/// One fee item of a package as the app reports it, not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageItem {
+    pub related_instance_id: String,
+    pub usage_value: String,
+    /// RFC 3339; `None`: counted when reported.
+    pub statistical_time: Option<String>,
+}
+
+/// Checks a package instance's fee items (spec §3.2 UsageInfo: `relatedInstanceId`
+/// String(64), `usageValue` Double(12,4), `statisticalTime`) into what is stored, or says
+/// which field of which item is wrong: (item index, field, message).
+pub fn check_package(
+    instance_id: &str,
+    items: &[PackageItem],
+    now_ms: i64,
+) -> Result<Vec<crate::store::PackageUsage>, Vec<(usize, &'static str, String)>> {
+    let mut errors = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let mut refuse = |field, message: String| errors.push((index, field, message));
+        let related = &item.related_instance_id;
+        if related.is_empty() || related.len() > 64 {
+            refuse("relatedInstanceId", "must be 1 to 64 bytes".into());
+        } else if items
+            .iter()
+            .take(index)
+            .any(|other| &other.related_instance_id == related)
+        {
+            refuse(
+                "relatedInstanceId",
+                "is listed twice: one entry per fee item".into(),
+            );
+        }
+        let value = Quantity::parse_amount(&item.usage_value)
+            .map_err(str::to_owned)
+            .and_then(|q| {
+                (q <= MAX_RECORD)
+                    .then_some(q)
+                    .ok_or_else(|| "is larger than 99999999.9999".to_owned())
+            });
+        let value = match value {
+            Ok(value) => Some(value),
+            Err(message) => {
+                refuse("usageValue", message);
+                None
+            }
+        };
+        let at = match &item.statistical_time {
+            None => Some(now_ms),
+            Some(text) => match DateTime::parse_from_rfc3339(text) {
+                Ok(t) if t.timestamp_millis() > now_ms + FUTURE_TOLERANCE_MS => {
+                    refuse("statisticalTime", "is in the future".into());
+                    None
+                }
+                Ok(t) => Some(t.timestamp_millis()),
+                Err(e) => {
+                    refuse(
+                        "statisticalTime",
+                        format!("is not an RFC 3339 time such as 2026-12-01T08:00:00Z: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(value), Some(at)) = (value, at) {
+            entries.push(crate::store::PackageUsage {
+                instance_id: instance_id.to_owned(),
+                related_instance_id: related.clone(),
+                usage_value: value.0,
+                statistical_ms: at,
+                updated_ms: now_ms,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(errors)
+    }
 }
 
 /// One record as the app sent it, not yet checked.
@@ -292,6 +391,10 @@ fn check_instance(instance: Option<&Instance>, occurred_ms: i64) -> Result<(), O
 /// exactly when its id is stored. A record whose window was pushed already goes into the
 /// window open now, linked to the one it came from (pushed values never change).
 /// Returns one outcome per record, in order.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "outcomes has one slot per record and index comes from enumerating the records; a group is never empty"
+)]
 pub async fn ingest(
     tx: &mut dyn Tx,
     records: &[Incoming],
@@ -533,6 +636,57 @@ mod tests {
         for (text, why) in refused {
             assert!(Quantity::parse(text).is_err(), "{why}: {text:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_package_may_have_consumed_nothing_yet_a_record_must_carry_usage() {
+        assert_eq!(Quantity::parse_amount("0"), Ok(Quantity(0)));
+        assert_eq!(Quantity::parse_amount("0.0000"), Ok(Quantity(0)));
+        assert!(Quantity::parse("0").is_err());
+        assert!(Quantity::parse_amount("-0").is_err());
+    }
+
+    #[test]
+    fn package_fee_items_are_checked_together_and_each_field_named() {
+        let now = ms("2026-12-01T08:30:00Z");
+        let item = |related: &str, value: &str, at: Option<&str>| PackageItem {
+            related_instance_id: related.into(),
+            usage_value: value.into(),
+            statistical_time: at.map(str::to_owned),
+        };
+        let kept = check_package(
+            "pkg",
+            &[
+                item("a", "12.5", Some("2026-12-01T16:00:00+08:00")),
+                item("b", "0", None),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (kept[0].usage_value, kept[0].statistical_ms),
+            (125_000, ms("2026-12-01T08:00:00Z"))
+        );
+        assert_eq!((kept[1].usage_value, kept[1].statistical_ms), (0, now));
+
+        let refused = check_package(
+            "pkg",
+            &[
+                item("a", "1", Some("2026-12-01T08:40:00Z")),
+                item("a", "1.00001", None),
+            ],
+            now,
+        )
+        .unwrap_err();
+        let fields: Vec<(usize, &str)> = refused.iter().map(|(i, f, _)| (*i, *f)).collect();
+        assert_eq!(
+            fields,
+            [
+                (0, "statisticalTime"),
+                (1, "relatedInstanceId"),
+                (1, "usageValue")
+            ]
+        );
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Handler for EventDelivery {
             status: sent.status.map(i64::from),
             duration_ms,
             response: (!sent.answer.is_empty()).then(|| {
-                String::from_utf8_lossy(&sent.answer[..sent.answer.len().min(KEPT_ANSWER)])
+                String::from_utf8_lossy(sent.answer.get(..KEPT_ANSWER).unwrap_or(&sent.answer))
                     .into_owned()
             }),
             error: error.clone(),

@@ -125,6 +125,10 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// A job to enqueue: `payload` is serialised to JSON.
+#[expect(
+    clippy::expect_used,
+    reason = "job payloads are plain data with string keys"
+)]
 pub fn new_job(
     kind: &str,
     payload: &impl serde::Serialize,

@@ -126,6 +126,10 @@ impl UsagePush {
 
     /// Fixes the record of every window due now (parking those KooGallery would refuse
     /// as too old), in one transaction; returns how many were closed.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "starts holds every instance of the due windows, read just above"
+    )]
     async fn close(&self, early: bool) -> Result<usize, Failure> {
         let now_ms = (self.clock)();
         let ended_by = if early {
@@ -192,6 +196,10 @@ impl UsagePush {
     /// When the instance started, for clipping (merchant-api.md §6): the order's
     /// effective time as 查询订单 gave it, else its `createTime`, else the instance's
     /// creation in koogate.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "serde_json::Value gives Null for a missing key: reading it never panics"
+    )]
     async fn started_ms(&self, instance: &Instance) -> StoreResult<i64> {
         let lines = self.store.order_lines(&instance.order_id).await?;
         let line = lines
@@ -241,6 +249,10 @@ impl UsagePush {
     }
 
     /// One call to the open API; the windows with their outcome, or a failure to retry.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "serde_json::Value gives Null for a missing key: reading it never panics"
+    )]
     async fn call(&self, batch: Vec<UsageWindow>) -> Result<Vec<UsageWindow>, Failure> {
         let Some(key) = &self.merchant_key else {
             return Err(Failure(

@@ -404,6 +404,10 @@ enum HostError {
 impl Client {
     /// A client for the `[marketplace]` settings. URLs were validated when the settings
     /// loaded.
+    #[expect(
+        clippy::expect_used,
+        reason = "Settings::load checked the URLs; the client builder fails only without a TLS backend, which is compiled in"
+    )]
     pub fn new(settings: &config::Marketplace, credentials: Option<Credentials>) -> Self {
         let request_timeout = Duration::from_millis(settings.request_timeout_ms);
         let http = reqwest::Client::builder()
@@ -485,6 +489,10 @@ impl Client {
     }
 
     /// 查询订单 (§8.2): the order, or the line of it, with its details.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "serde_json::Value gives Null for a missing key: reading it never panics"
+    )]
     pub async fn query_order(
         &self,
         order_id: &str,
@@ -523,6 +531,11 @@ impl Client {
 
     /// 激活授权码 (§6.3): activates a license code and returns what KooGallery knows of
     /// it. `real_effect_time` (`yyyyMMddHHmmss`, UTC) is when it was actually delivered.
+    #[expect(
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "the request is plain data; serde_json::Value gives Null for a missing key"
+    )]
     pub async fn activate_license(
         &self,
         license: &str,

@@ -540,6 +540,11 @@ impl Mock {
         }
     }
 
+    #[expect(
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "mock orders are plain data serialised into JSON objects"
+    )]
     fn query_order(&self, query: &str) -> Reply {
         let path = paths::QUERY_ORDER;
         let param = |name: &str| {
@@ -588,6 +593,7 @@ impl Mock {
         )
     }
 
+    #[expect(clippy::expect_used, reason = "the code info is plain data")]
     fn activate(&self, body: &[u8]) -> Reply {
         let path = paths::LICENSE_ACTIVATE;
         let request: ActivateRequest = match serde_json::from_slice(body) {
@@ -1002,6 +1008,11 @@ async fn reset(State(mock): State<Mock>) -> StatusCode {
 }
 
 /// Decodes `%XX` escapes of a URI path (not `+`, which is a literal in paths).
+#[expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "i < bytes.len() in the loop; two hex digits are at most 255"
+)]
 fn percent_decode(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -274,6 +274,10 @@ pub fn canonical_query(query: &[(&str, &str)]) -> String {
 }
 
 /// Percent-encodes every UTF-8 byte except RFC 3986 unreserved characters, with upper-case hex.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "a nibble indexes the 16 hex digits"
+)]
 pub fn uri_encode(text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut encoded = String::with_capacity(text.len());

@@ -17,6 +17,7 @@ use sha2::Sha256;
 const IV_LEN: usize = 16;
 
 /// An HMAC-SHA256 instance keyed with `key`, ready for `update`.
+#[expect(clippy::expect_used, reason = "HMAC-SHA256 accepts keys of any length")]
 pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
     // HMAC hashes long keys and zero-pads short ones, so no key length is invalid.
     Hmac::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length")
@@ -192,6 +193,10 @@ impl fmt::Debug for FieldCipher {
 
 /// The first `N` bytes that Java's Sun `SHA1PRNG`, seeded with `seed` before any output, produces in one
 /// `nextBytes` call; `KeyGenerator("AES").init(bits, random)` takes its key from exactly that (§2.5).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "chunks_mut(20) yields chunks of at most the block's 20 bytes"
+)]
 fn sha1prng<const N: usize>(seed: &[u8]) -> [u8; N] {
     let mut state: [u8; 20] = Sha1::digest(seed).into();
     let mut out = [0u8; N];

@@ -8,6 +8,10 @@ use std::io;
 
 /// Serialises `value` to compact, ASCII-only JSON. These are the exact bytes that are
 /// signed, sent and stored (house style 6).
+#[expect(
+    clippy::expect_used,
+    reason = "response types have string keys and no fallible serialisers"
+)]
 pub fn to_ascii_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter);
@@ -22,6 +26,10 @@ pub fn to_ascii_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 struct AsciiFormatter;
 
 impl Formatter for AsciiFormatter {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "char_indices yields char boundaries of this fragment"
+    )]
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
         writer: &mut W,

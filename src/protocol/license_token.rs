@@ -74,6 +74,7 @@ impl LicenseKey {
 
     /// The key as PKCS#8 v1 PEM (`-----BEGIN PRIVATE KEY-----`), the seed alone, as
     /// OpenSSL writes it: OpenSSL 3 does not read the v2 form with the public key inside.
+    #[expect(clippy::expect_used, reason = "an Ed25519 key always encodes")]
     pub fn to_pem(&self) -> String {
         KeypairBytes {
             secret_key: self.0.to_bytes(),
@@ -94,6 +95,7 @@ impl LicenseKey {
 
     /// Signs `claims` into a token. The payload is serialised once: these are the bytes
     /// signed and sent.
+    #[expect(clippy::expect_used, reason = "claims are plain data with string keys")]
     pub fn issue(&self, claims: &Claims) -> String {
         let payload = serde_json::to_vec(claims).expect("claims serialise");
         let first = URL_SAFE_NO_PAD.encode(payload);
@@ -113,6 +115,7 @@ impl PublicKey {
     }
 
     /// SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), as OpenSSL and Java read it.
+    #[expect(clippy::expect_used, reason = "an Ed25519 key always encodes")]
     pub fn to_pem(&self) -> String {
         self.0
             .to_public_key_pem(LineEnding::LF)

@@ -85,6 +85,10 @@ pub struct Body {
 
 /// Builds the upload body of `content`. The boundary is derived from the content's hash,
 /// and lengthened in the (astronomically unlikely) case that the content holds it.
+#[expect(
+    clippy::expect_used,
+    reason = "the upload request is plain data with string keys"
+)]
 pub fn body(content: &Content) -> Body {
     let meta = match content {
         Content::Characters(text) => UploadRequest {

@@ -167,15 +167,19 @@ pub struct InstanceInfo {
     pub instance_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_info: Option<AppInfo>,
-    /// Required for pay-per-use instances (spec §3.2).
+    /// Required for pay-per-use and pay-per-use package instances (spec §3.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_info: Option<Vec<UsageInfo>>,
 }
 
-/// A pay-per-use instance's usage so far (spec §3.2 UsageInfo).
+/// A pay-per-use instance's usage so far, or one fee item of a package (spec §3.2
+/// UsageInfo), its fields in the table's order.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageInfo {
+    /// For a package: the pay-per-use instance the consumption belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related_instance_id: Option<String>,
     /// Double(12,4) on the wire: the exact fixed-point text (`"12.5000"`) written as a JSON
     /// number, never through floating point.
     pub usage_value: Box<serde_json::value::RawValue>,

@@ -148,7 +148,7 @@ impl Activity {
             | Self::ReleaseInstance { instance_id, .. }
             | Self::InstanceStatus { instance_id, .. } => Some(instance_id),
             Self::QueryInstance { instance_ids } if instance_ids.len() == 1 => {
-                Some(&instance_ids[0])
+                instance_ids.first().map(String::as_str)
             }
             Self::QueryInstance { .. } => None,
         }

@@ -100,7 +100,7 @@ impl Activity {
             | Self::UpgradeInstance { instance_id, .. }
             | Self::ChangeInstanceCheck { instance_id, .. } => Some(instance_id),
             Self::QueryInstance { instance_ids } if instance_ids.len() == 1 => {
-                Some(&instance_ids[0])
+                instance_ids.first().map(String::as_str)
             }
             Self::GetLicenseAsync(application) => Some(&application.instance_id),
             _ => None,

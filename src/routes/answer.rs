@@ -48,6 +48,7 @@ pub async fn drop_unfit_request_id(mut request: axum::extract::Request) -> axum:
 
 /// Sends `body` as JSON, signed with `key` when there is one (with no key configured
 /// nothing can be signed; the answer then says so in `resultMsg`).
+#[expect(clippy::expect_used, reason = "Base64 is a valid header value")]
 pub fn signed(status: StatusCode, key: Option<&SecretString>, body: Vec<u8>) -> Response {
     let body_sign = key.map(|key| signature::body_sign(key.expose_secret(), &body));
     let mut response = (status, body).into_response();

@@ -42,6 +42,7 @@ pub fn post_route(family: &'static Family) -> MethodRouter<AppState> {
 }
 
 /// Serves one signed callback of `family`.
+#[expect(clippy::expect_used, reason = "the verifying key came from this ring")]
 pub async fn handle(
     state: &AppState,
     family: &Family,

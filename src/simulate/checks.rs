@@ -370,10 +370,8 @@ pub fn one_id_encrypted(key: &str, ids: &[&str]) -> Option<String> {
                 .iter()
                 .map(|id| cipher.decrypt(id).ok())
                 .collect::<Option<_>>()?;
-            plain
-                .iter()
-                .all(|p| *p == plain[0])
-                .then(|| plain[0].clone())
+            let first = plain.first()?;
+            plain.iter().all(|p| p == first).then(|| first.clone())
         })
 }
 

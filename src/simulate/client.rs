@@ -142,6 +142,7 @@ pub fn v1_query(params: &[(&str, String)], time_stamp: &str) -> String {
 
 /// The `authToken` the server computes for `query` sent to `url` (§2.1): every parameter
 /// counts, including any the production address already carries.
+#[expect(clippy::expect_used, reason = "the query always carries timeStamp")]
 pub fn v1_token(url: &Url, key: &str, query: &str) -> String {
     let all = match url.query() {
         Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),

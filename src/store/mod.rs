@@ -26,7 +26,7 @@ pub use ops::{
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use usage::{Carried, NewUsageRecord, UsageTotal, UsageWindow, window_state};
+pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};
 
 /// A storage failure. Callers answer `000005` and log it; details never reach KooGallery.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +276,14 @@ pub trait Tx: Send {
     async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64>;
     /// The usage totals of these instances (those that have any).
     async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>>;
+    /// Replaces a pay-per-use package instance's fee items (lock the instance first).
+    async fn replace_package_usage(
+        &mut self,
+        instance_id: &str,
+        entries: &[PackageUsage],
+    ) -> StoreResult<()>;
+    /// The fee items of these package instances, each instance's in the order reported.
+    async fn package_usage(&mut self, ids: &[String]) -> StoreResult<Vec<PackageUsage>>;
 
     // Online License applications (merchant-api.md §5).
 

@@ -91,6 +91,12 @@ pub struct Operations {
     /// Per family (the callback record's interface), when a test callback last answered
     /// `000000`: the dial test's health.
     pub last_test_success: Vec<(String, i64)>,
+    /// Usage windows KooGallery has not taken: (state, how many) for `open`, `closed`
+    /// and `parked` windows that exist.
+    pub usage_unpushed: Vec<(String, i64)>,
+    /// Per state (`open`, `closed`) and window length, when the first such window ends:
+    /// the push deadline of the most urgent one follows from it.
+    pub usage_first_end: Vec<(String, i64, i64)>,
 }
 
 /// A license code of an order and its activation through koogate, if noted.
@@ -158,6 +164,20 @@ macro_rules! queries {
             )
             .fetch_all(conn)
             .await?;
+            // Pushed windows are most of the table: the conditions keep to the index on
+            // (state, begin_ms).
+            let usage_unpushed: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT state, COUNT(*) FROM usage_windows WHERE state IN ('open', 'closed', 'parked') \
+                 GROUP BY state ORDER BY state",
+            )
+            .fetch_all(conn)
+            .await?;
+            let usage_first_end: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT state, end_ms - begin_ms, MIN(end_ms) FROM usage_windows \
+                 WHERE state IN ('open', 'closed') GROUP BY state, end_ms - begin_ms ORDER BY state",
+            )
+            .fetch_all(conn)
+            .await?;
             Ok(Operations {
                 jobs: jobs
                     .into_iter()
@@ -168,6 +188,8 @@ macro_rules! queries {
                 backlog_oldest_ms,
                 webhook_paused: paused.is_some(),
                 last_test_success,
+                usage_unpushed,
+                usage_first_end,
             })
         }
 

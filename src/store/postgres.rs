@@ -9,7 +9,7 @@ use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
-use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
+use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
     OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
@@ -707,6 +707,18 @@ impl Tx for PgTx {
 
     async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
         usage::pg::totals(&mut *self.0, ids).await
+    }
+
+    async fn replace_package_usage(
+        &mut self,
+        instance_id: &str,
+        entries: &[PackageUsage],
+    ) -> StoreResult<()> {
+        usage::pg::replace_package(&mut self.0, instance_id, entries).await
+    }
+
+    async fn package_usage(&mut self, ids: &[String]) -> StoreResult<Vec<PackageUsage>> {
+        usage::pg::package(&mut *self.0, ids).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

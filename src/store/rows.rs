@@ -128,6 +128,7 @@ impl InstanceRow {
 }
 
 /// The JSON form of what the app reported when provisioning failed, as stored.
+#[expect(clippy::expect_used, reason = "plain data with string keys")]
 pub(crate) fn provisioning_error_json(instance: &Instance) -> Option<String> {
     instance
         .provisioning_error
@@ -136,11 +137,13 @@ pub(crate) fn provisioning_error_json(instance: &Instance) -> Option<String> {
 }
 
 /// The JSON form of an instance's details, as stored.
+#[expect(clippy::expect_used, reason = "a JSON map serialises")]
 pub(crate) fn details_json(instance: &Instance) -> String {
     serde_json::to_string(&instance.details).expect("a JSON map serialises")
 }
 
 /// The JSON form of an instance's app info, as stored.
+#[expect(clippy::expect_used, reason = "plain data with string keys")]
 pub(crate) fn app_info_json(instance: &Instance) -> Option<String> {
     instance
         .app_info

@@ -10,7 +10,7 @@ use super::rows::{
     CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
     bind_license_code, instance_columns, job_columns, license_code_columns, order_line_columns,
 };
-use super::usage::{self as usage, Carried, NewUsageRecord, UsageTotal, UsageWindow};
+use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
     CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
     OrderLineRecord, PoolOptions, Store, StoreError, StoreResult, StoredAnswer, Tx,
@@ -592,6 +592,7 @@ impl Tx for SqliteTx {
         row.map(InstanceRow::into_instance).transpose()
     }
 
+    #[expect(clippy::expect_used, reason = "a list of strings serialises")]
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
         let ids_json = serde_json::to_string(ids).expect("strings serialise");
         let rows: Vec<InstanceRow> = sqlx::query_as(concat!("SELECT ", instance_columns!(), " FROM instances JOIN json_each(?) AS wanted ON wanted.value = instance_id ORDER BY wanted.key"))
@@ -759,6 +760,18 @@ impl Tx for SqliteTx {
 
     async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
         usage::lite::totals(&mut *self.tx, ids).await
+    }
+
+    async fn replace_package_usage(
+        &mut self,
+        instance_id: &str,
+        entries: &[PackageUsage],
+    ) -> StoreResult<()> {
+        usage::lite::replace_package(&mut self.tx, instance_id, entries).await
+    }
+
+    async fn package_usage(&mut self, ids: &[String]) -> StoreResult<Vec<PackageUsage>> {
+        usage::lite::package(&mut *self.tx, ids).await
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

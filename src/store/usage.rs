@@ -93,6 +93,20 @@ pub struct UsageTotal {
     pub updated_ms: i64,
 }
 
+/// One fee item of a pay-per-use package instance as the app last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PackageUsage {
+    pub instance_id: String,
+    /// The pay-per-use instance the consumption belongs to (`relatedInstanceId`).
+    pub related_instance_id: String,
+    /// What the package has consumed for it, in units of 1/10000.
+    pub usage_value: i64,
+    /// When the app counted it (`statisticalTime`).
+    pub statistical_ms: i64,
+    /// When the app reported it.
+    pub updated_ms: i64,
+}
+
 const WINDOW_COLUMNS: &str = "instance_id, begin_ms, end_ms, total, records, state, metering_sn, push_begin_ms, \
      push_end_ms, record_ms, pushed_ms, code, reason, updated_ms";
 
@@ -100,7 +114,7 @@ const WINDOW_COLUMNS: &str = "instance_id, begin_ms, end_ms, total, records, sta
 /// `instance_id` against the list of ids bound as `$1`.
 macro_rules! queries {
     ($db:ty, $ids:expr) => {
-        use super::{Carried, NewUsageRecord, UsageTotal, UsageWindow, window_state};
+        use super::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};
         use crate::store::StoreResult;
         use sqlx::Executor;
 
@@ -308,6 +322,46 @@ macro_rules! queries {
                 .await?)
         }
 
+        /// Replaces a package instance's fee items with `entries`, kept in their order.
+        pub async fn replace_package(
+            conn: &mut <Db as sqlx::Database>::Connection,
+            instance_id: &str,
+            entries: &[PackageUsage],
+        ) -> StoreResult<()> {
+            sqlx::query("DELETE FROM package_usage WHERE instance_id = $1")
+                .bind(instance_id)
+                .execute(&mut *conn)
+                .await?;
+            for (position, e) in entries.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO package_usage (instance_id, position, related_instance_id, usage_value, \
+                     statistical_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(instance_id)
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(&e.related_instance_id)
+                .bind(e.usage_value)
+                .bind(e.statistical_ms)
+                .bind(e.updated_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// The fee items of these package instances, each instance's in the order reported.
+        pub async fn package<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            ids: &[String],
+        ) -> StoreResult<Vec<PackageUsage>> {
+            let sql = format!(
+                "SELECT instance_id, related_instance_id, usage_value, statistical_ms, updated_ms \
+                 FROM package_usage WHERE {} ORDER BY instance_id, position",
+                $ids
+            );
+            Ok(sqlx::query_as(&sql).bind(bind_ids(ids)).fetch_all(conn).await?)
+        }
+
         /// Late usage of one instance: what each window took from earlier ones.
         pub async fn carried<'c>(
             conn: impl Executor<'c, Database = Db>,
@@ -335,6 +389,7 @@ pub(super) mod pg {
 
 /// SQLite: the ids go as one JSON array, read with `json_each`.
 pub(super) mod lite {
+    #[expect(clippy::expect_used, reason = "a list of strings serialises")]
     fn bind_ids(ids: &[String]) -> String {
         serde_json::to_string(ids).expect("strings serialise")
     }

@@ -102,6 +102,7 @@ async fn the_openapi_document_is_served_and_matches_the_committed_copy() {
         "/api/v1/orders/{orderId}",
         "/api/v1/events",
         "/api/v1/events/{eventId}",
+        "/api/v1/instances/{id}/usage-info",
     ] {
         assert!(served["paths"].get(path).is_some(), "{path} is documented");
     }

@@ -32,6 +32,8 @@ fn everything_exported() -> String {
         backlog_oldest_ms: Some(1_000),
         webhook_paused: true,
         last_test_success: vec![("saas_v2".into(), 1_000)],
+        usage_unpushed: vec![("closed".into(), 1)],
+        usage_first_end: vec![("closed".into(), 3_600_000, 1_000)],
     };
     metrics.render(&operations, 2_000)
 }
@@ -49,6 +51,8 @@ fn every_alert_rule_uses_metrics_koogate_exports() {
         "KoogateDialTestNotPassing",
         "KoogateJobsParked",
         "KoogateWebhookPaused",
+        "KoogateUsageWindowNearDeadline",
+        "KoogateUsageWindowsParked",
     ] {
         assert!(names.contains(&expected), "{expected} is among {names:?}");
     }

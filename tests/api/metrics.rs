@@ -2,12 +2,22 @@
 //! what happened, the text parses as Prometheus text, and nothing in it names an order,
 //! an instance or a key.
 
-use crate::helpers::{self, Backend, KEY, Options, TestApp, eventually, new_instance, order_id};
+use crate::helpers::{
+    self, Backend, Database, KEY, Options, TestApp, eventually, new_instance, order_id,
+};
+use crate::mock_market::{self, MockServer};
 use crate::on_both_backends;
 use koogate::protocol::signature::{self, Variant};
+use koogate::store::{JobState, NewJob, window_state};
 use prometheus_parse::{Scrape, Value};
+use std::sync::Arc;
 
-on_both_backends!(a_scripted_set_of_callbacks_is_counted_exactly);
+on_both_backends!(
+    a_scripted_set_of_callbacks_is_counted_exactly,
+    open_api_calls_are_counted_by_api_host_and_outcome,
+    the_oldest_due_job_has_waited_since_it_came_due,
+    usage_windows_not_taken_and_the_nearest_deadline_are_exported,
+);
 
 /// The internal listener's metrics, parsed.
 async fn scrape(app: &TestApp) -> (String, Scrape) {
@@ -264,4 +274,270 @@ async fn two_servers_in_one_process_count_apart() {
     assert_eq!(total(&second, "koogate_callbacks_total"), 0.0);
     one.stop().await;
     two.stop().await;
+}
+
+/// 10:30 UTC, and a clock that stays there: the ages and deadlines read at a scrape are
+/// then exact.
+const FROZEN: &str = "2026-12-01T10:30:00Z";
+
+fn ms(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn frozen() -> Options {
+    let now = ms(FROZEN);
+    Options {
+        clock: Some(Arc::new(move || now)),
+        ..Options::default().env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50")
+    }
+}
+
+/// Waits for the usage push koogate enqueues when it starts to have run: with the clock
+/// standing still, no other is enqueued, and its retries never come due.
+async fn start_push_settled(app: &TestApp) {
+    eventually("the usage push of the start to have run", || async {
+        let job = app
+            .store
+            .job_by_key("usage.push", "slot:2026-12-01T10:00:00.000Z")
+            .await
+            .unwrap()?;
+        let settled = match job.state {
+            JobState::Done | JobState::Failed => true,
+            JobState::Pending => job.run_at_ms > ms(FROZEN),
+            JobState::Running => false,
+        };
+        settled.then_some(())
+    })
+    .await;
+}
+
+async fn open_api_calls_are_counted_by_api_host_and_outcome(backend: Backend) {
+    // The primary host refuses connections, so every call goes on to the fallback, the
+    // mock marketplace, which fails some of them on request.
+    let mock = MockServer::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://localhost:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let options = mock_market::options(&mock)
+        .env("KOOGATE_MARKETPLACE_URL", &nobody)
+        .env("KOOGATE_MARKETPLACE_FALLBACK_URL", &mock.url());
+    let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
+    let calls = |scrape: &Scrape, host: &str, outcome: &str| {
+        value(
+            scrape,
+            "koogate_openapi_calls_total",
+            &[("api", "query_order"), ("host", host), ("outcome", outcome)],
+        )
+    };
+    // One order at a time, each with its own failure, so that every call is accounted for.
+    let script: [(&str, &str, f64); 4] = [
+        ("answered", "2xx", 1.0),
+        ("mkt0999 once, then answered", "2xx", 2.0),
+        ("MKT.0154, parked", "4xx", 1.0),
+        ("too slow once, then answered", "2xx", 3.0),
+    ];
+    for (step, (what, outcome, expected)) in script.iter().enumerate() {
+        match step {
+            1 => mock.fail_next("mkt0999", 1).await,
+            2 => mock.fail_with_code("MKT.0154", 1).await,
+            3 => mock.delay_next(1500, 1).await,
+            _ => {}
+        }
+        let order = order_id();
+        mock.register(mock_market::order(&order, "sku-calls", "20270101000000"))
+            .await;
+        assert_eq!(
+            app.saas(&new_instance(&order, &format!("calls-{step}")))
+                .await
+                .code(),
+            "000000"
+        );
+        eventually(what, || async {
+            let (_, scrape) = scrape(&app).await;
+            let running = total(&scrape, "koogate_job_oldest_due_age_seconds")
+                + value(
+                    &scrape,
+                    "koogate_jobs",
+                    &[("kind", "order.fetch"), ("state", "running")],
+                );
+            (calls(&scrape, "127.0.0.1", outcome) == *expected && running == 0.0).then_some(())
+        })
+        .await;
+    }
+
+    let (text, scrape) = scrape(&app).await;
+    assert_eq!(calls(&scrape, "localhost", "unreachable"), 6.0, "{text}");
+    assert_eq!(calls(&scrape, "127.0.0.1", "2xx"), 3.0, "{text}");
+    assert_eq!(
+        calls(&scrape, "127.0.0.1", "5xx"),
+        1.0,
+        "MKT.0999 is an HTTP 500"
+    );
+    assert_eq!(
+        calls(&scrape, "127.0.0.1", "4xx"),
+        1.0,
+        "MKT.0154 is an HTTP 401"
+    );
+    assert_eq!(calls(&scrape, "127.0.0.1", "timeout"), 1.0);
+    assert_eq!(
+        total(&scrape, "koogate_openapi_calls_total"),
+        12.0,
+        "nothing else was called: {text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "failed")]
+        ),
+        1.0,
+        "the refused order's fetch is parked"
+    );
+    app.stop().await;
+}
+
+async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
+    let now = ms(FROZEN);
+    let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
+    start_push_settled(&app).await;
+    // A fetch that cannot run parks its lane; the one behind it has been due for 90 s and
+    // waits; a third is not due for another minute.
+    let job = |lane: Option<&str>, run_at_ms: i64| NewJob {
+        kind: "order.fetch".into(),
+        payload: "{}".into(),
+        dedup_key: None,
+        subject: None,
+        lane: lane.map(str::to_owned),
+        run_at_ms,
+        created_ms: now - 300_000,
+    };
+    let mut tx = app.store.begin().await.unwrap();
+    for j in [
+        job(Some("metrics"), now - 120_000),
+        job(Some("metrics"), now - 90_000),
+        job(None, now + 60_000),
+    ] {
+        assert!(tx.enqueue_job(&j).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    let scrape = eventually("the first fetch to be parked", || async {
+        let (_, scrape) = scrape(&app).await;
+        let parked = value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "failed")],
+        );
+        (parked == 1.0).then_some(scrape)
+    })
+    .await;
+
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_job_oldest_due_age_seconds",
+            &[("kind", "order.fetch")]
+        ),
+        90.0
+    );
+    assert_eq!(
+        total(&scrape, "koogate_job_oldest_due_age_seconds"),
+        90.0,
+        "no other kind has a due job"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "pending")]
+        ),
+        2.0
+    );
+    app.stop().await;
+}
+
+async fn usage_windows_not_taken_and_the_nearest_deadline_are_exported(backend: Backend) {
+    use chrono::{DateTime, Duration, Utc};
+    let now: DateTime<Utc> = FROZEN.parse().unwrap();
+    let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
+    start_push_settled(&app).await;
+    let (_, before) = scrape(&app).await;
+    let a = crate::usage::metered_instance(&app, now - Duration::days(2), "ON_DEMAND").await;
+    let b = crate::usage::metered_instance(&app, now - Duration::days(2), "ON_DEMAND").await;
+    let at = |hh_mm: &str| {
+        format!("2026-12-01T{hh_mm}:00Z")
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+    };
+    use crate::usage::record;
+    let answer = crate::usage::send(
+        &app,
+        &[
+            record("a8", &a, "1", at("08:10")),
+            record("a9", &a, "1", at("09:20")),
+            record("a10", &a, "1", at("10:05")),
+            record("b10", &b, "2", at("10:10")),
+        ],
+    )
+    .await;
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    // The 08:00 window was refused by KooGallery, the 09:00 one is being pushed.
+    let windows = app.store.usage_windows(&a, 10).await.unwrap();
+    let mut tx = app.store.begin().await.unwrap();
+    for w in windows
+        .iter()
+        .filter(|w| w.begin_ms < ms("2026-12-01T10:00:00Z"))
+    {
+        let mut fixed = w.clone();
+        fixed.state = if w.begin_ms == ms("2026-12-01T08:00:00Z") {
+            window_state::PARKED
+        } else {
+            window_state::CLOSED
+        }
+        .to_owned();
+        assert!(tx.close_usage_window(&fixed).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    let (text, after) = scrape(&app).await;
+
+    let unpushed = |scrape: &Scrape, state| {
+        value(
+            scrape,
+            "koogate_usage_windows_unpushed",
+            &[("state", state)],
+        )
+    };
+    for state in ["open", "closed", "parked"] {
+        assert_eq!(unpushed(&before, state), 0.0, "every state is exported");
+        assert!(
+            text.contains(&format!(
+                "koogate_usage_windows_unpushed{{state=\"{state}\"}}"
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        total(&before, "koogate_usage_window_deadline_seconds"),
+        0.0,
+        "no window, no deadline"
+    );
+    assert_eq!(unpushed(&after, "open"), 2.0, "10:00 of both instances");
+    assert_eq!(unpushed(&after, "closed"), 1.0);
+    assert_eq!(unpushed(&after, "parked"), 1.0);
+    let deadline = |state| {
+        value(
+            &after,
+            "koogate_usage_window_deadline_seconds",
+            &[("state", state)],
+        )
+    };
+    assert_eq!(deadline("closed"), 5400.0, "09:00–10:00 is due by 12:00");
+    assert_eq!(deadline("open"), 9000.0, "10:00–11:00 is due by 13:00");
+    for secret in [a.as_str(), b.as_str()] {
+        assert!(!text.contains(secret), "/metrics names {secret}");
+    }
+    app.stop().await;
 }

@@ -749,6 +749,8 @@ async fn the_load_generator_counts_every_answer() {
         requests: 60,
         concurrency: 4,
         duplicates: 0.5,
+        forged_rate: 0,
+        forged_for: std::time::Duration::ZERO,
     };
     let report = koogate::bench::run(&args).await.unwrap();
     assert_eq!(report.outcomes.get("000000"), Some(&60), "{report}");
@@ -762,6 +764,37 @@ async fn the_load_generator_counts_every_answer() {
         30,
         "half of the callbacks re-delivered an order"
     );
+}
+
+/// `koogate bench --forged-rate`: the flood is sent at the rate asked for, every forged
+/// callback is refused with `000001`, and the genuine ones stop with the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_generator_floods_with_forged_callbacks_beside_genuine_ones() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let args = koogate::bench::BenchArgs {
+        url: app.url("/koogallery/saas"),
+        key: KEY.into(),
+        requests: 1_000_000,
+        concurrency: 1,
+        duplicates: 0.0,
+        forged_rate: 200,
+        forged_for: std::time::Duration::from_secs(1),
+    };
+    let report = koogate::bench::run(&args).await.unwrap();
+    let flood = report.flood.as_ref().expect("a flood was asked for");
+    assert_eq!(flood.outcomes.get("000001"), Some(&flood.sent), "{report}");
+    // Paced per sender, missed ticks skipped: about 200 in the second, never a burst above.
+    assert!((150..=201).contains(&flood.sent), "{report}");
+    assert!(
+        report.requests < 1_000_000,
+        "the genuine callbacks stopped with the flood"
+    );
+    assert_eq!(
+        report.outcomes.get("000000"),
+        Some(&report.requests),
+        "{report}"
+    );
+    assert_eq!(report.verdict(&args.url), Ok(()));
 }
 
 /// Graceful shutdown: a callback already being processed when the server is told to stop

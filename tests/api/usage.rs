@@ -29,6 +29,8 @@ on_both_backends!(
     a_day_long_outage_is_caught_up_in_order_within_21_days,
     daily_windows_are_pushed_at_five_past_midnight,
     query_instance_reports_the_usage_so_far,
+    a_package_answers_one_usage_info_entry_per_fee_item,
+    bad_package_reports_are_refused_naming_the_field,
     an_operator_pushes_now_and_reads_the_windows,
 );
 
@@ -75,7 +77,7 @@ fn rfc(t: DateTime<Utc>) -> String {
 }
 
 /// A provisioned pay-per-use instance created at `created`.
-async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str) -> String {
+pub async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str) -> String {
     let id = format!("inst-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let mut instance = Instance::new(
         id.clone(),
@@ -98,7 +100,7 @@ async fn metered_instance(app: &TestApp, created: DateTime<Utc>, charging: &str)
     id
 }
 
-fn record(id: &str, instance: &str, quantity: &str, at: DateTime<Utc>) -> Value {
+pub fn record(id: &str, instance: &str, quantity: &str, at: DateTime<Utc>) -> Value {
     json!({"id": id, "instanceId": instance, "quantity": quantity, "occurredAt": rfc(at)})
 }
 
@@ -116,7 +118,7 @@ async fn post_usage(app: &TestApp, body: &str) -> (u16, Value) {
     (status, response.json().await.expect("JSON answer"))
 }
 
-async fn send(app: &TestApp, records: &[Value]) -> Value {
+pub async fn send(app: &TestApp, records: &[Value]) -> Value {
     let (status, answer) = post_usage(app, &json!({ "records": records }).to_string()).await;
     assert_eq!(status, 200, "{answer}");
     answer
@@ -664,6 +666,177 @@ async fn query_instance_reports_the_usage_so_far(backend: Backend) {
     );
     let usage_info = &after.json()["info"][0]["usageInfo"][0];
     assert_eq!(usage_info["statisticalTime"].as_str().unwrap().len(), 17);
+}
+
+async fn put_usage_info(app: &TestApp, instance: &str, body: &str) -> (u16, Value) {
+    app.api_put(
+        &format!("/api/v1/instances/{instance}/usage-info"),
+        body,
+        None,
+    )
+    .await
+}
+
+fn query_instance(instance: &str) -> String {
+    format!(r#"{{"activity":"queryInstance","instanceId":"{instance}","testFlag":"0"}}"#)
+}
+
+async fn a_package_answers_one_usage_info_entry_per_fee_item(backend: Backend) {
+    // The real clock: queryInstance's signature is checked against it.
+    let now = Utc::now();
+    let app = TestApp::spawn(backend).await;
+    let package = metered_instance(&app, now - Duration::days(3), "ON_DEMAND_PKG").await;
+    let before = app.saas(&query_instance(&package)).await;
+
+    let (status, kept) = put_usage_info(
+        &app,
+        &package,
+        &json!({"usageInfo": [
+            {"relatedInstanceId": "ppu-b", "usageValue": "12.5", "statisticalTime": "2026-11-30T10:00:00.250Z"},
+            {"relatedInstanceId": "ppu-a", "usageValue": "0", "statisticalTime": "2026-11-30T18:00:00+08:00"},
+        ]})
+        .to_string(),
+    )
+    .await;
+    let answer = app.saas(&query_instance(&package)).await;
+
+    let front = format!("https://app.example.net/{package}");
+    assert_eq!(
+        String::from_utf8_lossy(&before.body),
+        format!(
+            r#"{{"resultCode":"000000","resultMsg":"success.","info":[{{"instanceId":"{package}","appInfo":{{"frontEndUrl":"{front}"}},"usageInfo":[]}}]}}"#
+        ),
+        "a package with nothing reported yet answers an empty list"
+    );
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(
+        kept["usageInfo"][0],
+        json!({"relatedInstanceId": "ppu-b", "usageValue": "12.5000",
+               "statisticalTime": "2026-11-30T10:00:00.250Z", "reportedAt": kept["usageInfo"][0]["reportedAt"]})
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        format!(
+            r#"{{"resultCode":"000000","resultMsg":"success.","info":[{{"instanceId":"{package}","appInfo":{{"frontEndUrl":"{front}"}},"usageInfo":[{{"relatedInstanceId":"ppu-b","usageValue":12.5000,"statisticalTime":"20261130100000250"}},{{"relatedInstanceId":"ppu-a","usageValue":0.0000,"statisticalTime":"20261130100000000"}}]}}]}}"#
+        ),
+        "one entry per fee item, in the order reported, values exact, times UTC"
+    );
+    assert!(answer.signed_with(crate::helpers::KEY));
+
+    // A new report replaces the list whole; a fee item without a time is counted now.
+    let (status, _) = put_usage_info(
+        &app,
+        &package,
+        r#"{"usageInfo":[{"relatedInstanceId":"ppu-a","usageValue":"3.0001"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let replaced = app.saas(&query_instance(&package)).await.json();
+    let entries = replaced["info"][0]["usageInfo"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{replaced}");
+    assert_eq!(entries[0]["relatedInstanceId"], "ppu-a");
+    assert_eq!(entries[0]["usageValue"].to_string(), "3.0001");
+    let counted = entries[0]["statisticalTime"].as_str().unwrap();
+    let counted = chrono::NaiveDateTime::parse_from_str(counted, "%Y%m%d%H%M%S%3f")
+        .expect("yyyyMMddHHmmssSSS")
+        .and_utc();
+    assert!(
+        (counted - now).num_seconds().abs() < 60,
+        "counted at the report: {counted}"
+    );
+    let (status, shown) = app
+        .api_get(&format!("/api/v1/instances/{package}/usage-info"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["instanceId"], package.as_str());
+    assert_eq!(shown["usageInfo"][0]["usageValue"], "3.0001");
+
+    let (status, _) = put_usage_info(&app, &package, r#"{"usageInfo":[]}"#).await;
+    assert_eq!(status, 200);
+    let cleared = app.saas(&query_instance(&package)).await.json();
+    assert_eq!(cleared["info"][0]["usageInfo"], json!([]));
+}
+
+async fn bad_package_reports_are_refused_naming_the_field(backend: Backend) {
+    // The real clock: queryInstance's signature is checked against it.
+    let now = Utc::now();
+    let app = TestApp::spawn(backend).await;
+    let package = metered_instance(&app, now - Duration::days(3), "ON_DEMAND_PKG").await;
+    let metered = metered_instance(&app, now - Duration::days(3), "ON_DEMAND").await;
+    let released = metered_instance(&app, now - Duration::days(3), "ON_DEMAND_PKG").await;
+    let mut tx = app.store.begin().await.unwrap();
+    let mut gone = tx.instance_for_update(&released).await.unwrap().unwrap();
+    gone.release(None, now.timestamp_millis());
+    tx.update_instance(&gone).await.unwrap();
+    tx.commit().await.unwrap();
+    let good = r#"{"usageInfo":[{"relatedInstanceId":"ppu-1","usageValue":"1.5"}]}"#;
+    assert_eq!(put_usage_info(&app, &package, good).await.0, 200);
+
+    for (instance, status, why) in [
+        ("no-such-instance", 404, "unknown instance"),
+        (
+            metered.as_str(),
+            409,
+            "a pay-per-use, not a package, instance",
+        ),
+        (released.as_str(), 409, "a released package"),
+    ] {
+        let (got, problem) = put_usage_info(&app, instance, good).await;
+        assert_eq!(got, status, "{why}: {problem}");
+        assert_eq!(problem["status"], status, "{why}: a problem document");
+        let (got, _) = app
+            .api_get(&format!("/api/v1/instances/{instance}/usage-info"))
+            .await;
+        assert_eq!(got, status, "{why}: read back");
+    }
+
+    let item = |related: Value, value: Value, at: Value| {
+        json!({"usageInfo": [{"relatedInstanceId": related, "usageValue": value, "statisticalTime": at}]})
+            .to_string()
+    };
+    let ok_at = json!(rfc(now - Duration::minutes(5)));
+    let too_many = json!({"usageInfo": (0..101)
+        .map(|i| json!({"relatedInstanceId": format!("p{i}"), "usageValue": "1"}))
+        .collect::<Vec<_>>()})
+    .to_string();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (item(json!("p"), json!("-1"), ok_at.clone()), "usageInfo[0].usageValue", "negative"),
+        (item(json!("p"), json!("1.00001"), ok_at.clone()), "usageInfo[0].usageValue", "five decimals"),
+        (item(json!("p"), json!("1e3"), ok_at.clone()), "usageInfo[0].usageValue", "exponent form"),
+        (item(json!("p"), json!(1.5), ok_at.clone()), "usageInfo[0].usageValue", "a JSON number"),
+        (item(json!("p"), json!("100000000"), ok_at.clone()), "usageInfo[0].usageValue", "over Double(12,4)"),
+        (item(json!(""), json!("1"), ok_at.clone()), "usageInfo[0].relatedInstanceId", "empty"),
+        (item(json!("x".repeat(65)), json!("1"), ok_at.clone()), "usageInfo[0].relatedInstanceId", "over 64 bytes"),
+        (item(json!(7), json!("1"), ok_at.clone()), "usageInfo[0].relatedInstanceId", "not a string"),
+        (item(json!("p"), json!("1"), json!("yesterday")), "usageInfo[0].statisticalTime", "a time that does not parse"),
+        (item(json!("p"), json!("1"), json!(rfc(now + Duration::minutes(5)))), "usageInfo[0].statisticalTime", "in the future"),
+        (
+            r#"{"usageInfo":[{"relatedInstanceId":"p","usageValue":"1"},{"relatedInstanceId":"p","usageValue":"2"}]}"#.to_owned(),
+            "usageInfo[1].relatedInstanceId",
+            "a fee item listed twice",
+        ),
+        (
+            r#"{"usageInfo":[{"relatedInstanceId":"p","usageValue":"1","dashboardUrl":"x"}]}"#.to_owned(),
+            "usageInfo[0].dashboardUrl",
+            "an unknown field",
+        ),
+        (r#"{"usageInfo":[{"usageValue":"1"}]}"#.to_owned(), "usageInfo[0].relatedInstanceId", "no related instance"),
+        (too_many, "usageInfo", "101 fee items"),
+        (r#"{"usageInfo":{}}"#.to_owned(), "usageInfo", "not a list"),
+        ("{not json".to_owned(), "body", "not JSON"),
+    ];
+    for (body, field, why) in &cases {
+        let (status, problem) = put_usage_info(&app, &package, body).await;
+        assert_eq!(status, 422, "{why}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], *field, "{why}: {problem}");
+    }
+
+    let answer = app.saas(&query_instance(&package)).await.json();
+    assert_eq!(
+        answer["info"][0]["usageInfo"][0]["relatedInstanceId"], "ppu-1",
+        "nothing of a refused report is stored: {answer}"
+    );
+    assert_eq!(answer["info"][0]["usageInfo"].as_array().unwrap().len(), 1);
 }
 
 async fn an_operator_pushes_now_and_reads_the_windows(backend: Backend) {

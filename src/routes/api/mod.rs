@@ -45,6 +45,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         get_event,
         usage::post_usage,
         usage::get_usage,
+        usage::put_package_usage,
+        usage::get_package_usage,
         license::get_license_request,
         license::put_license_request
     ),
@@ -63,6 +65,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
         usage::UsageReceipt,
         usage::RecordResult,
         usage::InstanceUsage,
+        usage::PackageUsageReport,
+        usage::PackageItemInput,
+        usage::PackageUsageView,
+        usage::PackageItemView,
         crate::domain::usage::WindowView,
         crate::domain::usage::CarriedView,
         license::LicenseRequestDetail,
@@ -106,6 +112,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/{event_id}", get(get_event))
         .route("/api/v1/usage", post(usage::post_usage))
         .route("/api/v1/instances/{id}/usage", get(usage::get_usage))
+        .route(
+            "/api/v1/instances/{id}/usage-info",
+            get(usage::get_package_usage).put(usage::put_package_usage),
+        )
         .route(
             "/api/v1/license-requests/{event_id}",
             get(license::get_license_request).put(license::put_license_request),
@@ -483,6 +493,10 @@ pub struct EventItem {
 }
 
 impl From<&StoredEvent> for EventItem {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "serde_json::Value gives Null for a missing key: reading it never panics"
+    )]
     fn from(event: &StoredEvent) -> Self {
         let envelope = event.envelope();
         Self {

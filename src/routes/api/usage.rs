@@ -124,6 +124,10 @@ fn incoming(item: &Value) -> Result<Incoming, (&'static str, String)> {
     request_body = UsageBatch,
     responses((status = 200, body = UsageReceipt, description = "one result per record; valid records are stored even when others are refused"),
               (status = 422, body = Problem)))]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "results has one slot per record and index comes from the ingest outcomes, one per record"
+)]
 pub async fn post_usage(
     State(state): State<AppState>,
     body: Bytes,
@@ -273,4 +277,237 @@ pub async fn instance_usage(
             .map(|w| WindowView::new(w, &carried))
             .collect(),
     })
+}
+
+/// The body of `PUT /api/v1/instances/{id}/usage-info`: a pay-per-use package's fee
+/// items, the whole list at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageUsageReport {
+    /// 0 to 100 entries, one per fee item; they replace the ones reported before, and
+    /// `queryInstance` answers them in this order.
+    #[schema(value_type = Vec<PackageItemInput>)]
+    usage_info: Vec<Value>,
+}
+
+/// One fee item of a package as the app reports it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageItemInput {
+    /// The pay-per-use instance the consumption belongs to (1–64 bytes), once per list.
+    related_instance_id: String,
+    /// What the package has consumed for it: a decimal string of at least 0 with at most 4
+    /// decimals, e.g. `"12.5"`; never a JSON number.
+    usage_value: String,
+    /// RFC 3339, when the app counted it; not in the future. When absent, the time of
+    /// this report.
+    statistical_time: Option<String>,
+}
+
+/// A package instance's fee items as koogate keeps them and `queryInstance` answers them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageUsageView {
+    pub instance_id: String,
+    pub usage_info: Vec<PackageItemView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageItemView {
+    pub related_instance_id: String,
+    /// With exactly 4 decimals, as `queryInstance` writes it.
+    pub usage_value: String,
+    pub statistical_time: String,
+    pub reported_at: String,
+}
+
+impl PackageUsageView {
+    fn new(instance_id: &str, entries: &[crate::store::PackageUsage]) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            usage_info: entries
+                .iter()
+                .map(|e| PackageItemView {
+                    related_instance_id: e.related_instance_id.clone(),
+                    usage_value: Quantity(e.usage_value).to_fixed(),
+                    statistical_time: rfc3339(e.statistical_ms),
+                    reported_at: rfc3339(e.updated_ms),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads one fee item, and when it is malformed, field by field to name what is wrong.
+fn package_item(index: usize, item: &Value) -> Result<usage::PackageItem, FieldError> {
+    if let Ok(i) = serde_json::from_value::<PackageItemInput>(item.clone()) {
+        return Ok(usage::PackageItem {
+            related_instance_id: i.related_instance_id,
+            usage_value: i.usage_value,
+            statistical_time: i.statistical_time,
+        });
+    }
+    let field = |name: &str| format!("usageInfo[{index}].{name}");
+    let Value::Object(map) = item else {
+        return Err(FieldError::new(
+            format!("usageInfo[{index}]"),
+            "must be an object",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "relatedInstanceId" | "usageValue" | "statisticalTime"
+        )
+    }) {
+        return Err(FieldError::new(
+            field(unknown),
+            "is not a field of a fee item",
+        ));
+    }
+    let text = |name: &str, required: bool| match map.get(name) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(FieldError::new(field(name), "is required")),
+        Some(Value::Number(_)) if name == "usageValue" => Err(FieldError::new(
+            field(name),
+            "must be a decimal string such as \"12.5\", not a JSON number",
+        )),
+        Some(_) => Err(FieldError::new(field(name), "must be a string")),
+    };
+    text("relatedInstanceId", true)?;
+    text("usageValue", true)?;
+    text("statisticalTime", false)?;
+    Err(FieldError::new(
+        format!("usageInfo[{index}]"),
+        "is not a fee item",
+    ))
+}
+
+/// 409 for an instance whose usage is not reported per fee item.
+fn not_a_package(instance: &crate::domain::instance::Instance) -> Option<Problem> {
+    use crate::domain::instance::State as InstanceState;
+    let detail = if instance.state == InstanceState::Released {
+        format!("instance {} is released", instance.id)
+    } else if usage::is_package(instance) {
+        return None;
+    } else if instance.charging_mode.is_none() {
+        format!(
+            "instance {} is not known to be a pay-per-use package: its charging mode is not known yet (查询订单 has not answered)",
+            instance.id
+        )
+    } else {
+        format!(
+            "instance {} is not a pay-per-use package (ON_DEMAND_PKG) instance; pay-per-use usage goes to POST /api/v1/usage",
+            instance.id
+        )
+    };
+    Some(Problem::new(
+        axum::http::StatusCode::CONFLICT,
+        "not a package instance",
+        detail,
+    ))
+}
+
+#[utoipa::path(put, path = "/api/v1/instances/{id}/usage-info", tag = "usage",
+    params(("id" = String, Path, description = "the package instance's id")),
+    request_body = PackageUsageReport,
+    responses((status = 200, body = PackageUsageView, description = "the fee items now kept"),
+              (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "not a pay-per-use package instance, or released"),
+              (status = 422, body = Problem)))]
+pub async fn put_package_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PackageUsageView>, Problem> {
+    let report: PackageUsageReport = serde_json::from_slice(&body).map_err(|e| {
+        let field = if e.is_data() { "usageInfo" } else { "body" };
+        Problem::invalid(vec![FieldError::new(field, e.to_string())])
+    })?;
+    let items = &report.usage_info;
+    if items.len() > usage::MAX_PACKAGE_ITEMS {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "usageInfo",
+            format!(
+                "must hold at most {} fee items (got {})",
+                usage::MAX_PACKAGE_ITEMS,
+                items.len()
+            ),
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut read = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match package_item(index, item) {
+            Ok(item) => read.push(item),
+            Err(error) => errors.push(error),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::invalid(errors));
+    }
+    let services = &state.services;
+    let now_ms = (services.clock)();
+    let entries = usage::check_package(&id, &read, now_ms).map_err(|errors| {
+        Problem::invalid(
+            errors
+                .into_iter()
+                .map(|(index, field, message)| {
+                    FieldError::new(format!("usageInfo[{index}].{field}"), message)
+                })
+                .collect(),
+        )
+    })?;
+    let mut tx = services
+        .store
+        .begin()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    // The instance's row is locked, so two reports at once are applied one after the
+    // other, each list whole.
+    let instance = tx
+        .instance_for_update(&id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found(format!("no instance {id}")))?;
+    if let Some(problem) = not_a_package(&instance) {
+        return Err(problem);
+    }
+    tx.replace_package_usage(&id, &entries)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    tx.commit().await.map_err(|e| Problem::internal(&e))?;
+    Ok(Json(PackageUsageView::new(&id, &entries)))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{id}/usage-info", tag = "usage",
+    params(("id" = String, Path, description = "the package instance's id")),
+    responses((status = 200, body = PackageUsageView), (status = 404, body = Problem),
+              (status = 409, body = Problem, description = "not a pay-per-use package instance, or released")))]
+pub async fn get_package_usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PackageUsageView>, Problem> {
+    let mut tx = state
+        .services
+        .store
+        .begin()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let instance = tx
+        .instances(std::slice::from_ref(&id))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .pop()
+        .ok_or_else(|| Problem::not_found(format!("no instance {id}")))?;
+    if let Some(problem) = not_a_package(&instance) {
+        return Err(problem);
+    }
+    let entries = tx
+        .package_usage(std::slice::from_ref(&id))
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(PackageUsageView::new(&id, &entries)))
 }

@@ -93,6 +93,7 @@ fn upgrade(instance: &str, order: &str, flag: &str) -> Vec<u8> {
 
 /// `changeInstanceCheck` for a change to the upgraded specification, with `productInfo` as a
 /// JSON object or, as some senders write it, a JSON string holding one (§3.7).
+#[expect(clippy::expect_used, reason = "the body is built from a JSON literal")]
 fn change_check(instance: &str, as_string: bool, flag: &str) -> Vec<u8> {
     let product = serde_json::json!({
         "linearValue": 1,
