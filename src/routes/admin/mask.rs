@@ -37,24 +37,19 @@ pub fn sensitive(key: &str) -> bool {
 /// first character and its domain, anything else but for its first and last character.
 pub fn mask_value(key: &str, value: &str) -> String {
     let key = key.to_ascii_lowercase();
-    let chars: Vec<char> = value.chars().collect();
-    if value.is_empty() {
+    let dots = |n: usize| MASK.to_string().repeat(n);
+    let Some(first) = value.chars().next() else {
         return String::new();
-    }
+    };
     if key.contains("password") || key.contains("secret") || key == "pwd" || key == "sk" {
-        return MASK.to_string().repeat(6);
+        return dots(6);
     }
     if let Some((_, domain)) = value.split_once('@') {
-        return format!("{}{}@{domain}", chars[0], MASK.to_string().repeat(3));
+        return format!("{first}{}@{domain}", dots(3));
     }
-    match chars.len() {
-        1 | 2 => MASK.to_string().repeat(chars.len()),
-        n => format!(
-            "{}{}{}",
-            chars[0],
-            MASK.to_string().repeat((n - 2).min(6)),
-            chars[n - 1]
-        ),
+    match (value.chars().count(), value.chars().next_back()) {
+        (n, Some(last)) if n > 2 => format!("{first}{}{last}", dots((n - 2).min(6))),
+        (n, _) => dots(n),
     }
 }
 

@@ -226,11 +226,10 @@ async fn login(
             ""
         }
     );
+    #[expect(clippy::expect_used, reason = "a hex id and fixed ASCII text")]
+    let cookie = HeaderValue::from_str(&cookie).expect("a valid header value");
     let mut response = Redirect::to("/admin").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("hex id and fixed text"),
-    );
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
 
@@ -240,9 +239,8 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
     let mut response = Redirect::to("/admin/login").into_response();
     let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0");
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&expired).expect("fixed text"),
-    );
+    #[expect(clippy::expect_used, reason = "fixed ASCII text")]
+    let expired = HeaderValue::from_str(&expired).expect("a valid header value");
+    response.headers_mut().insert(header::SET_COOKIE, expired);
     response
 }
