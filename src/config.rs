@@ -83,6 +83,7 @@ pub struct Settings {
     pub audit: Audit,
     pub buyer_data: BuyerData,
     pub log: Log,
+    pub admin_pages: AdminPages,
     #[serde(skip)]
     pub keys: Keys,
     /// The key of data at rest (`KOOGATE_DATA_KEY`), and the old ones that still open
@@ -239,6 +240,16 @@ pub struct Jobs {
 pub struct Credentials {
     pub ak: String,
     pub sk: SecretString,
+}
+
+/// The admin pages on the internal listener (merchant-api.md §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminPages {
+    /// How long a login lasts.
+    pub session_minutes: u32,
+    /// Mark the session cookie `Secure` even when no `X-Forwarded-Proto: https` says so.
+    pub secure_cookie: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -585,6 +596,12 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return Err(err("database.max_connections", "must be at least 1"));
+        }
+        if !(1..=10_080).contains(&self.admin_pages.session_minutes) {
+            return Err(err(
+                "admin_pages.session_minutes",
+                "must be between 1 and 10080 (a week)",
+            ));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(err("http.max_body_bytes", "must be at least 1024"));

@@ -1,11 +1,14 @@
 //! Everything koogate stored about one order, gathered for a 服务监管 appeal: every
 //! callback with its exact bytes, the state changes, what was delivered to the app and
-//! when, and the activations of its license codes. The CLI renders it (`koogate
-//! evidence`); the operator pages can render the same.
+//! when, the online-License applications with their uploads, and the activations of its
+//! license codes. The CLI renders it (`koogate evidence`), the admin pages offer the same
+//! file and build an order's timeline on it.
 
 use crate::domain::instance::Instance;
+use crate::domain::license_request::LicenseRequest;
 use crate::store::{
-    Attempt, CallbackRecord, CodeActivation, OrderLineRecord, Store, StoreResult, StoredEvent,
+    Attempt, CallbackRecord, CodeActivation, LicenseUpload, OrderLineRecord, Store, StoreResult,
+    StoredEvent,
 };
 use sha2::{Digest, Sha256};
 
@@ -20,11 +23,28 @@ pub struct Evidence {
     /// The state changes of its instances, lines and codes, oldest first.
     pub events: Vec<EventEvidence>,
     pub activations: Vec<CodeActivation>,
+    /// The online-License applications of its instances, oldest first.
+    pub license_requests: Vec<LicenseEvidence>,
 }
+
+/// One `getLicenseAsync` application and every attempt to upload its License.
+#[derive(Debug, Clone)]
+pub struct LicenseEvidence {
+    pub request: LicenseRequest,
+    /// The SHA-256 of the License as uploaded, once it is known.
+    pub license_sha256: Option<String>,
+    pub uploads: Vec<LicenseUpload>,
+}
+
+/// How many applications of one instance are gathered (each is one callback, so this is
+/// far above what KooGallery sends).
+const LICENSE_REQUESTS: u32 = 1_000;
 
 /// One callback as received and answered, with the SHA-256 of the exact bytes.
 #[derive(Debug, Clone)]
 pub struct CallbackEvidence {
+    /// The record's row id.
+    pub id: i64,
     pub record: CallbackRecord,
     pub body_sha256: String,
     pub answer_sha256: String,
@@ -54,10 +74,11 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
         .callbacks_of_order(order_id)
         .await?
         .into_iter()
-        .map(|record| CallbackEvidence {
-            body_sha256: sha256_hex(&record.raw_body),
-            answer_sha256: record.response_sha256.clone(),
-            record,
+        .map(|stored| CallbackEvidence {
+            id: stored.id,
+            body_sha256: sha256_hex(&stored.record.raw_body),
+            answer_sha256: stored.record.response_sha256.clone(),
+            record: stored.record,
         })
         .collect();
     if lines.is_empty() && instances.is_empty() && activations.is_empty() && callbacks.is_empty() {
@@ -90,6 +111,27 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
         }
     }
     events.sort_by_key(|e| (e.event.created_ms, e.event.id));
+    let mut license_requests = Vec::new();
+    for instance in &instances {
+        for request in store
+            .license_requests(Some(&instance.id), LICENSE_REQUESTS)
+            .await?
+        {
+            let uploads = store.license_uploads(&request.event_id).await?;
+            license_requests.push(LicenseEvidence {
+                license_sha256: request
+                    .license
+                    .as_ref()
+                    .map(|l| sha256_hex(l.content.bytes())),
+                request,
+                uploads,
+            });
+        }
+    }
+    license_requests.sort_by(|a, b| {
+        (a.request.created_ms, &a.request.event_id)
+            .cmp(&(b.request.created_ms, &b.request.event_id))
+    });
     Ok(Some(Evidence {
         order_id: order_id.to_owned(),
         lines,
@@ -97,5 +139,6 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
         callbacks,
         events,
         activations,
+        license_requests,
     }))
 }

@@ -2,6 +2,7 @@
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
 pub mod evidence;
+pub mod ops;
 pub mod server;
 
 use crate::config::{ApiTokens, Keys, Settings};
@@ -70,6 +71,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The window pay-per-use usage is summed and pushed in.
     pub usage_window: WindowSize,
+    /// The sessions of the admin pages.
+    pub admin: Arc<routes::admin::session::Sessions>,
+    /// Mark the admin session cookie `Secure` whatever the request says of its scheme.
+    pub admin_secure_cookie: bool,
 }
 
 /// The merchant's webhook endpoint (merchant-api.md §2.2).
@@ -147,6 +152,10 @@ impl AppState {
             api_tokens: Arc::new(settings.api_tokens.clone()),
             metrics,
             usage_window: settings.usage.window,
+            admin: Arc::new(routes::admin::session::Sessions::new(Duration::from_secs(
+                u64::from(settings.admin_pages.session_minutes) * 60,
+            ))),
+            admin_secure_cookie: settings.admin_pages.secure_cookie,
         }
     }
 
@@ -283,9 +292,14 @@ pub fn router(state: AppState) -> Router {
     traced(routes::router(state))
 }
 
-/// The internal router (merchant-api.md §1): the management API and the metrics.
+/// The internal router (merchant-api.md §1): the management API, the metrics and the
+/// admin pages.
 pub fn admin_router(state: AppState) -> Router {
-    traced(routes::api::router(state.clone()).merge(routes::metrics::router(state)))
+    traced(
+        routes::api::router(state.clone())
+            .merge(routes::metrics::router(state.clone()))
+            .merge(routes::admin::router(state)),
+    )
 }
 
 fn traced(router: Router) -> Router {

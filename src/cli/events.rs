@@ -1,13 +1,10 @@
 //! `koogate events`: a new signing secret, the deliveries parked or paused, and sending
 //! them again in order once the merchant's endpoint is back (merchant-api.md §2.2).
 
-use crate::domain::events::DELIVER_KIND;
+use crate::app::ops;
 use crate::protocol::webhook::WebhookSecret;
 use crate::store::{Store, StoreResult};
 use std::fmt::Write;
-
-/// How many parked deliveries one listing shows.
-const LISTED: u32 = 200;
 
 /// A new `whsec_…` secret for `KOOGATE_EVENTS_SECRET` (and the receiving app).
 pub fn secret() -> String {
@@ -18,7 +15,8 @@ pub fn secret() -> String {
 /// event it carries and its last error. Later events of a parked subject wait behind it.
 pub async fn failed(store: &dyn Store) -> StoreResult<String> {
     let mut out = String::new();
-    if let Some(pause) = store.webhook_pause().await? {
+    let (pause, parked) = ops::failed_deliveries(store).await?;
+    if let Some(pause) = pause {
         let _ = writeln!(
             out,
             "endpoint paused since {}: {} (`koogate events resume` sends again)",
@@ -26,12 +24,6 @@ pub async fn failed(store: &dyn Store) -> StoreResult<String> {
             pause.reason
         );
     }
-    let parked: Vec<_> = store
-        .failed_jobs(LISTED)
-        .await?
-        .into_iter()
-        .filter(|job| job.kind == DELIVER_KIND)
-        .collect();
     for job in &parked {
         let _ = writeln!(
             out,
@@ -56,18 +48,14 @@ pub async fn retry(
     now_ms: i64,
 ) -> StoreResult<String> {
     if all {
-        let n = store.requeue_failed(Some(DELIVER_KIND), now_ms).await?;
+        let n = ops::retry_all_events(store, now_ms).await?;
         return Ok(format!("{n} parked deliveries queued again\n"));
     }
     let mut out = String::new();
     for id in event_ids {
-        let outcome = match store.job_by_key(DELIVER_KIND, id).await? {
-            Some(job) if store.requeue_job(job.id, now_ms).await? => "queued again",
-            Some(_) => "not parked: left as it is",
-            None if store.event(id).await?.is_some() => {
-                "never queued for delivery (no endpoint was configured when it was recorded)"
-            }
-            None => "no such event",
+        let outcome = match ops::retry_event(store, id, now_ms).await? {
+            ops::Retried::Missing => "no such event",
+            retried => retried.describe(),
         };
         let _ = writeln!(out, "{id}  {outcome}");
     }
@@ -77,8 +65,7 @@ pub async fn retry(
 /// Lifts the endpoint's pause and sends every waiting and parked delivery again, each
 /// subject's in order.
 pub async fn resume(store: &dyn Store, now_ms: i64) -> StoreResult<String> {
-    let paused = store.webhook_pause().await?.is_some();
-    let n = store.resume_webhook(DELIVER_KIND, now_ms).await?;
+    let (paused, n) = ops::resume_endpoint(store, now_ms).await?;
     Ok(format!(
         "{}{n} deliveries due now\n",
         if paused { "endpoint resumed; " } else { "" }

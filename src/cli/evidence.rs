@@ -3,8 +3,9 @@
 //! 服务监管 appeal. Everything in it came from outside (ids, bodies, the app's answers)
 //! and is escaped by the template.
 
-use crate::app::evidence::{self, Evidence};
+use crate::app::evidence::{self, Evidence, LicenseEvidence};
 use crate::domain::events::{rfc3339, state_name};
+use crate::protocol::license_upload::Content;
 use crate::store::Store;
 use askama::Template;
 
@@ -19,6 +20,30 @@ struct Page {
     callbacks: Vec<Callback>,
     events: Vec<Event>,
     activations: Vec<Activation>,
+    license_requests: Vec<LicenseRow>,
+}
+
+struct LicenseRow {
+    event_id: String,
+    instance_id: String,
+    test: bool,
+    created: String,
+    fingerprint: String,
+    state: &'static str,
+    error: String,
+    delivered: String,
+    /// What the License is (its bytes are the application's, so only their hash is shown).
+    license: String,
+    license_sha256: String,
+    uploads: Vec<UploadRow>,
+}
+
+struct UploadRow {
+    at: String,
+    status: String,
+    code: String,
+    duration_ms: i64,
+    message: String,
 }
 
 struct Line {
@@ -96,6 +121,53 @@ fn shown(bytes: &[u8]) -> (String, bool) {
 
 fn time(ms: Option<i64>) -> String {
     ms.map(rfc3339).unwrap_or_else(|| "—".into())
+}
+
+fn license_row(l: &LicenseEvidence) -> LicenseRow {
+    let r = &l.request;
+    LicenseRow {
+        event_id: r.event_id.clone(),
+        instance_id: r.instance_id.clone(),
+        test: r.test,
+        created: rfc3339(r.created_ms),
+        fingerprint: r.device_fingerprint.clone().unwrap_or_else(|| "—".into()),
+        state: r.state.as_str(),
+        error: r.error.clone().unwrap_or_default(),
+        delivered: time(r.delivered_ms),
+        license: r.license.as_ref().map_or_else(
+            || "not known yet".into(),
+            |license| match &license.content {
+                Content::Characters(text) => {
+                    format!("characters ({} bytes), from {}", text.len(), license.source)
+                }
+                Content::File { name, bytes } => {
+                    format!(
+                        "file {name} ({} bytes), from {}",
+                        bytes.len(),
+                        license.source
+                    )
+                }
+            },
+        ),
+        license_sha256: l.license_sha256.clone().unwrap_or_else(|| "—".into()),
+        uploads: l
+            .uploads
+            .iter()
+            .map(|u| UploadRow {
+                at: rfc3339(u.attempted_ms),
+                status: u
+                    .status
+                    .map_or_else(|| "no answer".into(), |s| s.to_string()),
+                code: u.code.clone().unwrap_or_else(|| "—".into()),
+                duration_ms: u.duration_ms,
+                message: u
+                    .error
+                    .clone()
+                    .or_else(|| u.message.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 /// The page of `evidence`, generated at `now_ms`.
@@ -192,6 +264,7 @@ pub fn render(evidence: &Evidence, now_ms: i64) -> Result<String, askama::Error>
                 completed: time(a.completed_ms),
             })
             .collect(),
+        license_requests: evidence.license_requests.iter().map(license_row).collect(),
     };
     page.render()
 }

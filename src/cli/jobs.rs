@@ -2,15 +2,13 @@
 //! queue once their cause is fixed (AK/SK configured, marketplace reachable again).
 
 use super::orders;
+use crate::app::ops;
 use crate::store::{Store, StoreResult};
 use std::fmt::Write;
 
-/// How many parked jobs one listing shows.
-const LISTED: u32 = 200;
-
 /// The jobs parked as failed, with their last error.
 pub async fn failed(store: &dyn Store) -> StoreResult<String> {
-    let jobs = store.failed_jobs(LISTED).await?;
+    let jobs = ops::failed_jobs(store).await?;
     if jobs.is_empty() {
         return Ok("no failed jobs\n".into());
     }
@@ -26,19 +24,17 @@ pub async fn failed(store: &dyn Store) -> StoreResult<String> {
 /// (in one statement) when `all` is set.
 pub async fn retry(store: &dyn Store, ids: &[i64], all: bool, now_ms: i64) -> StoreResult<String> {
     if all {
-        return Ok(match store.requeue_failed(None, now_ms).await? {
+        return Ok(match ops::retry_all(store, None, now_ms).await? {
             0 => "no failed jobs\n".into(),
             n => format!("{n} failed jobs queued again\n"),
         });
     }
     let mut out = String::new();
     for &id in ids {
-        let outcome = if store.requeue_job(id, now_ms).await? {
-            "queued again"
-        } else if store.job(id).await?.is_some() {
-            "not failed: left as it is"
-        } else {
-            "no such job"
+        let outcome = match ops::retry_job(store, id, now_ms).await? {
+            ops::Retried::NotParked => "not failed: left as it is",
+            ops::Retried::Missing => "no such job",
+            retried => retried.describe(),
         };
         let _ = writeln!(out, "#{id}  {outcome}");
     }

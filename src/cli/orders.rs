@@ -1,6 +1,7 @@
 //! `koogate orders …`: what koogate knows of an order (its lines, instances and jobs),
 //! and what the marketplace says of it now.
 
+use crate::app::ops;
 use crate::domain::instance::Instance;
 use crate::marketplace::Client;
 use crate::protocol::order::OrderInfo;
@@ -11,16 +12,13 @@ use std::fmt::Write;
 /// The report `koogate orders show ORDER_ID` prints; `None` when koogate has never heard
 /// of the order.
 pub async fn show(store: &dyn Store, order_id: &str) -> StoreResult<Option<String>> {
-    let lines = store.order_lines(order_id).await?;
-    let instances = store.instances_for_order(order_id).await?;
-    let jobs = store.jobs_about(order_id).await?;
-    if lines.is_empty() && instances.is_empty() && jobs.is_empty() {
+    let Some(report) = ops::order(store, order_id).await? else {
         return Ok(None);
-    }
+    };
     let mut out = format!("order {order_id}\n");
-    section(&mut out, "lines", &lines, line);
-    section(&mut out, "instances", &instances, instance);
-    section(&mut out, "jobs", &jobs, job);
+    section(&mut out, "lines", &report.lines, line);
+    section(&mut out, "instances", &report.instances, instance);
+    section(&mut out, "jobs", &report.jobs, job);
     Ok(Some(out))
 }
 

@@ -1,6 +1,7 @@
 //! HTTP routes, one file per interface family. Routes are thin: read the raw request,
 //! verify, parse, hand over to the domain, sign the exact bytes and answer.
 
+pub mod admin;
 mod answer;
 pub mod api;
 mod health;

@@ -24,7 +24,9 @@ use std::sync::Arc;
 pub use at_rest::Sealed;
 pub use events::{Attempt, Cursor, InstanceFilter, NewEvent, Pause, STATE_FILTERS, StoredEvent};
 pub use license_requests::LicenseUpload;
-pub use ops::{CodeActivation, Operations};
+pub use ops::{
+    CallbackCount, CodeActivation, FailingOrder, Operations, OrderSummary, Search, StoredCallback,
+};
 pub use postgres::PgStore;
 pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
@@ -202,9 +204,19 @@ pub trait Store: Send + Sync + 'static {
     /// The queue, the backlog, the pause and the dial test, read for the metrics.
     async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
     /// Every callback about an order, its instances or its license codes, oldest first.
-    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>>;
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<StoredCallback>>;
     /// The license codes of an order with their activations.
     async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
+    /// One callback record by its row id.
+    async fn callback(&self, id: i64) -> StoreResult<Option<StoredCallback>>;
+    /// Callbacks received since `since_ms`, by family and result code.
+    async fn callback_counts(&self, since_ms: i64) -> StoreResult<Vec<CallbackCount>>;
+    /// Orders whose `newInstance` failed since `since_ms` and has not succeeded since.
+    async fn failing_orders(&self, since_ms: i64) -> StoreResult<Vec<FailingOrder>>;
+    /// Instances matching a search, newest first.
+    async fn search_instances(&self, search: &Search) -> StoreResult<Vec<Instance>>;
+    /// Orders matching a search, newest first.
+    async fn search_orders(&self, search: &Search) -> StoreResult<Vec<OrderSummary>>;
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.

@@ -1,10 +1,79 @@
-//! The operational reads: what the metrics read from the database at scrape time, and
-//! everything stored about one order, for the evidence of an appeal. SQL written once
-//! and expanded for each backend, as in `events`.
+//! The operational reads: what the metrics read from the database at scrape time,
+//! everything stored about one order, for the evidence of an appeal, and what the admin
+//! pages search and summarise. SQL written once and expanded for each backend, as in
+//! `events`.
 
-use super::JobState;
+use super::{CallbackRecord, JobState};
 use crate::domain::events::DELIVER_KIND;
 use crate::domain::license_code::LicenseCode;
+
+/// A stored callback record with the row id the admin pages link it by (request ids
+/// may come from the client and need not be unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCallback {
+    pub id: i64,
+    pub record: CallbackRecord,
+}
+
+/// How many callbacks of one family answered one result code (`None`: refused before
+/// any code, or not answered by koogate).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CallbackCount {
+    pub interface: String,
+    pub result_code: Option<String>,
+    pub count: i64,
+}
+
+/// An order whose `newInstance` has failed and never succeeded since: KooGallery refunds
+/// it once it has failed for 3 hours (koogallery.md §9).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FailingOrder {
+    pub order_id: String,
+    pub first_failed_ms: i64,
+    pub last_failed_ms: i64,
+    pub failures: i64,
+}
+
+/// What the admin lists search: a text matched (case-insensitively, as a substring)
+/// against order ids, instance ids and the customer, a state and a family, a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Search {
+    pub text: Option<String>,
+    /// A state as [`super::STATE_FILTERS`] names it.
+    pub state: Option<String>,
+    /// `saas_v2` or `saas_v1`.
+    pub family: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+impl Search {
+    /// The text as a `LIKE` pattern, its own `%`, `_` and `\` taken literally.
+    fn pattern(&self) -> Option<String> {
+        let text = self
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())?;
+        let mut pattern = String::from("%");
+        for c in text.to_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        Some(pattern)
+    }
+}
+
+/// An order koogate has heard of: when first, and how many instances it has.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrderSummary {
+    pub order_id: String,
+    pub first_ms: i64,
+    pub instances: i64,
+}
 
 /// The shared state of the queue and the webhook endpoint, as one replica read it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,9 +117,16 @@ const CALLBACK_COLUMNS: &str = "request_id, received_ms, interface, activity, me
 
 macro_rules! queries {
     ($db:ty) => {
-        use super::{CALLBACK_COLUMNS, CodeActivation, Operations, job_state};
-        use crate::store::rows::{CallbackRow, LicenseCodeRow, license_code_columns};
-        use crate::store::{CallbackRecord, StoreResult};
+        use super::{
+            CALLBACK_COLUMNS, CallbackCount, CodeActivation, FailingOrder, Operations,
+            OrderSummary, Search, StoredCallback, job_state,
+        };
+        use crate::store::rows::{
+            CallbackRow, InstanceRow, LicenseCodeRow, instance_columns, license_code_columns,
+        };
+        use crate::domain::instance::Instance;
+        use crate::store::StoreResult;
+        use crate::store::seal::Sealer;
         use sqlx::Executor;
 
         type Db = $db;
@@ -123,20 +199,164 @@ macro_rules! queries {
         pub async fn callbacks_of_order<'c>(
             conn: impl Executor<'c, Database = Db>,
             order_id: &str,
-        ) -> StoreResult<Vec<CallbackRecord>> {
+        ) -> StoreResult<Vec<StoredCallback>> {
             let sql = format!(
-                "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE order_id = $1 \
+                "SELECT id, {CALLBACK_COLUMNS} FROM callbacks WHERE order_id = $1 \
                  OR instance_id IN (SELECT instance_id FROM instances WHERE order_id = $2) \
                  OR instance_id IN (SELECT license FROM license_codes WHERE order_id = $3) \
                  ORDER BY received_ms, id"
             );
-            let rows: Vec<CallbackRow> = sqlx::query_as(&sql)
+            let rows: Vec<IdRow> = sqlx::query_as(&sql)
                 .bind(order_id)
                 .bind(order_id)
                 .bind(order_id)
                 .fetch_all(conn)
                 .await?;
-            Ok(rows.into_iter().map(CallbackRecord::from).collect())
+            Ok(rows.into_iter().map(StoredCallback::from).collect())
+        }
+
+        #[derive(sqlx::FromRow)]
+        struct IdRow {
+            id: i64,
+            #[sqlx(flatten)]
+            row: CallbackRow,
+        }
+
+        impl From<IdRow> for StoredCallback {
+            fn from(row: IdRow) -> Self {
+                Self {
+                    id: row.id,
+                    record: row.row.into(),
+                }
+            }
+        }
+
+        /// One callback record by its row id.
+        pub async fn callback<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            id: i64,
+        ) -> StoreResult<Option<StoredCallback>> {
+            let sql = format!("SELECT id, {CALLBACK_COLUMNS} FROM callbacks WHERE id = $1");
+            let row: Option<IdRow> = sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?;
+            Ok(row.map(StoredCallback::from))
+        }
+
+        /// Callbacks received since `since_ms`, counted by family and result code.
+        pub async fn callback_counts<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            since_ms: i64,
+        ) -> StoreResult<Vec<CallbackCount>> {
+            Ok(sqlx::query_as(
+                "SELECT interface, result_code, COUNT(*) AS count FROM callbacks \
+                 WHERE received_ms >= $1 GROUP BY interface, result_code \
+                 ORDER BY interface, result_code",
+            )
+            .bind(since_ms)
+            .fetch_all(conn)
+            .await?)
+        }
+
+        /// Orders (not of tests) whose `newInstance` first failed since `since_ms` and has
+        /// not succeeded since, the longest failing first.
+        pub async fn failing_orders<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            since_ms: i64,
+        ) -> StoreResult<Vec<FailingOrder>> {
+            Ok(sqlx::query_as(
+                "SELECT f.order_id, MIN(f.received_ms) AS first_failed_ms, \
+                 MAX(f.received_ms) AS last_failed_ms, COUNT(*) AS failures FROM callbacks f \
+                 WHERE f.activity = 'newInstance' AND f.test = FALSE AND f.order_id IS NOT NULL \
+                 AND f.result_code IS NOT NULL AND f.result_code NOT IN ('000000', '000004') \
+                 AND NOT EXISTS (SELECT 1 FROM callbacks s WHERE s.order_id = f.order_id \
+                 AND s.activity = 'newInstance' AND s.result_code = '000000' \
+                 AND s.received_ms >= f.received_ms) \
+                 GROUP BY f.order_id HAVING MIN(f.received_ms) >= $1 ORDER BY first_failed_ms, f.order_id LIMIT 100",
+            )
+            .bind(since_ms)
+            .fetch_all(conn)
+            .await?)
+        }
+
+        /// Pushes the conditions of `search` on the instances table. The names are not
+        /// qualified: inside a subquery they resolve to its own `instances` first.
+        fn instance_conditions<'a>(q: &mut sqlx::QueryBuilder<'a, Db>, search: &'a Search) {
+            if let Some(pattern) = search.pattern() {
+                q.push(" AND (LOWER(instance_id) LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(order_id) LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(COALESCE(customer_id, '')) LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(COALESCE(customer_name, '')) LIKE ")
+                    .push_bind(pattern)
+                    .push(" ESCAPE '\\')");
+            }
+            if let Some(state) = &search.state {
+                // Unknown names are refused before they get here.
+                if let Some((_, sql)) = crate::store::STATE_FILTERS.iter().find(|(n, _)| n == state) {
+                    q.push(" AND ").push(*sql);
+                }
+            }
+            if let Some(family) = &search.family {
+                q.push(" AND family = ").push_bind(family.as_str());
+            }
+        }
+
+        /// Instances matching `search`, newest first.
+        pub async fn search_instances<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            search: &Search,
+            sealer: &Sealer,
+        ) -> StoreResult<Vec<Instance>> {
+            let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
+                "SELECT ",
+                instance_columns!(),
+                " FROM instances WHERE 1 = 1"
+            ));
+            instance_conditions(&mut q, search);
+            q.push(" ORDER BY created_ms DESC, instance_id DESC LIMIT ")
+                .push_bind(i64::from(search.limit))
+                .push(" OFFSET ")
+                .push_bind(i64::from(search.offset));
+            let rows: Vec<InstanceRow> = q.build_query_as().fetch_all(conn).await?;
+            rows.into_iter().map(|r| r.into_instance(sealer)).collect()
+        }
+
+        /// Orders matching `search` (by their id, or by one of their instances), newest
+        /// first. An order is known by its lines or its instances (SaaS 1.0 has no lines).
+        pub async fn search_orders<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            search: &Search,
+        ) -> StoreResult<Vec<OrderSummary>> {
+            let mut q = sqlx::QueryBuilder::<Db>::new(
+                "SELECT o.order_id, MIN(o.created_ms) AS first_ms, \
+                 (SELECT COUNT(*) FROM instances n WHERE n.order_id = o.order_id) AS instances \
+                 FROM (SELECT order_id, created_ms FROM order_lines \
+                 UNION ALL SELECT order_id, created_ms FROM instances) o WHERE 1 = 1",
+            );
+            let filtered = search.state.is_some() || search.family.is_some();
+            match (search.pattern(), filtered) {
+                // By its own id, or by one of its instances.
+                (Some(pattern), false) => {
+                    q.push(" AND (LOWER(o.order_id) LIKE ")
+                        .push_bind(pattern)
+                        .push(" ESCAPE '\\' OR o.order_id IN (SELECT order_id FROM instances WHERE 1 = 1");
+                    instance_conditions(&mut q, search);
+                    q.push("))");
+                }
+                // A state or a family is an instance's: only orders with such an instance.
+                (_, true) => {
+                    q.push(" AND o.order_id IN (SELECT order_id FROM instances WHERE 1 = 1");
+                    instance_conditions(&mut q, search);
+                    q.push(")");
+                }
+                (None, false) => {}
+            }
+            q.push(" GROUP BY o.order_id ORDER BY first_ms DESC, o.order_id DESC LIMIT ")
+                .push_bind(i64::from(search.limit))
+                .push(" OFFSET ")
+                .push_bind(i64::from(search.offset));
+            Ok(q.build_query_as().fetch_all(conn).await?)
         }
 
         /// The license codes of an order, with their activation.

@@ -499,8 +499,28 @@ impl Store for SqliteStore {
         super::ops::lite::operations(&self.pool, now_ms).await
     }
 
-    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<CallbackRecord>> {
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<super::StoredCallback>> {
         super::ops::lite::callbacks_of_order(&self.pool, order_id).await
+    }
+
+    async fn callback(&self, id: i64) -> StoreResult<Option<super::StoredCallback>> {
+        super::ops::lite::callback(&self.pool, id).await
+    }
+
+    async fn callback_counts(&self, since_ms: i64) -> StoreResult<Vec<super::CallbackCount>> {
+        super::ops::lite::callback_counts(&self.pool, since_ms).await
+    }
+
+    async fn failing_orders(&self, since_ms: i64) -> StoreResult<Vec<super::FailingOrder>> {
+        super::ops::lite::failing_orders(&self.pool, since_ms).await
+    }
+
+    async fn search_instances(&self, search: &super::Search) -> StoreResult<Vec<Instance>> {
+        super::ops::lite::search_instances(&self.pool, search, &self.sealer).await
+    }
+
+    async fn search_orders(&self, search: &super::Search) -> StoreResult<Vec<super::OrderSummary>> {
+        super::ops::lite::search_orders(&self.pool, search).await
     }
 
     async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<super::CodeActivation>> {

@@ -2,7 +2,8 @@
 //! that name only its instance too) with hashes of the exact stored bytes, nothing of
 //! another order, and escapes everything that came from outside.
 
-use crate::helpers::{Backend, TestApp, new_instance, order_id};
+use crate::helpers::{Backend, Database, TestApp, eventually, new_instance, order_id};
+use crate::online_license::{application, event_id, new_product, setup};
 use koogate::app::evidence::sha256_hex;
 use std::process::Command;
 
@@ -144,4 +145,64 @@ async fn an_unknown_order_is_an_error_on_standard_error() {
     assert!(run.stdout.is_empty());
     assert!(String::from_utf8_lossy(&run.stderr).contains("no order NO-SUCH-ORDER is known here"));
     app.stop().await;
+}
+
+/// Runs `koogate evidence ORDER_ID` against the app's database; the page it printed.
+fn evidence_of(db: &Database, order_id: &str) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_koogate"))
+        .args(["evidence", order_id])
+        .env("KOOGATE_DATABASE_URL", &db.url)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_file_holds_the_online_license_applications_and_their_uploads() {
+    let s = setup(Backend::Sqlite, &[]).await;
+    let ours = event_id();
+    s.mock.expect_license_event(&ours).await;
+    let applied = s
+        .app
+        .saas(&application(&s.instance, &ours, Some("00:11:22:33:44:55|DISK-1")).to_string())
+        .await;
+    assert_eq!(applied.code(), "000000", "{}", applied.msg());
+    // Another order's application, which must not appear.
+    let (other_order, other_instance) = new_product(&s.app, &s.mock, "20991231235959").await;
+    let theirs = event_id();
+    s.mock.expect_license_event(&theirs).await;
+    let other = application(&other_instance, &theirs, Some("AA|B")).to_string();
+    assert_eq!(s.app.saas(&other).await.code(), "000000");
+    let request = eventually("the License to be delivered", || async {
+        let r = s.app.store.license_request(&ours).await.unwrap()?;
+        r.delivered_ms.is_some().then_some(r)
+    })
+    .await;
+    let uploads = s.app.store.license_uploads(&ours).await.unwrap();
+    assert_eq!(uploads.len(), 1);
+
+    let text = unescape(&evidence_of(&s.app.db, &s.order));
+
+    assert!(
+        text.contains(&format!("{ours} for instance {}", s.instance)),
+        "{text}"
+    );
+    assert!(text.contains("00:11:22:33:44:55|DISK-1"), "the fingerprint");
+    assert!(text.contains("delivered"), "its state");
+    let license = request.license.expect("signed mode makes the License");
+    assert!(
+        text.contains(&sha256_hex(license.content.bytes())),
+        "the hash of the License as uploaded"
+    );
+    assert!(text.contains("CBC.0000"), "the upload's answer");
+    assert!(text.contains("200"), "its HTTP status");
+    assert!(!text.contains(&theirs), "another order's application");
+    assert!(!text.contains(&other_order));
+    s.app.stop().await;
 }

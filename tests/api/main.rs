@@ -2,7 +2,9 @@
 //! PostgreSQL. Each drives the real server over HTTP with requests signed by the same
 //! protocol module the server uses.
 
+mod admin;
 mod api;
+mod browser;
 mod cli;
 mod connections;
 mod crash;

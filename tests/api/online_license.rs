@@ -62,15 +62,15 @@ fn verify_independently(public: &[u8], token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(first).unwrap()).unwrap()
 }
 
-struct Setup {
-    app: TestApp,
-    mock: MockServer,
+pub(crate) struct Setup {
+    pub(crate) app: TestApp,
+    pub(crate) mock: MockServer,
     key: TestKey,
-    instance: String,
-    order: String,
+    pub(crate) instance: String,
+    pub(crate) order: String,
 }
 
-async fn setup(backend: Backend, extra: &[(&str, &str)]) -> Setup {
+pub(crate) async fn setup(backend: Backend, extra: &[(&str, &str)]) -> Setup {
     let mock = MockServer::start().await;
     let key = test_key();
     let mut options = mock_market::options(&mock)
@@ -94,7 +94,11 @@ async fn setup(backend: Backend, extra: &[(&str, &str)]) -> Setup {
 }
 
 /// A bought period product whose order facts (PERIOD, the expiry) koogate has fetched.
-async fn new_product(app: &TestApp, mock: &MockServer, expire: &str) -> (String, String) {
+pub(crate) async fn new_product(
+    app: &TestApp,
+    mock: &MockServer,
+    expire: &str,
+) -> (String, String) {
     let o = order_id();
     mock.register(order(&o, "sku-lic", expire)).await;
     let id = format!("lic-{o}");
@@ -107,11 +111,11 @@ async fn new_product(app: &TestApp, mock: &MockServer, expire: &str) -> (String,
     (o, id)
 }
 
-fn event_id() -> String {
+pub(crate) fn event_id() -> String {
     format!("EV{}", &uuid::Uuid::new_v4().simple().to_string()[..20])
 }
 
-fn application(instance: &str, event: &str, fingerprint: Option<&str>) -> Value {
+pub(crate) fn application(instance: &str, event: &str, fingerprint: Option<&str>) -> Value {
     let mut body = json!({
         "activity": "getLicenseAsync",
         "instanceId": instance,

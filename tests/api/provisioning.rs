@@ -19,9 +19,9 @@ on_both_backends!(
     an_app_that_never_answers_holds_no_callback_past_its_deadline,
 );
 
-const APP_INFO: &str = r#"{"appInfo":{"frontEndUrl":"https://tenant.example.com/t/1","userName":"owner","password":"pw-Secret-42","memo":"welcome"}}"#;
+pub(crate) const APP_INFO: &str = r#"{"appInfo":{"frontEndUrl":"https://tenant.example.com/t/1","userName":"owner","password":"pw-Secret-42","memo":"welcome"}}"#;
 
-async fn app_mode(backend: Backend, wait_ms: &str) -> (TestApp, MockServer, Receiver) {
+pub(crate) async fn app_mode(backend: Backend, wait_ms: &str) -> (TestApp, MockServer, Receiver) {
     let mock = MockServer::start().await;
     let receiver = Receiver::start().await;
     let options = receiver

@@ -468,22 +468,15 @@ async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, Problem> {
-    let store = &state.services.store;
-    let lines = store
-        .order_lines(&order_id)
+    // The same report `koogate orders show` and the admin pages read.
+    let report = crate::app::ops::order(state.services.store.as_ref(), &order_id)
         .await
-        .map_err(|e| Problem::internal(&e))?;
-    let instances = store
-        .instances_for_order(&order_id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    if lines.is_empty() && instances.is_empty() {
-        return Err(Problem::not_found(format!("no order {order_id}")));
-    }
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))?;
     Ok(Json(OrderView {
         order_id,
-        lines: lines.iter().map(OrderLineView::from).collect(),
-        instances: instances.iter().map(InstanceView::from).collect(),
+        lines: report.lines.iter().map(OrderLineView::from).collect(),
+        instances: report.instances.iter().map(InstanceView::from).collect(),
     }))
 }
 
