@@ -152,6 +152,7 @@ fn evidence_of(db: &Database, order_id: &str) -> String {
     let run = Command::new(env!("CARGO_BIN_EXE_koogate"))
         .args(["evidence", order_id])
         .env("KOOGATE_DATABASE_URL", &db.url)
+        .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
