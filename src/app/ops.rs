@@ -11,7 +11,7 @@ use crate::domain::order::Fetch;
 use crate::domain::usage;
 use crate::store::{
     CallbackCount, CodeActivation, FailingOrder, Job, OrderLineRecord, Pause, Store, StoreResult,
-    UsageWindow,
+    StoredCallback, UsageWindow,
 };
 
 /// How many parked jobs one listing shows.
@@ -270,7 +270,12 @@ pub struct Overview {
     pub pause: Option<Pause>,
     /// Closed windows not yet pushed, the nearest deadline first.
     pub usage: Vec<PendingWindow>,
+    /// The newest callbacks of the span refused before any activity ran.
+    pub refused: Vec<StoredCallback>,
 }
+
+/// How many refused callbacks the overview lists.
+const OVERVIEW_REFUSED: u32 = 20;
 
 /// How many closed windows the overview looks at.
 const OVERVIEW_WINDOWS: u32 = 200;
@@ -306,5 +311,8 @@ pub async fn overview(store: &dyn Store, now_ms: i64) -> StoreResult<Overview> {
         failed_jobs: failed_jobs(store).await?,
         pause: store.webhook_pause().await?,
         usage,
+        refused: store
+            .refused_callbacks(now_ms - OVERVIEW_SPAN_MS, OVERVIEW_REFUSED)
+            .await?,
     })
 }

@@ -209,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
     /// One callback record by its row id.
     async fn callback(&self, id: i64) -> StoreResult<Option<StoredCallback>>;
+    /// The newest callbacks since `since_ms` refused before any activity ran, newest first.
+    async fn refused_callbacks(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredCallback>>;
     /// Callbacks received since `since_ms`, by family and result code.
     async fn callback_counts(&self, since_ms: i64) -> StoreResult<Vec<CallbackCount>>;
     /// Orders whose `newInstance` failed since `since_ms` and has not succeeded since.

@@ -241,6 +241,27 @@ macro_rules! queries {
             Ok(row.map(StoredCallback::from))
         }
 
+        /// The newest callbacks since `since_ms` that were refused before any activity ran
+        /// (bad or missing signature, stale timestamp, replayed nonce, malformed), newest
+        /// first: they name no order, so this is where an operator finds them.
+        pub async fn refused_callbacks<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            since_ms: i64,
+            limit: u32,
+        ) -> StoreResult<Vec<StoredCallback>> {
+            let sql = format!(
+                "SELECT id, {CALLBACK_COLUMNS} FROM callbacks \
+                 WHERE received_ms >= $1 AND verdict NOT LIKE 'ok%' \
+                 ORDER BY received_ms DESC, id DESC LIMIT $2"
+            );
+            let rows: Vec<IdRow> = sqlx::query_as(&sql)
+                .bind(since_ms)
+                .bind(i64::from(limit))
+                .fetch_all(conn)
+                .await?;
+            Ok(rows.into_iter().map(StoredCallback::from).collect())
+        }
+
         /// Callbacks received since `since_ms`, counted by family and result code.
         pub async fn callback_counts<'c>(
             conn: impl Executor<'c, Database = Db>,

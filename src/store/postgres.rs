@@ -440,6 +440,14 @@ impl Store for PgStore {
         super::ops::pg::callbacks_of_order(&self.pool, order_id).await
     }
 
+    async fn refused_callbacks(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<super::StoredCallback>> {
+        super::ops::pg::refused_callbacks(&self.pool, since_ms, limit).await
+    }
+
     async fn callback(&self, id: i64) -> StoreResult<Option<super::StoredCallback>> {
         super::ops::pg::callback(&self.pool, id).await
     }

@@ -503,6 +503,14 @@ impl Store for SqliteStore {
         super::ops::lite::callbacks_of_order(&self.pool, order_id).await
     }
 
+    async fn refused_callbacks(
+        &self,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<super::StoredCallback>> {
+        super::ops::lite::refused_callbacks(&self.pool, since_ms, limit).await
+    }
+
     async fn callback(&self, id: i64) -> StoreResult<Option<super::StoredCallback>> {
         super::ops::lite::callback(&self.pool, id).await
     }

@@ -753,6 +753,17 @@ async fn in_a_browser_an_operator_finds_an_order_and_retries_its_parked_job() {
     assert!(detail.contains("resultCode 000003"), "the refusal's answer");
     assert!(detail.contains("updateInstanceStatus"));
 
+    // The forged request names no order: the overview lists it among the refused.
+    click(&browser, Locator::LinkText("Overview")).await;
+    shows(&browser, "Refused callbacks of the last 24 hours").await;
+    click(&browser, Locator::Css("#refused tr.refused a")).await;
+    let forged = shows(&browser, "Signature verdict").await;
+    assert!(
+        forged.contains("resultCode 000001"),
+        "the forged request's answer"
+    );
+    assert!(forged.contains("newInstance"), "its body is shown");
+
     // A POST without the CSRF token is refused, and the job stays parked.
     let status = web
         .execute(

@@ -127,6 +127,15 @@ struct OverviewPage {
     jobs: Vec<JobRow>,
     paused: Option<String>,
     windows: Vec<WindowRow>,
+    refused: Vec<RefusedRow>,
+}
+
+struct RefusedRow {
+    id: i64,
+    received: String,
+    family: String,
+    verdict: String,
+    code: String,
 }
 
 /// A dial test is late when no test callback has succeeded for this long (the alert
@@ -207,6 +216,17 @@ pub async fn overview(State(state): State<AppState>, Extension(s): Extension<Ses
                 left: span(w.deadline_ms - now_ms),
                 state: w.window.state.clone(),
                 late: w.deadline_ms - now_ms < ops::USAGE_WARNING_MS,
+            })
+            .collect(),
+        refused: overview
+            .refused
+            .into_iter()
+            .map(|c| RefusedRow {
+                id: c.id,
+                received: at(c.record.received_ms),
+                family: c.record.interface,
+                verdict: c.record.verdict,
+                code: c.record.result_code.unwrap_or_else(|| "—".into()),
             })
             .collect(),
     })
