@@ -654,19 +654,23 @@ pub fn refuse_unverified(
     services: &Services,
     mut record: CallbackRecord,
     answer: Answer,
-    reason: Refusal,
+    (reason, problem): (Refusal, &str),
     started: Instant,
 ) -> Answer {
     fill(&mut record, &answer, started);
     services.metrics.refused(&record.interface, reason);
     answered(services, &record.interface, None, false, &answer, started);
-    tracing::info!(
-        family = record.interface,
-        activity = "unknown",
-        result_code = answer.code.as_str(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "callback answered"
-    );
+    // Anyone can send these: their log lines are rationed, their count is not.
+    if services.refused.admit_log() {
+        tracing::warn!(%problem, "request refused");
+        tracing::info!(
+            family = record.interface,
+            activity = "unknown",
+            result_code = answer.code.as_str(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "callback answered"
+        );
+    }
     if !services.health.is_down() {
         services.refused.record(record);
     }

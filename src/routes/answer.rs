@@ -153,13 +153,21 @@ pub async fn read_body(
             Refusal::SlowBody,
         ),
     };
-    tracing::warn!(%problem, "request refused before its signature was checked");
     record.verdict = "not-checked".into();
     record.bound_unverified();
     record.http_status = status.as_u16();
+    let refusal = (
+        reason,
+        format!("{problem}, before the signature was checked"),
+    );
     let reply = Reply::new(ResultCode::InvalidParam, problem);
-    let answer =
-        callback::refuse_unverified(services, record, Answer::reply(&reply), reason, started);
+    let answer = callback::refuse_unverified(
+        services,
+        record,
+        Answer::reply(&reply),
+        (refusal.0, &refusal.1),
+        started,
+    );
     Err(signed(status, keys.primary(), answer.body))
 }
 

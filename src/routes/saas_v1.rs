@@ -97,15 +97,19 @@ async fn respond(
     let (request, key_index) = match verified {
         Ok(verified) => verified,
         Err((code, problem, reason)) => {
-            tracing::warn!(%problem, "SaaS 1.0 request refused");
             record.refused(&problem);
             let msg = match code {
                 ResultCode::AuthFailed => format!("authentication failed: {problem}"),
-                _ => problem,
+                _ => problem.clone(),
             };
             let refused = Answer::reply(&Reply::new(code, msg));
-            let answer =
-                callback::refuse_unverified(&state.services, record, refused, reason, started);
+            let answer = callback::refuse_unverified(
+                &state.services,
+                record,
+                refused,
+                (reason, &problem),
+                started,
+            );
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
         }
     };

@@ -73,7 +73,6 @@ pub async fn handle(
     let verified = match signature::verify_with(keys, &params, &body, state.accept, now_ms) {
         Ok(verified) => verified,
         Err(problem) => {
-            tracing::warn!(%problem, "signature refused");
             record.refused(&problem);
             let reply = Reply::new(
                 ResultCode::AuthFailed,
@@ -83,7 +82,7 @@ pub async fn handle(
                 &state.services,
                 record,
                 Answer::reply(&reply),
-                Refusal::of_signature(&problem),
+                (Refusal::of_signature(&problem), &problem.to_string()),
                 started,
             );
             return answer::signed(StatusCode::OK, keys.primary(), answer.body);
