@@ -298,7 +298,10 @@ pub fn admin_router(state: AppState) -> Router {
     traced(
         routes::api::router(state.clone())
             .merge(routes::metrics::router(state.clone()))
-            .merge(routes::admin::router(state)),
+            .merge(routes::admin::router(state))
+            .layer(axum::middleware::map_request(
+                routes::api::refuse_control_characters,
+            )),
     )
 }
 

@@ -330,6 +330,12 @@ fn check(record: &Incoming, now_ms: i64) -> Result<Checked, Outcome> {
     if record.instance_id.is_empty() || record.instance_id.len() > 64 {
         return Err(invalid("instanceId", "must be 1 to 64 bytes".into()));
     }
+    // Ids are never control characters, and PostgreSQL cannot store a NUL.
+    for (field, text) in [("id", &record.id), ("instanceId", &record.instance_id)] {
+        if text.chars().any(char::is_control) {
+            return Err(invalid(field, "holds a control character".into()));
+        }
+    }
     let quantity =
         Quantity::parse(&record.quantity).map_err(|m| invalid("quantity", m.to_owned()))?;
     if quantity > MAX_RECORD {
@@ -401,7 +407,12 @@ pub async fn ingest(
     size: WindowSize,
     now_ms: i64,
 ) -> StoreResult<Vec<Outcome>> {
-    let mut ids: Vec<String> = records.iter().map(|r| r.instance_id.clone()).collect();
+    // An id with a control character is refused below; it is not even looked up.
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| r.instance_id.clone())
+        .filter(|id| !id.chars().any(char::is_control))
+        .collect();
     ids.sort();
     ids.dedup();
     let instances = tx.instances(&ids).await?;

@@ -10,7 +10,35 @@ use serde_json::Value;
 on_both_backends!(
     instances_are_listed_newest_first_with_filters_and_cursors,
     an_order_shows_its_lines_and_instances,
+    control_characters_in_a_path_or_query_are_a_400_naming_them,
 );
+
+/// A NUL in an id is a clear 400 on both backends, never PostgreSQL's refusal as a 500;
+/// `%2500` is a literal `%00`, not a control character.
+async fn control_characters_in_a_path_or_query_are_a_400_naming_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for path in [
+        "/api/v1/instances/a%00b",
+        "/api/v1/orders/a%0Ab",
+        "/api/v1/events/a%1fb",
+        "/api/v1/instances?orderId=a%00b",
+        "/api/v1/instances/a%7Fb/usage",
+        "/admin/instances?q=a%00b",
+    ] {
+        let (status, problem) = app.api_get(path).await;
+        assert_eq!(status, 400, "{path}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("control character"),
+            "{path}: {problem}"
+        );
+    }
+    let (status, problem) = app.api_get("/api/v1/instances/a%2500b").await;
+    assert_eq!(status, 404, "{problem}");
+    app.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_are_required_and_compared() {

@@ -253,6 +253,16 @@ async fn bad_records_are_refused_alone_and_bad_batches_whole(backend: Backend) {
             "older than 21 days",
         ),
         (
+            record("nul\u{0}id", &metered, "1", at),
+            "id",
+            "a NUL in the id",
+        ),
+        (
+            record("l", "bad\u{0}instance", "1", at),
+            "instanceId",
+            "a NUL in the instance id",
+        ),
+        (
             record("j", "no-such-instance", "1", at),
             "instanceId",
             "unknown instance",

@@ -101,6 +101,34 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Refuses a request whose path or query decodes to a control character (`%00`, `%0A` …)
+/// with a 400 problem before any route runs: ids are never control characters, and
+/// PostgreSQL cannot even compare a text with a NUL in it.
+pub async fn refuse_control_characters(
+    request: axum::extract::Request,
+) -> Result<axum::extract::Request, Problem> {
+    let uri = request.uri();
+    let escaped = |text: &str| {
+        let bytes = text.as_bytes();
+        bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .is_some_and(|byte| byte < 0x20 || byte == 0x7f)
+        })
+    };
+    if escaped(uri.path()) || uri.query().is_some_and(escaped) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request",
+            "the path or query holds a control character (such as %00): no id or filter does",
+        ));
+    }
+    Ok(request)
+}
+
 /// The routes of the internal listener.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
