@@ -3,6 +3,7 @@
 //! gets for it, and taking in a batch of the app's records inside one transaction.
 
 use super::instance::{Instance, State};
+use crate::protocol::fields::{self, FieldError};
 use crate::protocol::time;
 use crate::store::{StoreResult, Tx, UsageWindow};
 use chrono::{DateTime, Utc};
@@ -332,8 +333,8 @@ fn check(record: &Incoming, now_ms: i64) -> Result<Checked, Outcome> {
     }
     // Ids are never control characters, and PostgreSQL cannot store a NUL.
     for (field, text) in [("id", &record.id), ("instanceId", &record.instance_id)] {
-        if text.chars().any(char::is_control) {
-            return Err(invalid(field, "holds a control character".into()));
+        if let Err(FieldError::Invalid { reason, .. }) = fields::refuse_control(field, text) {
+            return Err(invalid(field, reason));
         }
     }
     let quantity =
@@ -411,7 +412,7 @@ pub async fn ingest(
     let mut ids: Vec<String> = records
         .iter()
         .map(|r| r.instance_id.clone())
-        .filter(|id| !id.chars().any(char::is_control))
+        .filter(|id| fields::refuse_control("instanceId", id).is_ok())
         .collect();
     ids.sort();
     ids.dedup();
