@@ -365,29 +365,54 @@ async fn run(
     deadline: tokio::time::Instant,
     phase: &AtomicU8,
 ) -> Result<Option<Answer>, Failure> {
-    let prepared = tokio::time::timeout_at(
-        deadline,
-        prepare(services, nonce, work, record, started, now_ms),
-    )
-    .await;
-    let Prepared {
-        tx,
-        answer,
-        wait_for,
-    } = match prepared {
-        Ok(Ok(Some(prepared))) => prepared,
-        Ok(Ok(None)) => return Ok(None),
-        Ok(Err(error)) => return Err(Failure::Store(error)),
-        Err(_) => return Err(Failure::TimedOut),
+    // First in a transaction that may hold its writes back to send them at once; if a
+    // twin took one of its keys meanwhile, again in an ordinary one, which sees the twin.
+    let mut begin = Begin::Callback;
+    let unrecorded = record.clone();
+    let (wait_for, answer) = loop {
+        *record = unrecorded.clone();
+        let prepared = tokio::time::timeout_at(
+            deadline,
+            prepare(
+                services,
+                begin,
+                nonce,
+                work.clone(),
+                record,
+                started,
+                now_ms,
+            ),
+        )
+        .await;
+        let Prepared {
+            tx,
+            answer,
+            wait_for,
+        } = match prepared {
+            Ok(Ok(Some(prepared))) => prepared,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(error)) => return Err(Failure::Store(error)),
+            Err(_) => return Err(Failure::TimedOut),
+        };
+        // Dropping the transaction rolls it back: the caller has answered 000005.
+        if phase
+            .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Failure::TimedOut);
+        }
+        match tx.commit().await {
+            Ok(()) => break (wait_for, answer),
+            Err(StoreError::ReplayedNonce) => return Ok(None),
+            Err(StoreError::Conflict(what)) if begin == Begin::Callback => {
+                tracing::info!(what, "a twin callback committed first: running again");
+                // Nothing was committed, so the deadline may still abandon the retry.
+                phase.store(RUNNING, Ordering::Release);
+                begin = Begin::Ordinary;
+            }
+            Err(error) => return Err(Failure::Store(error)),
+        }
     };
-    // Dropping the transaction rolls it back: the caller has answered 000005.
-    if phase
-        .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return Err(Failure::TimedOut);
-    }
-    tx.commit().await.map_err(Failure::Store)?;
     services.wake_jobs.notify_one();
     let Some(wait) = wait_for else {
         return Ok(Some(answer));
@@ -405,6 +430,15 @@ async fn run(
     Ok(Some(answer))
 }
 
+/// Which transaction a callback runs in (see [`crate::store::Store::begin_callback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// The first try: writes may be held back until commit.
+    Callback,
+    /// After a twin committed first.
+    Ordinary,
+}
+
 /// A callback's transaction, ready to commit.
 struct Prepared {
     tx: Box<dyn crate::store::Tx>,
@@ -417,6 +451,7 @@ struct Prepared {
 /// Everything of a callback's transaction up to COMMIT; `None` for a replayed nonce.
 async fn prepare(
     services: &Services,
+    begin: Begin,
     nonce: Option<&Verified>,
     work: Result<Work, FieldError>,
     record: &mut CallbackRecord,
@@ -435,7 +470,10 @@ async fn prepare(
         },
         _ => None,
     };
-    let mut tx = services.store.begin().await?;
+    let mut tx = match begin {
+        Begin::Callback => services.store.begin_callback().await?,
+        Begin::Ordinary => services.store.begin().await?,
+    };
     if let Some(verified) = nonce
         && !tx
             .claim_nonce(&verified.nonce, verified.nonce_expires_ms)

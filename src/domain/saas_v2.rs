@@ -5,7 +5,7 @@ use super::callback::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Instance};
 use super::license_request::{self, Licensing};
-use super::order::{self, Fetch};
+use super::order::Fetch;
 use super::provision::Provisioner;
 use super::steps::{self, change};
 use crate::protocol::codes::ResultCode;
@@ -221,7 +221,8 @@ fn fetch(
 }
 
 /// Enqueues the fetch of the order behind an answer KooGallery takes as done; an answer
-/// that changed nothing (`000003`, `000005`) fetches nothing.
+/// that changed nothing (`000003`, `000005`) fetches nothing. The fetch stores the order
+/// line: recording it here would cost the callback a write nothing reads before then.
 async fn fetch_if_accepted(
     tx: &mut dyn Tx,
     decision: Decision<Answer>,
@@ -229,7 +230,7 @@ async fn fetch_if_accepted(
     now_ms: i64,
 ) -> StoreResult<Decision<Answer>> {
     if decision.answer.code.is_accepted() {
-        order::remember_and_fetch(tx, fetch, now_ms).await?;
+        tx.enqueue_job(&fetch.job(now_ms)).await?;
     }
     Ok(decision)
 }

@@ -154,14 +154,17 @@ const EVENT_COLUMNS: &str =
 /// on (subject, sequence) refuses a second writer that raced this one, and callers take
 /// the subject's row lock first so that this does not happen in practice.
 const INSERT_EVENT: &str = "INSERT INTO events (event_id, type, subject, sequence, test, snapshot, created_ms) \
-     SELECT $1, $2, $3, COALESCE(MAX(sequence), 0) + 1, $4, $5, $6 FROM events WHERE subject = $7 \
-     RETURNING sequence";
+     SELECT $1, $2, $3, COALESCE(MAX(sequence), 0) + 1, $4, $5, $6 FROM events WHERE subject = $7";
 
 /// Expands the queries for one backend: `$db` is its sqlx database, `$visible` the SQL
 /// condition under which the feed may show an event already.
 /// An event's snapshot as stored: sealed, since an `order.received` snapshot carries
 /// 查询订单's `buyerInfo`, and one format for every event keeps the rule simple.
-fn seal_snapshot(sealer: &crate::store::seal::Sealer, event_id: &str, snapshot: &str) -> String {
+pub(super) fn seal_snapshot(
+    sealer: &crate::store::seal::Sealer,
+    event_id: &str,
+    snapshot: &str,
+) -> String {
     sealer.seal_text(&crate::store::seal::place(SNAPSHOT, &[event_id]), snapshot)
 }
 
@@ -195,8 +198,8 @@ macro_rules! queries {
             conn: impl Executor<'c, Database = Db>,
             e: &NewEvent,
             sealer: &Sealer,
-        ) -> StoreResult<i64> {
-            let (sequence,): (i64,) = sqlx::query_as(super::INSERT_EVENT)
+        ) -> StoreResult<()> {
+            sqlx::query(super::INSERT_EVENT)
                 .bind(&e.event_id)
                 .bind(e.kind)
                 .bind(&e.subject)
@@ -204,9 +207,9 @@ macro_rules! queries {
                 .bind(super::seal_snapshot(sealer, &e.event_id, &e.snapshot))
                 .bind(e.created_ms)
                 .bind(&e.subject)
-                .fetch_one(conn)
+                .execute(conn)
                 .await?;
-            Ok(sequence)
+            Ok(())
         }
 
         pub async fn events_after<'c>(

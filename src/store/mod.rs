@@ -4,6 +4,7 @@
 //! through one [`Tx`] and commits together.
 
 mod at_rest;
+mod deferred;
 mod events;
 pub mod health;
 mod license_requests;
@@ -47,6 +48,13 @@ pub enum StoreError {
     /// The data key is missing or unreadable (see [`crate::config::Settings::sealer`]).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A callback's nonce was taken by a twin that committed first (a replay).
+    #[error("nonce already used")]
+    ReplayedNonce,
+    /// A key a held-back write needed was taken by a twin that committed first; nothing
+    /// was written (see [`Store::begin_callback`]).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The SQLite file or its folder cannot be created or opened; says which, and why.
     #[error("{0} (KOOGATE_DATABASE_URL)")]
     SqliteFile(String),
@@ -98,8 +106,15 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
-    /// Starts the one transaction a callback runs in.
+    /// Starts a transaction whose every statement goes out as it is made.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// Starts the transaction a callback runs in first. Its writes may be held back and
+    /// sent together at commit (PostgreSQL does, to answer in two round trips): `true`
+    /// from [`Tx::claim_nonce`], [`Tx::insert_instance`] or [`Tx::enqueue_job`] then
+    /// means "unless the key is taken at commit", and commit fails as
+    /// [`StoreError::ReplayedNonce`] or [`StoreError::Conflict`] — nothing written; run
+    /// the callback again in [`Store::begin`], which sees what the twin did.
+    async fn begin_callback(&self) -> StoreResult<Box<dyn Tx>>;
     /// Records a callback that changed nothing (refused before or after its transaction).
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
     /// Records several refused requests in one transaction.
@@ -268,8 +283,8 @@ pub trait Tx: Send {
     /// Enqueues a job, to be run once this transaction commits; `false` (and nothing
     /// enqueued) if a job of the same kind and dedup key exists.
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool>;
-    /// Writes an event; returns its sequence within its subject.
-    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64>;
+    /// Writes an event, numbered after its subject's last one.
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<()>;
     /// [`Store::record_attempt`] inside this transaction: a successful delivery's attempt
     /// commits with its job's completion, one write instead of two.
     async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()>;

@@ -76,6 +76,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // No ping before each use: it would be a round trip on every callback. A
+            // connection the server dropped fails its next statement instead (answered
+            // `000005`) and is not given out again.
+            .test_before_acquire(false)
             .connect_lazy(url)?;
         Ok(Self {
             pool,
@@ -113,8 +117,14 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(PgTx(
-            self.pool.begin().await?,
+        Ok(Box::new(
+            PgTx::begin(&self.pool, self.sealer.clone()).await?,
+        ))
+    }
+
+    async fn begin_callback(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(super::deferred::DeferredTx::new(
+            self.pool.clone(),
             self.sealer.clone(),
         )))
     }
@@ -474,7 +484,36 @@ impl Store for PgStore {
 }
 
 /// A transaction, and the sealer of what it writes encrypted.
-struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>);
+pub(super) struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>);
+
+impl PgTx {
+    pub(super) async fn begin(pool: &PgPool, sealer: Arc<Sealer>) -> StoreResult<Self> {
+        Ok(Self(pool.begin().await?, sealer))
+    }
+
+    /// The transaction's connection, for statements of its own.
+    pub(super) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.0
+    }
+}
+
+/// The instances with these ids that exist, in the order asked.
+pub(super) async fn instances(
+    conn: &mut sqlx::PgConnection,
+    ids: &[String],
+    sealer: &Sealer,
+) -> StoreResult<Vec<Instance>> {
+    let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        instance_columns!(),
+        " FROM instances WHERE instance_id = ANY($1) ORDER BY array_position($2, instance_id)"
+    ))
+    .bind(ids)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(|r| r.into_instance(sealer)).collect()
+}
 
 #[async_trait]
 impl Tx for PgTx {
@@ -572,16 +611,7 @@ impl Tx for PgTx {
     }
 
     async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
-        let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            instance_columns!(),
-            " FROM instances WHERE instance_id = ANY($1) ORDER BY array_position($2, instance_id)"
-        ))
-        .bind(ids)
-        .bind(ids)
-        .fetch_all(&mut *self.0)
-        .await?;
-        rows.into_iter().map(|r| r.into_instance(&self.1)).collect()
+        instances(&mut self.0, ids, &self.1).await
     }
 
     async fn update_instance(&mut self, i: &Instance) -> StoreResult<()> {
@@ -681,7 +711,7 @@ impl Tx for PgTx {
         events::pg::insert_attempt(&mut *self.0, attempt).await
     }
 
-    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<i64> {
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<()> {
         events::pg::insert_event(&mut *self.0, event, &self.1).await
     }
 

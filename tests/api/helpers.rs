@@ -33,6 +33,19 @@ pub fn test_sealer() -> koogate::store::seal::Sealer {
 /// The management API's bearer token in these tests.
 pub const API_TOKEN: &str = "test-api-token-0001";
 
+/// Opens and migrates the store of a test database directly, without a server.
+pub async fn open_store(db: &Database) -> Arc<dyn Store> {
+    let options = koogate::store::PoolOptions {
+        max_connections: 8,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    };
+    let store = koogate::store::connect(&db.url, &options, test_sealer())
+        .await
+        .expect("store opens");
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
 /// Which store the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

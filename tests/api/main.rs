@@ -26,6 +26,7 @@ mod outages;
 mod postgres;
 mod provisioning;
 mod receiver;
+mod round_trips;
 mod saas_v1;
 mod saas_v2;
 mod secrets;

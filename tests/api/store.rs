@@ -1,15 +1,11 @@
 //! The storage conformance suite: the same expectations of the `Store` seam, run
 //! against SQLite and PostgreSQL.
 
-use crate::helpers::{Backend, Database};
+use crate::helpers::{Backend, Database, open_store as open};
 use crate::on_both_backends;
 use koogate::domain::instance::{Family, Instance, State};
 use koogate::protocol::reply::AppInfo;
-use koogate::store::{
-    self, CallbackRecord, Claim, IdempotencyKey, PoolOptions, Store, StoredAnswer,
-};
-use std::sync::Arc;
-use std::time::Duration;
+use koogate::store::{self, CallbackRecord, Claim, IdempotencyKey, StoredAnswer};
 
 on_both_backends!(
     instances_round_trip_every_field,
@@ -24,7 +20,107 @@ on_both_backends!(
     events_are_sequenced_per_subject_and_read_in_feed_order,
     a_lane_runs_one_job_at_a_time_in_order,
     the_webhook_pause_is_kept_and_resumed,
+    a_callback_transaction_commits_all_or_nothing,
 );
+
+/// `begin_callback`: what it holds back goes in together or not at all, and a twin that
+/// committed first is reported at commit (PostgreSQL) or at once (SQLite), never merged.
+async fn a_callback_transaction_commits_all_or_nothing(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let key = IdempotencyKey {
+        scope: "saas.newInstance",
+        key: "O-1/L-1".into(),
+    };
+    let answer = StoredAnswer {
+        result_code: "000000".into(),
+        instance_id: Some("i-1".into()),
+        body: br#"{"resultCode":"000000"}"#.to_vec(),
+    };
+    let mut tx = store.begin_callback().await.unwrap();
+    assert!(tx.claim_nonce("n-1", i64::MAX).await.unwrap());
+    assert_eq!(tx.claim_idempotency(&key, 1).await.unwrap(), Claim::Claimed);
+    assert!(tx.insert_instance(&full_instance("i-1")).await.unwrap());
+    tx.complete_idempotency(&key, &answer).await.unwrap();
+    for n in 0..2 {
+        tx.record_event(&new_event(n, "instance:i-1", 10))
+            .await
+            .unwrap();
+    }
+    tx.record_callback(&record("r-1")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.instance("i-1").await.unwrap(),
+        Some(full_instance("i-1"))
+    );
+    let sequences: Vec<i64> = store
+        .events_of("instance:i-1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(sequences, [1, 2], "two events of one subject in one commit");
+
+    // The same key again replays the stored answer.
+    let mut tx = store.begin_callback().await.unwrap();
+    assert_eq!(
+        tx.claim_idempotency(&key, 2).await.unwrap(),
+        Claim::Answered(answer.clone())
+    );
+    drop(tx);
+
+    // A replayed nonce: refused at claim or at commit, and nothing of its transaction kept.
+    let replayed = async {
+        let mut tx = store.begin_callback().await?;
+        if !tx.claim_nonce("n-1", i64::MAX).await? {
+            return Ok(false);
+        }
+        tx.insert_instance(&full_instance("i-2")).await?;
+        tx.record_callback(&record("r-2")).await?;
+        tx.commit().await.map(|()| true)
+    };
+    match replayed.await {
+        Ok(false) | Err(store::StoreError::ReplayedNonce) => {}
+        other => panic!("a replayed nonce was not refused: {other:?}"),
+    }
+    assert_eq!(store.instance("i-2").await.unwrap(), None);
+
+    // A twin that completed the key after it was read: nothing written, and the next
+    // transaction sees the twin's answer.
+    let other = IdempotencyKey {
+        scope: "saas.newInstance",
+        key: "O-3/L-1".into(),
+    };
+    let mut late = store.begin_callback().await.unwrap();
+    late.claim_nonce("n-3", i64::MAX).await.unwrap();
+    let first = late.claim_idempotency(&other, 3).await.unwrap();
+    if first == Claim::Claimed && backend == Backend::Postgres {
+        let mut twin = store.begin().await.unwrap();
+        assert_eq!(
+            twin.claim_idempotency(&other, 3).await.unwrap(),
+            Claim::Claimed
+        );
+        twin.complete_idempotency(&other, &answer).await.unwrap();
+        twin.commit().await.unwrap();
+        late.insert_instance(&full_instance("i-3")).await.unwrap();
+        late.complete_idempotency(&other, &answer).await.unwrap();
+        assert!(matches!(
+            late.commit().await,
+            Err(store::StoreError::Conflict(_))
+        ));
+        assert_eq!(store.instance("i-3").await.unwrap(), None);
+        let mut again = store.begin().await.unwrap();
+        assert!(
+            again.claim_nonce("n-3", i64::MAX).await.unwrap(),
+            "the nonce was not kept"
+        );
+        assert_eq!(
+            again.claim_idempotency(&other, 4).await.unwrap(),
+            Claim::Answered(answer)
+        );
+    }
+}
 
 fn new_event(n: usize, subject: &str, created_ms: i64) -> store::NewEvent {
     store::NewEvent {
@@ -40,20 +136,29 @@ fn new_event(n: usize, subject: &str, created_ms: i64) -> store::NewEvent {
 async fn events_are_sequenced_per_subject_and_read_in_feed_order(backend: Backend) {
     let db = Database::fresh(backend).await;
     let store = open(&db).await;
-    let mut sequences = Vec::new();
     for (n, subject) in ["instance:a", "instance:b", "instance:a", "instance:a"]
         .iter()
         .enumerate()
     {
-        let mut tx = store.begin().await.unwrap();
-        sequences.push(
-            tx.record_event(&new_event(n, subject, 1_000 + n as i64))
-                .await
-                .unwrap(),
-        );
+        // Both kinds of transaction number the same way.
+        let mut tx = if n % 2 == 0 {
+            store.begin().await.unwrap()
+        } else {
+            store.begin_callback().await.unwrap()
+        };
+        tx.record_event(&new_event(n, subject, 1_000 + n as i64))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
-    assert_eq!(sequences, [1, 1, 2, 3]);
+    let sequences = |events: Vec<store::StoredEvent>| -> Vec<i64> {
+        events.iter().map(|e| e.sequence).collect()
+    };
+    assert_eq!(
+        sequences(store.events_of("instance:a").await.unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(sequences(store.events_of("instance:b").await.unwrap()), [1]);
     // A rolled-back event leaves no gap and no row.
     let mut tx = store.begin().await.unwrap();
     tx.record_event(&new_event(9, "instance:a", 5_000))
@@ -218,18 +323,6 @@ async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
         due.is_some(),
         "a waiting delivery is due at once after resume"
     );
-}
-
-async fn open(db: &Database) -> Arc<dyn Store> {
-    let options = PoolOptions {
-        max_connections: 8,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let store = store::connect(&db.url, &options, crate::helpers::test_sealer())
-        .await
-        .expect("store opens");
-    store.migrate().await.expect("migrations apply");
-    store
 }
 
 fn full_instance(id: &str) -> Instance {

@@ -1,0 +1,557 @@
+//! PostgreSQL's callback transaction in as few round trips as the callback allows: reads
+//! go out when they are asked, writes wait and go out together at commit as one
+//! statement (data-modifying CTEs), which PostgreSQL runs atomically on its own — no
+//! BEGIN, no COMMIT. A fresh `newInstance` costs two round trips (the idempotency read,
+//! then everything it writes), a duplicate two (the read, then its nonce and record).
+//!
+//! Nothing is given up for that. The writes that guard the callback are plain inserts
+//! under unique keys, so a concurrent twin makes the statement fail as a whole rather
+//! than act twice: a taken nonce fails it as [`StoreError::ReplayedNonce`], a taken
+//! idempotency key or instance id as [`StoreError::Conflict`], and the pipeline then runs
+//! the callback again in an ordinary transaction, which sees the twin's answer. Anything
+//! that needs a lock or an answer only the database has now (a lifecycle change, a
+//! usage record) opens that ordinary transaction at once, sends what was held back
+//! first, and goes on in it.
+
+use super::postgres::PgTx;
+use super::rows::{AtRest, bind_instance, instance_columns};
+use super::seal::Sealer;
+use super::usage::{self, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
+use super::{
+    Attempt, CallbackRecord, Claim, IdempotencyKey, NewEvent, NewJob, OrderLineRecord, StoreError,
+    StoreResult, StoredAnswer, Tx,
+};
+use crate::domain::instance::Instance;
+use crate::domain::license_code::LicenseCode;
+use crate::domain::license_request::LicenseRequest;
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgPool};
+use sqlx::{Arguments, Postgres};
+use std::sync::Arc;
+
+/// The callback transaction of [`super::PgStore::begin_callback`].
+pub(super) struct DeferredTx {
+    pool: PgPool,
+    sealer: Arc<Sealer>,
+    batch: Batch,
+    /// The connection of the reads, kept for the commit: one acquire per callback.
+    conn: Option<PoolConnection<Postgres>>,
+    /// Keys read and found free: their answer goes out with the batch, or nothing does.
+    claims: Vec<(IdempotencyKey, i64)>,
+    /// The ordinary transaction, once something needed one.
+    open: Option<PgTx>,
+}
+
+impl DeferredTx {
+    pub(super) fn new(pool: PgPool, sealer: Arc<Sealer>) -> Self {
+        Self {
+            pool,
+            sealer,
+            batch: Batch::default(),
+            conn: None,
+            claims: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// The ordinary transaction, begun now if need be, with what was held back sent
+    /// first and the free keys claimed in it.
+    async fn open(&mut self) -> StoreResult<&mut PgTx> {
+        let tx = match &mut self.open {
+            Some(tx) => tx,
+            slot @ None => {
+                // The transaction takes a connection of its own; this one goes back.
+                self.conn = None;
+                let mut tx = PgTx::begin(&self.pool, self.sealer.clone()).await?;
+                std::mem::take(&mut self.batch)
+                    .send(tx.connection())
+                    .await?;
+                for (key, now_ms) in self.claims.drain(..) {
+                    // Completed by a twin since it was read: run again, and replay it.
+                    if tx.claim_idempotency(&key, now_ms).await? != Claim::Claimed {
+                        return Err(StoreError::Conflict(format!(
+                            "idempotency key {}/{} answered meanwhile",
+                            key.scope, key.key
+                        )));
+                    }
+                }
+                slot.insert(tx)
+            }
+        };
+        Ok(tx)
+    }
+
+    /// The connection for statements outside a transaction, acquired once.
+    async fn conn(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            slot @ None => slot.insert(self.pool.acquire().await?),
+        };
+        Ok(conn)
+    }
+
+    /// Whether an unlocked read may go out on its own: nothing it could need to see is
+    /// held back (a nonce is never read).
+    fn reads_alone(&self) -> bool {
+        self.open.is_none() && self.batch.only_nonces
+    }
+}
+
+/// Writes held back, as one statement: its parts, and the values of all of them in
+/// placeholder order.
+struct Batch {
+    parts: Vec<String>,
+    args: PgArguments,
+    placeholders: usize,
+    /// The first value that could not be encoded (a bug, reported at send).
+    error: Option<String>,
+    /// The subject of each event held back, for its sequence (see [`Batch::event`]).
+    subjects: Vec<String>,
+    only_nonces: bool,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            parts: Vec::new(),
+            args: PgArguments::default(),
+            placeholders: 0,
+            error: None,
+            subjects: Vec::new(),
+            only_nonces: true,
+        }
+    }
+}
+
+impl Batch {
+    /// Adds a statement written with `?` placeholders; `bind` gives their values in order.
+    fn push(&mut self, template: &str, bind: impl FnOnce(Binder<'_>) -> Binder<'_>) {
+        let mut sql = String::with_capacity(template.len() + 32);
+        let first = self.placeholders;
+        for (n, piece) in template.split('?').enumerate() {
+            if n > 0 {
+                self.placeholders += 1;
+                sql.push('$');
+                sql.push_str(&self.placeholders.to_string());
+            }
+            sql.push_str(piece);
+        }
+        let bound = bind(Binder {
+            args: &mut self.args,
+            count: 0,
+            error: &mut self.error,
+        })
+        .count;
+        if bound != self.placeholders - first && self.error.is_none() {
+            self.error = Some(format!(
+                "{bound} values for {} placeholders in {template}",
+                self.placeholders - first
+            ));
+        }
+        self.parts.push(sql);
+    }
+
+    fn nonce(&mut self, nonce: &str, expires_ms: i64) {
+        // A plain insert: a nonce already taken fails the whole statement (a replay).
+        self.push(
+            "INSERT INTO nonces (nonce, expires_ms) VALUES (?, ?)",
+            |b| b.bind(nonce).bind(expires_ms),
+        );
+    }
+
+    fn other(&mut self, template: &str, bind: impl FnOnce(Binder<'_>) -> Binder<'_>) {
+        self.only_nonces = false;
+        self.push(template, bind);
+    }
+
+    /// An event's sequence is the next after its subject's last committed one, plus
+    /// its place among the events of that subject held back here: every part of one
+    /// statement sees the same snapshot, so each must add its own offset. A concurrent
+    /// writer to the subject fails the statement on the unique (subject, sequence).
+    fn event(&mut self, event: &NewEvent, sealer: &Sealer) {
+        let offset = 1 + self
+            .subjects
+            .iter()
+            .filter(|s| **s == event.subject)
+            .count();
+        self.subjects.push(event.subject.clone());
+        let snapshot = super::events::seal_snapshot(sealer, &event.event_id, &event.snapshot);
+        self.other(
+            "INSERT INTO events (event_id, type, subject, sequence, test, snapshot, created_ms) \
+             SELECT ?, ?, ?, COALESCE(MAX(sequence), 0) + ?, ?, ?, ? FROM events WHERE subject = ?",
+            |b| {
+                b.bind(&event.event_id)
+                    .bind(event.kind)
+                    .bind(&event.subject)
+                    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                    .bind(event.test)
+                    .bind(snapshot)
+                    .bind(event.created_ms)
+                    .bind(&event.subject)
+            },
+        );
+    }
+
+    /// Sends the statement; nothing when nothing was held back.
+    async fn send(self, conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+        if let Some(error) = self.error {
+            return Err(StoreError::Corrupt(error));
+        }
+        let Some((last, rest)) = self.parts.split_last() else {
+            return Ok(());
+        };
+        let sql = if rest.is_empty() {
+            last.clone()
+        } else {
+            let mut sql = String::from("WITH ");
+            for (n, part) in rest.iter().enumerate() {
+                if n > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("w{n} AS ({part})"));
+            }
+            sql.push(' ');
+            sql.push_str(last);
+            sql
+        };
+        sqlx::query_with(&sql, self.args)
+            .execute(conn)
+            .await
+            .map_err(conflict)?;
+        Ok(())
+    }
+}
+
+/// What a unique key that refused the statement means.
+fn conflict(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.code().as_deref() == Some("23505")
+    {
+        return match db.constraint() {
+            Some("nonces_pkey") => StoreError::ReplayedNonce,
+            other => StoreError::Conflict(format!("{} taken", other.unwrap_or("a unique key"))),
+        };
+    }
+    error.into()
+}
+
+/// Binds values the way a sqlx query does (`.bind(v)`), so that the column lists of
+/// `rows` serve here too.
+struct Binder<'a> {
+    args: &'a mut PgArguments,
+    count: usize,
+    error: &'a mut Option<String>,
+}
+
+impl Binder<'_> {
+    fn bind<'q, T>(mut self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        if let Err(error) = self.args.add(value)
+            && self.error.is_none()
+        {
+            *self.error = Some(error.to_string());
+        }
+        self.count += 1;
+        self
+    }
+}
+
+const INSERT_CALLBACK: &str = "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, \
+     raw_query, raw_body, verdict, result_code, http_status, response_body, duration_us, test, order_id, \
+     instance_id, response_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+#[async_trait]
+impl Tx for DeferredTx {
+    async fn claim_nonce(&mut self, nonce: &str, expires_ms: i64) -> StoreResult<bool> {
+        match &mut self.open {
+            Some(tx) => tx.claim_nonce(nonce, expires_ms).await,
+            None => {
+                self.batch.nonce(nonce, expires_ms);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn claim_idempotency(&mut self, key: &IdempotencyKey, now_ms: i64) -> StoreResult<Claim> {
+        if let Some(tx) = &mut self.open {
+            return tx.claim_idempotency(key, now_ms).await;
+        }
+        let row: Option<(Option<String>, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT result_code, instance_id, body FROM idempotency WHERE scope = $1 AND key = $2",
+        )
+        .bind(key.scope)
+        .bind(&key.key)
+        .fetch_optional(self.conn().await?)
+        .await?;
+        match row {
+            Some((result_code, instance_id, body)) => {
+                super::answered(key, result_code, instance_id, body, &self.sealer)
+            }
+            None => {
+                self.claims.push((key.clone(), now_ms));
+                Ok(Claim::Claimed)
+            }
+        }
+    }
+
+    async fn complete_idempotency(
+        &mut self,
+        key: &IdempotencyKey,
+        answer: &StoredAnswer,
+    ) -> StoreResult<()> {
+        let Some(at) = self.claims.iter().position(|(k, _)| k == key) else {
+            return self.open().await?.complete_idempotency(key, answer).await;
+        };
+        let (key, now_ms) = self.claims.swap_remove(at);
+        let body = super::seal_answer(&key, &answer.body, &self.sealer);
+        // The key goes in with its final answer; a twin that took it meanwhile fails the
+        // statement, and the callback runs again to replay the twin's answer.
+        self.batch.other(
+            "INSERT INTO idempotency (scope, key, created_ms, result_code, instance_id, body) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+            |b| {
+                b.bind(key.scope)
+                    .bind(&key.key)
+                    .bind(now_ms)
+                    .bind(&answer.result_code)
+                    .bind(&answer.instance_id)
+                    .bind(body)
+            },
+        );
+        Ok(())
+    }
+
+    async fn abandon_idempotency(&mut self, key: &IdempotencyKey) -> StoreResult<()> {
+        match self.claims.iter().position(|(k, _)| k == key) {
+            // Never written: giving it up writes nothing.
+            Some(at) => {
+                self.claims.swap_remove(at);
+                Ok(())
+            }
+            None => self.open().await?.abandon_idempotency(key).await,
+        }
+    }
+
+    /// Held back: `true` unless the id turns out to be taken at commit, which fails the
+    /// statement as a conflict (the callback then runs again in an ordinary transaction,
+    /// where a taken id is seen at once).
+    async fn insert_instance(&mut self, i: &Instance) -> StoreResult<bool> {
+        if let Some(tx) = &mut self.open {
+            return tx.insert_instance(i).await;
+        }
+        let at_rest = AtRest::of(i, &self.sealer);
+        self.batch.other(
+            concat!(
+                "INSERT INTO instances (",
+                instance_columns!(),
+                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            |b| bind_instance!(b, i, at_rest, identity),
+        );
+        Ok(true)
+    }
+
+    async fn instance_for_update(&mut self, id: &str) -> StoreResult<Option<Instance>> {
+        self.open().await?.instance_for_update(id).await
+    }
+
+    async fn instance_for_order_line(
+        &mut self,
+        order_id: &str,
+        order_line_id: &str,
+    ) -> StoreResult<Option<Instance>> {
+        self.open()
+            .await?
+            .instance_for_order_line(order_id, order_line_id)
+            .await
+    }
+
+    async fn instances(&mut self, ids: &[String]) -> StoreResult<Vec<Instance>> {
+        if !self.reads_alone() {
+            return self.open().await?.instances(ids).await;
+        }
+        let sealer = self.sealer.clone();
+        super::postgres::instances(self.conn().await?, ids, &sealer).await
+    }
+
+    async fn update_instance(&mut self, instance: &Instance) -> StoreResult<()> {
+        self.open().await?.update_instance(instance).await
+    }
+
+    async fn license_code_for_update(&mut self, license: &str) -> StoreResult<Option<LicenseCode>> {
+        self.open().await?.license_code_for_update(license).await
+    }
+
+    async fn update_license_code(&mut self, code: &LicenseCode) -> StoreResult<()> {
+        self.open().await?.update_license_code(code).await
+    }
+
+    async fn record_callback(&mut self, r: &CallbackRecord) -> StoreResult<()> {
+        if let Some(tx) = &mut self.open {
+            return tx.record_callback(r).await;
+        }
+        self.batch.other(INSERT_CALLBACK, |b| {
+            b.bind(&r.request_id)
+                .bind(r.received_ms)
+                .bind(&r.interface)
+                .bind(&r.activity)
+                .bind(&r.method)
+                .bind(&r.raw_query)
+                .bind(&r.raw_body)
+                .bind(&r.verdict)
+                .bind(&r.result_code)
+                .bind(i64::from(r.http_status))
+                .bind(&r.response_body)
+                .bind(r.duration_us)
+                .bind(r.test)
+                .bind(&r.order_id)
+                .bind(&r.instance_id)
+                .bind(&r.response_sha256)
+        });
+        Ok(())
+    }
+
+    async fn record_order_line(&mut self, line: &OrderLineRecord) -> StoreResult<bool> {
+        self.open().await?.record_order_line(line).await
+    }
+
+    async fn store_order_info(&mut self, line: &OrderLineRecord) -> StoreResult<()> {
+        self.open().await?.store_order_info(line).await
+    }
+
+    /// Held back: `true` unless a job with the same kind and key exists at commit, when
+    /// this one is left out (as an ordinary transaction would).
+    async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
+        if let Some(tx) = &mut self.open {
+            return tx.enqueue_job(job).await;
+        }
+        self.batch.other(
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, \
+             created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
+            |b| {
+                b.bind(&job.kind)
+                    .bind(&job.payload)
+                    .bind(&job.dedup_key)
+                    .bind(&job.subject)
+                    .bind(&job.lane)
+                    .bind(job.run_at_ms)
+                    .bind(job.created_ms)
+                    .bind(job.created_ms)
+            },
+        );
+        Ok(true)
+    }
+
+    async fn record_event(&mut self, event: &NewEvent) -> StoreResult<()> {
+        if let Some(tx) = &mut self.open {
+            return tx.record_event(event).await;
+        }
+        self.batch.event(event, &self.sealer);
+        Ok(())
+    }
+
+    async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()> {
+        self.open().await?.record_attempt(attempt).await
+    }
+
+    async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
+        self.open().await?.finish_job(id, token, now_ms).await
+    }
+
+    async fn claim_usage_record(
+        &mut self,
+        record: &NewUsageRecord<'_>,
+    ) -> StoreResult<Option<i64>> {
+        self.open().await?.claim_usage_record(record).await
+    }
+
+    async fn add_usage(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        self.open().await?.add_usage(window).await
+    }
+
+    async fn carry_usage_record(
+        &mut self,
+        instance_id: &str,
+        record_id: &str,
+        window_begin_ms: i64,
+    ) -> StoreResult<()> {
+        self.open()
+            .await?
+            .carry_usage_record(instance_id, record_id, window_begin_ms)
+            .await
+    }
+
+    async fn ended_usage_windows(&mut self, ended_by_ms: i64) -> StoreResult<Vec<UsageWindow>> {
+        self.open().await?.ended_usage_windows(ended_by_ms).await
+    }
+
+    async fn close_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        self.open().await?.close_usage_window(window).await
+    }
+
+    async fn settle_usage_window(&mut self, window: &UsageWindow) -> StoreResult<bool> {
+        self.open().await?.settle_usage_window(window).await
+    }
+
+    async fn unpark_usage(&mut self, instance_id: Option<&str>, now_ms: i64) -> StoreResult<u64> {
+        self.open().await?.unpark_usage(instance_id, now_ms).await
+    }
+
+    async fn usage_totals(&mut self, ids: &[String]) -> StoreResult<Vec<UsageTotal>> {
+        if !self.reads_alone() {
+            return self.open().await?.usage_totals(ids).await;
+        }
+        usage::pg::totals(self.conn().await?, ids).await
+    }
+
+    async fn replace_package_usage(
+        &mut self,
+        instance_id: &str,
+        entries: &[PackageUsage],
+    ) -> StoreResult<()> {
+        self.open()
+            .await?
+            .replace_package_usage(instance_id, entries)
+            .await
+    }
+
+    async fn package_usage(&mut self, ids: &[String]) -> StoreResult<Vec<PackageUsage>> {
+        if !self.reads_alone() {
+            return self.open().await?.package_usage(ids).await;
+        }
+        usage::pg::package(self.conn().await?, ids).await
+    }
+
+    async fn license_request_for_update(
+        &mut self,
+        event_id: &str,
+    ) -> StoreResult<Option<LicenseRequest>> {
+        self.open()
+            .await?
+            .license_request_for_update(event_id)
+            .await
+    }
+
+    async fn insert_license_request(&mut self, request: &LicenseRequest) -> StoreResult<bool> {
+        self.open().await?.insert_license_request(request).await
+    }
+
+    async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()> {
+        self.open().await?.update_license_request(request).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        let batch = std::mem::take(&mut self.batch);
+        match self.open.take() {
+            Some(mut tx) => {
+                batch.send(tx.connection()).await?;
+                Box::new(tx).commit().await
+            }
+            None if batch.parts.is_empty() => Ok(()),
+            None => batch.send(self.conn().await?).await,
+        }
+    }
+}
