@@ -46,7 +46,10 @@ macro_rules! shared_impls {
                     s::events::$q::list_instances(&self.pool, filter, &self.sealer).await
                 }
 
-                async fn order_lines(&self, order_id: &str) -> s::StoreResult<Vec<s::OrderLineRecord>> {
+                async fn order_lines(
+                    &self,
+                    order_id: &str,
+                ) -> s::StoreResult<Vec<s::OrderLineRecord>> {
                     s::records::$q::order_lines(&self.pool, order_id, &self.sealer).await
                 }
 
@@ -62,7 +65,11 @@ macro_rules! shared_impls {
                     s::records::$q::license_code(&self.pool, license, false).await
                 }
 
-                async fn begin_license_activation(&self, license: &str, now_ms: i64) -> s::StoreResult<()> {
+                async fn begin_license_activation(
+                    &self,
+                    license: &str,
+                    now_ms: i64,
+                ) -> s::StoreResult<()> {
                     $(let _turn = self.$writer.lock().await;)?
                     s::records::$q::begin_license_activation(&self.pool, license, now_ms).await
                 }
@@ -76,7 +83,9 @@ macro_rules! shared_impls {
                     s::records::$q::complete_license_activation(&self.pool, license, now_ms).await
                 }
 
-                async fn unfinished_license_activations(&self) -> s::StoreResult<Vec<(String, i64)>> {
+                async fn unfinished_license_activations(
+                    &self,
+                ) -> s::StoreResult<Vec<(String, i64)>> {
                     s::records::$q::unfinished_license_activations(&self.pool).await
                 }
 
@@ -143,7 +152,10 @@ macro_rules! shared_impls {
                     s::audit::$q::insert_callback(&mut *conn, record).await
                 }
 
-                async fn record_callbacks(&self, records: &[s::CallbackRecord]) -> s::StoreResult<()> {
+                async fn record_callbacks(
+                    &self,
+                    records: &[s::CallbackRecord],
+                ) -> s::StoreResult<()> {
                     // One turn of the writer and one commit for the whole batch.
                     $(let _turn = self.$writer.lock().await;)?
                     let mut tx = self.write_tx().await?;
@@ -154,7 +166,10 @@ macro_rules! shared_impls {
                     Ok(())
                 }
 
-                async fn recent_callbacks(&self, limit: u32) -> s::StoreResult<Vec<s::CallbackRecord>> {
+                async fn recent_callbacks(
+                    &self,
+                    limit: u32,
+                ) -> s::StoreResult<Vec<s::CallbackRecord>> {
                     s::audit::$q::recent_callbacks(&self.pool, limit).await
                 }
 
@@ -177,11 +192,17 @@ macro_rules! shared_impls {
                     s::ops::$q::refused_callbacks(&self.pool, since_ms, limit).await
                 }
 
-                async fn callback_counts(&self, since_ms: i64) -> s::StoreResult<Vec<s::CallbackCount>> {
+                async fn callback_counts(
+                    &self,
+                    since_ms: i64,
+                ) -> s::StoreResult<Vec<s::CallbackCount>> {
                     s::ops::$q::callback_counts(&self.pool, since_ms).await
                 }
 
-                async fn failing_orders(&self, since_ms: i64) -> s::StoreResult<Vec<s::FailingOrder>> {
+                async fn failing_orders(
+                    &self,
+                    since_ms: i64,
+                ) -> s::StoreResult<Vec<s::FailingOrder>> {
                     s::ops::$q::failing_orders(&self.pool, since_ms).await
                 }
             }
@@ -199,7 +220,10 @@ macro_rules! shared_impls {
                     s::ops::$q::search_instances(&self.pool, search, &self.sealer).await
                 }
 
-                async fn search_orders(&self, search: &s::Search) -> s::StoreResult<Vec<s::OrderSummary>> {
+                async fn search_orders(
+                    &self,
+                    search: &s::Search,
+                ) -> s::StoreResult<Vec<s::OrderSummary>> {
                     s::ops::$q::search_orders(&self.pool, search).await
                 }
 
@@ -218,7 +242,11 @@ macro_rules! shared_impls {
                     s::events::$q::purge_events(&self.pool, before_ms, batch).await
                 }
 
-                async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> s::StoreResult<u64> {
+                async fn purge_buyer_data(
+                    &self,
+                    released_before_ms: i64,
+                    batch: u32,
+                ) -> s::StoreResult<u64> {
                     $(let _turn = self.$writer.lock().await;)?
                     s::at_rest::$q::purge_buyer_data(&self.pool, released_before_ms, batch).await
                 }
@@ -234,11 +262,17 @@ macro_rules! shared_impls {
                     s::usage::$q::windows(&self.pool, instance_id, limit).await
                 }
 
-                async fn closed_usage_windows(&self, limit: u32) -> s::StoreResult<Vec<s::UsageWindow>> {
+                async fn closed_usage_windows(
+                    &self,
+                    limit: u32,
+                ) -> s::StoreResult<Vec<s::UsageWindow>> {
                     s::usage::$q::closed(&self.pool, limit).await
                 }
 
-                async fn usage_carried(&self, instance_id: &str) -> s::StoreResult<Vec<s::Carried>> {
+                async fn usage_carried(
+                    &self,
+                    instance_id: &str,
+                ) -> s::StoreResult<Vec<s::Carried>> {
                     s::usage::$q::carried(&self.pool, instance_id).await
                 }
             }
@@ -260,11 +294,17 @@ macro_rules! shared_impls {
                     s::license_requests::$q::list(&self.pool, instance_id, limit).await
                 }
 
-                async fn license_uploads(&self, event_id: &str) -> s::StoreResult<Vec<s::LicenseUpload>> {
+                async fn license_uploads(
+                    &self,
+                    event_id: &str,
+                ) -> s::StoreResult<Vec<s::LicenseUpload>> {
                     s::license_requests::$q::uploads(&self.pool, event_id).await
                 }
 
-                async fn record_license_upload(&self, upload: &s::LicenseUpload) -> s::StoreResult<()> {
+                async fn record_license_upload(
+                    &self,
+                    upload: &s::LicenseUpload,
+                ) -> s::StoreResult<()> {
                     $(let _turn = self.$writer.lock().await;)?
                     s::license_requests::$q::insert_upload(&self.pool, upload).await
                 }
@@ -272,7 +312,11 @@ macro_rules! shared_impls {
 
             #[async_trait::async_trait]
             impl s::Tx for $tx {
-                async fn claim_nonce(&mut self, nonce: &str, expires_ms: i64) -> s::StoreResult<bool> {
+                async fn claim_nonce(
+                    &mut self,
+                    nonce: &str,
+                    expires_ms: i64,
+                ) -> s::StoreResult<bool> {
                     s::audit::$q::claim_nonce(&mut *self.$conn, nonce, expires_ms).await
                 }
 
@@ -281,7 +325,13 @@ macro_rules! shared_impls {
                     key: &s::IdempotencyKey,
                     now_ms: i64,
                 ) -> s::StoreResult<s::Claim> {
-                    s::audit::$q::claim_idempotency(&mut self.$conn, key, now_ms, &self.$sealer).await
+                    s::audit::$q::claim_idempotency(
+                        &mut self.$conn,
+                        key,
+                        now_ms,
+                        &self.$sealer,
+                    )
+                    .await
                 }
 
                 async fn complete_idempotency(
@@ -293,7 +343,10 @@ macro_rules! shared_impls {
                         .await
                 }
 
-                async fn abandon_idempotency(&mut self, key: &s::IdempotencyKey) -> s::StoreResult<()> {
+                async fn abandon_idempotency(
+                    &mut self,
+                    key: &s::IdempotencyKey,
+                ) -> s::StoreResult<()> {
                     s::audit::$q::abandon_idempotency(&mut *self.$conn, key).await
                 }
 
@@ -341,15 +394,24 @@ macro_rules! shared_impls {
                     s::records::$q::update_license_code(&mut *self.$conn, code).await
                 }
 
-                async fn record_callback(&mut self, record: &s::CallbackRecord) -> s::StoreResult<()> {
+                async fn record_callback(
+                    &mut self,
+                    record: &s::CallbackRecord,
+                ) -> s::StoreResult<()> {
                     s::audit::$q::insert_callback(&mut *self.$conn, record).await
                 }
 
-                async fn record_order_line(&mut self, line: &s::OrderLineRecord) -> s::StoreResult<bool> {
+                async fn record_order_line(
+                    &mut self,
+                    line: &s::OrderLineRecord,
+                ) -> s::StoreResult<bool> {
                     s::records::$q::record_order_line(&mut *self.$conn, line, &self.$sealer).await
                 }
 
-                async fn store_order_info(&mut self, line: &s::OrderLineRecord) -> s::StoreResult<()> {
+                async fn store_order_info(
+                    &mut self,
+                    line: &s::OrderLineRecord,
+                ) -> s::StoreResult<()> {
                     s::records::$q::store_order_info(&mut *self.$conn, line, &self.$sealer).await
                 }
 
@@ -378,7 +440,13 @@ macro_rules! shared_impls {
                     record_id: &str,
                     window_begin_ms: i64,
                 ) -> s::StoreResult<()> {
-                    s::usage::$q::carry(&mut *self.$conn, instance_id, record_id, window_begin_ms).await
+                    s::usage::$q::carry(
+                        &mut *self.$conn,
+                        instance_id,
+                        record_id,
+                        window_begin_ms,
+                    )
+                    .await
                 }
 
                 async fn ended_usage_windows(
@@ -388,11 +456,17 @@ macro_rules! shared_impls {
                     s::usage::$q::ended(&mut *self.$conn, ended_by_ms).await
                 }
 
-                async fn close_usage_window(&mut self, window: &s::UsageWindow) -> s::StoreResult<bool> {
+                async fn close_usage_window(
+                    &mut self,
+                    window: &s::UsageWindow,
+                ) -> s::StoreResult<bool> {
                     s::usage::$q::close(&mut *self.$conn, window).await
                 }
 
-                async fn settle_usage_window(&mut self, window: &s::UsageWindow) -> s::StoreResult<bool> {
+                async fn settle_usage_window(
+                    &mut self,
+                    window: &s::UsageWindow,
+                ) -> s::StoreResult<bool> {
                     s::usage::$q::settle(&mut *self.$conn, window).await
                 }
 
@@ -404,7 +478,10 @@ macro_rules! shared_impls {
                     s::usage::$q::unpark(&mut *self.$conn, instance_id, now_ms).await
                 }
 
-                async fn usage_totals(&mut self, ids: &[String]) -> s::StoreResult<Vec<s::UsageTotal>> {
+                async fn usage_totals(
+                    &mut self,
+                    ids: &[String],
+                ) -> s::StoreResult<Vec<s::UsageTotal>> {
                     s::usage::$q::totals(&mut *self.$conn, ids).await
                 }
 
@@ -416,7 +493,10 @@ macro_rules! shared_impls {
                     s::usage::$q::replace_package(&mut self.$conn, instance_id, entries).await
                 }
 
-                async fn package_usage(&mut self, ids: &[String]) -> s::StoreResult<Vec<s::PackageUsage>> {
+                async fn package_usage(
+                    &mut self,
+                    ids: &[String],
+                ) -> s::StoreResult<Vec<s::PackageUsage>> {
                     s::usage::$q::package(&mut *self.$conn, ids).await
                 }
 

@@ -194,6 +194,8 @@ impl Store for PgStore {
 /// A transaction, and the sealer of what it writes encrypted.
 struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>);
 
+// The subtraits and the transaction's methods shared with the other backend; the job
+// queue's writes in a transaction and the commit are this backend's own.
 super::backend::shared_impls! {
     store: PgStore,
     writer: [],

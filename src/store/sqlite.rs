@@ -254,6 +254,8 @@ struct SqliteTx {
     _turn: OwnedMutexGuard<()>,
 }
 
+// The subtraits and the transaction's methods shared with the other backend; the job
+// queue's writes in a transaction and the commit are this backend's own.
 super::backend::shared_impls! {
     store: SqliteStore,
     writer: [writer],
