@@ -168,6 +168,7 @@ pub trait Events: Send + Sync {
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>>;
     /// The delivery attempts of an event, oldest first.
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Records a delivery attempt.
     async fn record_attempt(&self, attempt: &Attempt) -> StoreResult<()>;
     /// The webhook endpoint's pause, if it is paused.
     async fn webhook_pause(&self) -> StoreResult<Option<Pause>>;
@@ -250,10 +251,13 @@ pub trait LicenseRequests: Send + Sync {
     ) -> StoreResult<Vec<LicenseRequest>>;
     /// The upload attempts of an application, oldest first.
     async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
+    /// Records an upload attempt.
     async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
 }
 
-/// The storage traits, for call sites: `use crate::store::prelude::*;`.
+/// The storage traits in one import (`use koogate::store::prelude::*;`), for code that
+/// calls them on a concrete store or through a generic bound; a `dyn Store` offers the
+/// methods of its subtraits without it.
 pub mod prelude {
     pub use super::{Audit, Events, LicenseRequests, Ops, Records, Store, Tx, Usage};
 }
