@@ -89,7 +89,12 @@ macro_rules! queries {
             sealer: &Sealer,
         ) -> StoreResult<Option<Instance>> {
             let sql = if lock {
-                concat!("SELECT ", instance_columns!(), " FROM instances WHERE instance_id = $1", $lock)
+                concat!(
+                    "SELECT ",
+                    instance_columns!(),
+                    " FROM instances WHERE instance_id = $1",
+                    $lock,
+                )
             } else {
                 concat!("SELECT ", instance_columns!(), " FROM instances WHERE instance_id = $1")
             };
@@ -176,9 +181,18 @@ macro_rules! queries {
             lock: bool,
         ) -> StoreResult<Option<LicenseCode>> {
             let sql = if lock {
-                concat!("SELECT ", license_code_columns!(), " FROM license_codes WHERE license = $1", $lock)
+                concat!(
+                    "SELECT ",
+                    license_code_columns!(),
+                    " FROM license_codes WHERE license = $1",
+                    $lock,
+                )
             } else {
-                concat!("SELECT ", license_code_columns!(), " FROM license_codes WHERE license = $1")
+                concat!(
+                    "SELECT ",
+                    license_code_columns!(),
+                    " FROM license_codes WHERE license = $1",
+                )
             };
             let row: Option<LicenseCodeRow> =
                 sqlx::query_as(sql).bind(license).fetch_optional(conn).await?;
