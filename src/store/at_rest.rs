@@ -344,7 +344,7 @@ macro_rules! queries {
             }
         }
 
-        /// See [`crate::store::Store::purge_buyer_data`].
+        /// See [`crate::store::Ops::purge_buyer_data`].
         pub async fn purge_buyer_data<'c>(
             conn: impl Executor<'c, Database = Db> + Copy,
             released_before_ms: i64,

@@ -374,7 +374,7 @@ impl Tx for DeferredTx {
             return self.open().await?.instances(ids).await;
         }
         let sealer = self.sealer.clone();
-        super::postgres::instances(self.conn().await?, ids, &sealer).await
+        super::records::pg::instances(self.conn().await?, ids, &sealer).await
     }
 
     async fn update_instance(&mut self, instance: &Instance) -> StoreResult<()> {

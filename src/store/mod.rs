@@ -1,15 +1,18 @@
-//! The storage seam: one narrow trait, implemented for SQLite (the embedded default)
-//! and PostgreSQL (production, several replicas). Everything a callback changes —
-//! its nonce, the instance, the idempotent answer and the audit record — is written
-//! through one [`Tx`] and commits together.
+//! The storage seam: [`Store`] and its subtraits, one per concern, implemented for
+//! SQLite (the embedded default) and PostgreSQL (production, several replicas).
+//! Everything a callback changes — its nonce, the instance, the idempotent answer and
+//! the audit record — is written through one [`Tx`] and commits together.
 
 mod at_rest;
 mod deferred;
+mod audit;
+mod backend;
 mod events;
 pub mod health;
 mod license_requests;
 mod ops;
 mod postgres;
+mod records;
 pub mod refused;
 mod rows;
 pub mod seal;
@@ -88,8 +91,13 @@ pub struct PoolOptions {
     pub acquire_timeout: std::time::Duration,
 }
 
+/// Everything a backend stores, by concern: the subtraits hold the reads and writes,
+/// this one opening, migrating and checking the database and starting a callback's
+/// transaction. Callers bring the subtraits into scope with [`prelude`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    Records + Events + Audit + Ops + Usage + LicenseRequests + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations, then seals what an older release (or an older data
@@ -100,10 +108,6 @@ pub trait Store: Send + Sync + 'static {
     /// answers recorded before redaction. Skipped when the database says this key has
     /// done it already.
     async fn seal_at_rest(&self, now_ms: i64) -> StoreResult<Sealed>;
-    /// Clears the buyer personal data of at most `batch` instances released before
-    /// `released_before_ms`, and 查询订单's buyer data of their order lines; returns how
-    /// many instances.
-    async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
     /// Starts a transaction whose every statement goes out as it is made.
@@ -115,34 +119,6 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::ReplayedNonce`] or [`StoreError::Conflict`] — nothing written; run
     /// the callback again in [`Store::begin`], which sees what the twin did.
     async fn begin_callback(&self) -> StoreResult<Box<dyn Tx>>;
-    /// Records a callback that changed nothing (refused before or after its transaction).
-    async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
-    /// Records several refused requests in one transaction.
-    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()>;
-    /// Forgets nonces whose replay window has passed; returns how many.
-    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
-    /// Deletes at most `batch` callback records received before `before_ms`, oldest
-    /// first; returns how many.
-    async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
-    /// One instance, for operational commands and tests.
-    async fn instance(&self, id: &str) -> StoreResult<Option<Instance>>;
-    /// Instances created for an order (any line), oldest first.
-    async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>>;
-    /// The newest callbacks, newest first.
-    async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>>;
-    /// Remembers an activated license code; `false` if it is already known.
-    /// Notes that activating `license` through the open API begins (again).
-    async fn begin_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
-    /// Notes that the activation of `license` completed and the code is stored.
-    async fn complete_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
-    /// Activations begun and never completed (a crash or a failed call), oldest first,
-    /// with when they began.
-    async fn unfinished_license_activations(&self) -> StoreResult<Vec<(String, i64)>>;
-    async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
-    /// One license code, for operational commands and tests.
-    async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
-    /// The lines of an order koogate has heard of, by line id.
-    async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>>;
     /// Takes the job that has been due longest — a pending job whose time has come, or a
     /// running one whose lease has ended — marks it running under `lease`, counts the
     /// attempt, and returns it. No two callers get the same job while its lease holds.
@@ -166,9 +142,39 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64>;
     /// The job of a kind with this dedup key.
     async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
+    /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
+    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+}
 
-    // Events and their delivery (merchant-api.md §2).
+/// Instances, order lines, license codes and their activations.
+#[async_trait]
+pub trait Records: Send + Sync {
+    /// One instance, for operational commands and tests.
+    async fn instance(&self, id: &str) -> StoreResult<Option<Instance>>;
+    /// Instances created for an order (any line), oldest first.
+    async fn instances_for_order(&self, order_id: &str) -> StoreResult<Vec<Instance>>;
+    /// Instances, newest first.
+    async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
+    /// The lines of an order koogate has heard of, by line id.
+    async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>>;
+    /// Remembers an activated license code; `false` if it is already known.
+    async fn insert_license_code(&self, code: &LicenseCode) -> StoreResult<bool>;
+    /// One license code, for operational commands and tests.
+    async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
+    /// Notes that activating `license` through the open API begins (again).
+    async fn begin_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Notes that the activation of `license` completed and the code is stored.
+    async fn complete_license_activation(&self, license: &str, now_ms: i64) -> StoreResult<()>;
+    /// Activations begun and never completed (a crash or a failed call), oldest first,
+    /// with when they began.
+    async fn unfinished_license_activations(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// The license codes of an order with their activations.
+    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
+}
 
+/// Events and their delivery (merchant-api.md §2).
+#[async_trait]
+pub trait Events: Send + Sync {
     /// Events after `after`, in feed order, as many as `limit`.
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>>;
     /// One event by its public id.
@@ -177,6 +183,7 @@ pub trait Store: Send + Sync + 'static {
     async fn events_of(&self, subject: &str) -> StoreResult<Vec<StoredEvent>>;
     /// The delivery attempts of an event, oldest first.
     async fn event_attempts(&self, event_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Records a delivery attempt.
     async fn record_attempt(&self, attempt: &Attempt) -> StoreResult<()>;
     /// The webhook endpoint's pause, if it is paused.
     async fn webhook_pause(&self) -> StoreResult<Option<Pause>>;
@@ -185,45 +192,21 @@ pub trait Store: Send + Sync + 'static {
     /// Lifts the pause and makes every waiting delivery of `kind` due now, parked ones
     /// included; returns how many deliveries were put back in the queue.
     async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
-    /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
-    /// Deletes at most `batch` events created before `before_ms`; returns how many.
-    async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
-    /// Instances, newest first.
-    async fn list_instances(&self, filter: &InstanceFilter) -> StoreResult<Vec<Instance>>;
+}
 
-    // Pay-per-use usage (merchant-api.md §6).
-
-    /// One instance's usage windows, newest first.
-    async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>>;
-    /// Windows closed and waiting for their push, oldest first.
-    async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>>;
-    /// Late usage of one instance, by the window it was carried into.
-    async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>>;
-
-    // Online License applications (merchant-api.md §5).
-
-    /// One application, by KooGallery's eventId.
-    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>>;
-    /// Applications (of one instance, or all), newest first, as many as `limit`.
-    async fn license_requests(
-        &self,
-        instance_id: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<LicenseRequest>>;
-    /// The upload attempts of an application, oldest first.
-    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
-    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
-    // Operations (merchant-api.md §7).
-
-    /// The queue, the backlog, the pause and the dial test, read for the metrics.
-    async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
-    /// Every callback about an order, its instances or its license codes, oldest first.
-    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<StoredCallback>>;
-    /// The license codes of an order with their activations.
-    async fn code_activations(&self, order_id: &str) -> StoreResult<Vec<CodeActivation>>;
+/// The audit record of callbacks and its reads.
+#[async_trait]
+pub trait Audit: Send + Sync {
+    /// Records a callback that changed nothing (refused before or after its transaction).
+    async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
+    /// Records several refused requests in one transaction.
+    async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()>;
+    /// The newest callbacks, newest first.
+    async fn recent_callbacks(&self, limit: u32) -> StoreResult<Vec<CallbackRecord>>;
     /// One callback record by its row id.
     async fn callback(&self, id: i64) -> StoreResult<Option<StoredCallback>>;
+    /// Every callback about an order, its instances or its license codes, oldest first.
+    async fn callbacks_of_order(&self, order_id: &str) -> StoreResult<Vec<StoredCallback>>;
     /// The newest callbacks since `since_ms` refused before any activity ran, newest first.
     async fn refused_callbacks(
         &self,
@@ -234,10 +217,64 @@ pub trait Store: Send + Sync + 'static {
     async fn callback_counts(&self, since_ms: i64) -> StoreResult<Vec<CallbackCount>>;
     /// Orders whose `newInstance` failed since `since_ms` and has not succeeded since.
     async fn failing_orders(&self, since_ms: i64) -> StoreResult<Vec<FailingOrder>>;
+}
+
+/// Operations (merchant-api.md §7): the metrics, searches and the purges that bound
+/// what is kept.
+#[async_trait]
+pub trait Ops: Send + Sync {
+    /// The queue, the backlog, the pause and the dial test, read for the metrics.
+    async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
     /// Instances matching a search, newest first.
     async fn search_instances(&self, search: &Search) -> StoreResult<Vec<Instance>>;
     /// Orders matching a search, newest first.
     async fn search_orders(&self, search: &Search) -> StoreResult<Vec<OrderSummary>>;
+    /// Forgets nonces whose replay window has passed; returns how many.
+    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Deletes at most `batch` callback records received before `before_ms`, oldest
+    /// first; returns how many.
+    async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+    /// Deletes at most `batch` events created before `before_ms`; returns how many.
+    async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+    /// Clears the buyer personal data of at most `batch` instances released before
+    /// `released_before_ms`, and 查询订单's buyer data of their order lines; returns how
+    /// many instances.
+    async fn purge_buyer_data(&self, released_before_ms: i64, batch: u32) -> StoreResult<u64>;
+}
+
+/// Pay-per-use usage (merchant-api.md §6).
+#[async_trait]
+pub trait Usage: Send + Sync {
+    /// One instance's usage windows, newest first.
+    async fn usage_windows(&self, instance_id: &str, limit: u32) -> StoreResult<Vec<UsageWindow>>;
+    /// Windows closed and waiting for their push, oldest first.
+    async fn closed_usage_windows(&self, limit: u32) -> StoreResult<Vec<UsageWindow>>;
+    /// Late usage of one instance, by the window it was carried into.
+    async fn usage_carried(&self, instance_id: &str) -> StoreResult<Vec<Carried>>;
+}
+
+/// Online License applications (merchant-api.md §5).
+#[async_trait]
+pub trait LicenseRequests: Send + Sync {
+    /// One application, by KooGallery's eventId.
+    async fn license_request(&self, event_id: &str) -> StoreResult<Option<LicenseRequest>>;
+    /// Applications (of one instance, or all), newest first, as many as `limit`.
+    async fn license_requests(
+        &self,
+        instance_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<LicenseRequest>>;
+    /// The upload attempts of an application, oldest first.
+    async fn license_uploads(&self, event_id: &str) -> StoreResult<Vec<LicenseUpload>>;
+    /// Records an upload attempt.
+    async fn record_license_upload(&self, upload: &LicenseUpload) -> StoreResult<()>;
+}
+
+/// The storage traits in one import (`use koogate::store::prelude::*;`), for code that
+/// calls them on a concrete store or through a generic bound; a `dyn Store` offers the
+/// methods of its subtraits without it.
+pub mod prelude {
+    pub use super::{Audit, Events, LicenseRequests, Ops, Records, Store, Tx, Usage};
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -285,7 +322,7 @@ pub trait Tx: Send {
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool>;
     /// Writes an event, numbered after its subject's last one.
     async fn record_event(&mut self, event: &NewEvent) -> StoreResult<()>;
-    /// [`Store::record_attempt`] inside this transaction: a successful delivery's attempt
+    /// [`Events::record_attempt`] inside this transaction: a successful delivery's attempt
     /// commits with its job's completion, one write instead of two.
     async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()>;
     /// [`Store::finish_job`] inside this transaction, so that a job's effects and its

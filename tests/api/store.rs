@@ -4,23 +4,45 @@
 use crate::helpers::{Backend, Database, open_store as open};
 use crate::on_both_backends;
 use koogate::domain::instance::{Family, Instance, State};
+use koogate::domain::license_code::LicenseCode;
+use koogate::domain::license_request::{License, LicenseRequest, RequestState};
+use koogate::protocol::license_upload::Content;
 use koogate::protocol::reply::AppInfo;
-use koogate::store::{self, CallbackRecord, Claim, IdempotencyKey, StoredAnswer};
+use koogate::store::{
+    self, CallbackRecord, Claim, IdempotencyKey, OrderLineRecord, StoredAnswer,
+};
 
 on_both_backends!(
+    migrating_twice_is_harmless,
+    an_uncommitted_transaction_leaves_nothing,
+    // Records (and the transaction's writes of them).
     instances_round_trip_every_field,
+    instances_are_found_by_order_line_and_listed_newest_first,
+    license_codes_and_their_activations_round_trip,
+    order_lines_are_remembered_once_and_keep_what_the_order_query_answered,
+    // Events.
+    events_are_sequenced_per_subject_and_read_in_feed_order,
+    the_webhook_pause_is_kept_and_resumed,
+    delivery_attempts_are_kept_in_order,
+    // Audit, with the transaction's nonces and idempotency keys.
     nonces_are_claimed_once_until_purged,
     idempotency_claims_replay_and_can_be_abandoned,
-    an_uncommitted_transaction_leaves_nothing,
+    a_callback_transaction_commits_all_or_nothing,
     concurrent_claims_of_one_key_see_one_winner,
     callbacks_round_trip,
-    migrating_twice_is_harmless,
-    old_callback_records_are_purged_in_batches,
     refused_records_are_buffered_written_in_batches_and_dropped_when_full,
-    events_are_sequenced_per_subject_and_read_in_feed_order,
+    callbacks_are_found_by_order_refusal_and_result,
+    // Ops.
+    old_callback_records_are_purged_in_batches,
+    operations_and_searches_read_what_is_stored,
+    buyer_data_is_purged_after_release,
+    // Usage.
+    usage_is_counted_once_windowed_closed_and_settled,
+    package_usage_is_replaced_and_read_in_order,
+    // License requests.
+    license_requests_round_trip_with_their_uploads,
+    // The job queue.
     a_lane_runs_one_job_at_a_time_in_order,
-    the_webhook_pause_is_kept_and_resumed,
-    a_callback_transaction_commits_all_or_nothing,
 );
 
 /// `begin_callback`: what it holds back goes in together or not at all, and a twin that
@@ -639,4 +661,657 @@ async fn refused_records_are_buffered_written_in_batches_and_dropped_when_full(b
     drop(stop_tx);
     writing.await.unwrap();
     assert_eq!(store.recent_callbacks(10).await.unwrap().len(), 4);
+}
+
+// Records: instances, order lines, license codes and their activations.
+
+fn code(license: &str, activated_ms: i64) -> LicenseCode {
+    LicenseCode {
+        license: license.into(),
+        order_id: Some("ORDER-C".into()),
+        order_line_id: Some("ORDER-C-1".into()),
+        product_id: Some("P".into()),
+        state: State::Active,
+        expire_ms: Some(9_000),
+        last_order_id: None,
+        released_by_test: false,
+        activated_ms,
+        updated_ms: activated_ms,
+        released_ms: None,
+    }
+}
+
+async fn license_codes_and_their_activations_round_trip(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let first = code("LIC-1", 10);
+    assert!(store.insert_license_code(&first).await.unwrap());
+    assert!(
+        !store.insert_license_code(&code("LIC-1", 99)).await.unwrap(),
+        "a known code is kept"
+    );
+    store.insert_license_code(&code("LIC-2", 20)).await.unwrap();
+    assert_eq!(
+        store.license_code("LIC-1").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.license_code("missing").await.unwrap(), None);
+
+    let mut changed = first.clone();
+    changed.state = State::Released;
+    changed.released_by_test = true;
+    changed.last_order_id = Some("UNSUB-1".into());
+    changed.updated_ms = 30;
+    changed.released_ms = Some(30);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.license_code_for_update("LIC-1").await.unwrap(),
+        Some(first)
+    );
+    tx.update_license_code(&changed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.license_code("LIC-1").await.unwrap(),
+        Some(changed.clone())
+    );
+
+    store.begin_license_activation("LIC-1", 100).await.unwrap();
+    store.begin_license_activation("LIC-3", 50).await.unwrap();
+    assert_eq!(
+        store.unfinished_license_activations().await.unwrap(),
+        [("LIC-3".to_string(), 50), ("LIC-1".to_string(), 100)],
+        "oldest first"
+    );
+    store
+        .complete_license_activation("LIC-1", 120)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unfinished_license_activations().await.unwrap(),
+        [("LIC-3".to_string(), 50)]
+    );
+    store.begin_license_activation("LIC-1", 200).await.unwrap();
+    assert_eq!(
+        store.unfinished_license_activations().await.unwrap(),
+        [("LIC-3".to_string(), 50), ("LIC-1".to_string(), 200)],
+        "beginning again starts afresh"
+    );
+
+    let activations = store.code_activations("ORDER-C").await.unwrap();
+    let seen: Vec<_> = activations
+        .iter()
+        .map(|a| (a.code.license.as_str(), a.started_ms, a.completed_ms))
+        .collect();
+    assert_eq!(seen, [("LIC-1", Some(200), None), ("LIC-2", None, None)]);
+    assert_eq!(activations[0].code, changed);
+}
+
+fn order_line(line: &str, order_info: Option<&str>) -> OrderLineRecord {
+    OrderLineRecord {
+        order_id: "ORDER-L".into(),
+        order_line_id: line.into(),
+        test: false,
+        source: "newInstance".into(),
+        created_ms: 5,
+        order_info: order_info.map(str::to_owned),
+        fetched_ms: order_info.map(|_| 6),
+    }
+}
+
+async fn order_lines_are_remembered_once_and_keep_what_the_order_query_answered(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let info = r#"{"buyerInfo":{"email":"a@b.c"},"orderId":"ORDER-L"}"#;
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.record_order_line(&order_line("L-2", None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.record_order_line(&order_line("L-2", Some(info)))
+            .await
+            .unwrap(),
+        "a known line is not changed"
+    );
+    tx.store_order_info(&order_line("L-1", Some(info)))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.order_lines("ORDER-L").await.unwrap(),
+        [order_line("L-1", Some(info)), order_line("L-2", None)],
+        "by line id, the buyer's data opened again"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    let mut fetched = order_line("L-2", Some(r#"{"orderId":"ORDER-L"}"#));
+    fetched.source = "ignored: the line is known".into();
+    tx.store_order_info(&fetched).await.unwrap();
+    tx.commit().await.unwrap();
+    let lines = store.order_lines("ORDER-L").await.unwrap();
+    assert_eq!(
+        lines[1],
+        OrderLineRecord {
+            source: "newInstance".into(),
+            ..fetched
+        },
+        "the answer replaces what was stored, the rest of the line is kept"
+    );
+    assert!(store.order_lines("other").await.unwrap().is_empty());
+}
+
+async fn instances_are_found_by_order_line_and_listed_newest_first(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut v2 = full_instance("v2-1");
+    v2.family = Family::SaasV2;
+    let mut later = full_instance("v1-later");
+    later.created_ms += 10;
+    later.test = false;
+    let mut tx = store.begin().await.unwrap();
+    for instance in [&v2, &later, &full_instance("v1-1")] {
+        tx.insert_instance(instance).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.instance_for_order_line("ORDER-1", "ORDER-1-000001")
+            .await
+            .unwrap(),
+        Some(v2.clone()),
+        "the SaaS 2.0 instance of the line only"
+    );
+    assert_eq!(
+        tx.instance_for_order_line("ORDER-1", "other")
+            .await
+            .unwrap(),
+        None
+    );
+    drop(tx);
+
+    let filter = |test, limit| store::InstanceFilter {
+        state: None,
+        customer_id: None,
+        order_id: Some("ORDER-1".into()),
+        test,
+        before: None,
+        limit,
+    };
+    let ids = |found: Vec<Instance>| found.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_instances(&filter(None, 10)).await.unwrap()),
+        ["v1-later", "v2-1", "v1-1"],
+        "newest first, then by id"
+    );
+    assert_eq!(
+        ids(store
+            .list_instances(&filter(Some(false), 10))
+            .await
+            .unwrap()),
+        ["v1-later"]
+    );
+    assert_eq!(
+        store.list_instances(&filter(None, 1)).await.unwrap().len(),
+        1
+    );
+}
+
+// Events: delivery attempts (the feed and the pause are above).
+
+async fn delivery_attempts_are_kept_in_order(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let attempt = |attempted_ms, status: Option<i64>| store::Attempt {
+        event_id: "evt-1".into(),
+        attempted_ms,
+        status,
+        duration_ms: 7,
+        response: status.map(|s| format!("answer {s}")),
+        error: status.is_none().then(|| "timed out".into()),
+    };
+    store.record_attempt(&attempt(1, None)).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.record_attempt(&attempt(2, Some(200))).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.record_attempt(&attempt(3, Some(500))).await.unwrap();
+    drop(tx);
+    assert_eq!(
+        store.event_attempts("evt-1").await.unwrap(),
+        [attempt(1, None), attempt(2, Some(200))],
+        "oldest first; a rolled-back one is not kept"
+    );
+    assert!(store.event_attempts("evt-2").await.unwrap().is_empty());
+}
+
+// Audit: the callback records and their reads.
+
+async fn callbacks_are_found_by_order_refusal_and_result(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut tx = store.begin().await.unwrap();
+    let mut instance = full_instance("I-OF-ORDER");
+    instance.order_id = "O-2".into();
+    tx.insert_instance(&instance).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let at = |request_id: &str, received_ms, result_code: &str| {
+        let mut r = record(request_id);
+        r.received_ms = received_ms;
+        r.test = false;
+        r.result_code = Some(result_code.into());
+        r
+    };
+    let mut refused = at("refused", 30, "000001");
+    refused.verdict = "signature does not match".into();
+    (refused.order_id, refused.instance_id) = (None, None);
+    let mut by_instance = at("by-instance", 25, "000000");
+    (by_instance.order_id, by_instance.instance_id) = (None, Some("I-OF-ORDER".into()));
+    by_instance.activity = Some("queryStatus".into());
+    let batch = [
+        at("failed", 10, "000005"),
+        at("failed-again", 20, "000005"),
+        by_instance.clone(),
+        refused.clone(),
+    ];
+    store.record_callbacks(&batch).await.unwrap();
+    store.record_callbacks(&[]).await.unwrap();
+
+    let of_order = store.callbacks_of_order("O-2").await.unwrap();
+    assert_eq!(
+        of_order.iter().map(|c| &c.record).collect::<Vec<_>>(),
+        [&by_instance],
+        "found through its instance"
+    );
+    assert_eq!(
+        store.callback(of_order[0].id).await.unwrap(),
+        Some(of_order[0].clone())
+    );
+    assert_eq!(store.callback(-1).await.unwrap(), None);
+
+    let found = store.refused_callbacks(0, 10).await.unwrap();
+    assert_eq!(
+        found.iter().map(|c| &c.record).collect::<Vec<_>>(),
+        [&refused]
+    );
+    assert!(store.refused_callbacks(31, 10).await.unwrap().is_empty());
+
+    let counts: Vec<_> = store
+        .callback_counts(15)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.result_code, c.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Some("000000".to_string()), 1),
+            (Some("000001".to_string()), 1),
+            (Some("000005".to_string()), 1),
+        ]
+    );
+
+    let failing = store.failing_orders(0).await.unwrap();
+    assert_eq!(
+        failing,
+        [store::FailingOrder {
+            order_id: "O".into(),
+            first_failed_ms: 10,
+            last_failed_ms: 20,
+            failures: 2,
+        }]
+    );
+    assert!(store.failing_orders(11).await.unwrap().is_empty());
+    store
+        .record_callback(&at("succeeded", 40, "000000"))
+        .await
+        .unwrap();
+    assert!(
+        store.failing_orders(0).await.unwrap().is_empty(),
+        "a later success ends the failure"
+    );
+}
+
+// Ops: the metrics' reads, the searches and the purges.
+
+async fn operations_and_searches_read_what_is_stored(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut tx = store.begin().await.unwrap();
+    let mut other = full_instance("other-1");
+    other.order_id = "ORDER-2".into();
+    other.created_ms += 1;
+    other.customer_name = Some("Someone Else".into());
+    tx.insert_instance(&full_instance("rt-1")).await.unwrap();
+    tx.insert_instance(&other).await.unwrap();
+    tx.commit().await.unwrap();
+    store.pause_webhook(5, "410 Gone").await.unwrap();
+    let mut ok = record("dial");
+    ok.received_ms = 77;
+    store.record_callback(&ok).await.unwrap();
+
+    let ops = store.operations(100).await.unwrap();
+    assert!(ops.webhook_paused);
+    assert_eq!(ops.last_test_success, [("saas_v2".to_string(), 77)]);
+    assert_eq!(ops.backlog, 0);
+
+    let search = |text: &str| store::Search {
+        text: Some(text.into()),
+        limit: 10,
+        ..store::Search::default()
+    };
+    let ids: Vec<_> = store
+        .search_instances(&search("someone"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["other-1"], "by customer name, in any case");
+    assert_eq!(
+        store
+            .search_instances(&search("ORDER-"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let orders: Vec<_> = store
+        .search_orders(&search("order-"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.order_id, o.instances))
+        .collect();
+    assert_eq!(
+        orders,
+        [("ORDER-2".to_string(), 1), ("ORDER-1".to_string(), 1)],
+        "newest first"
+    );
+}
+
+async fn buyer_data_is_purged_after_release(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let mut released = full_instance("released");
+    released.details.insert("email".into(), "a@b.c".into());
+    released.released_ms = Some(1_000);
+    let mut kept = released.clone();
+    kept.id = "kept".into();
+    kept.order_line_id = Some("kept-line".into());
+    kept.released_ms = None;
+    let info = r#"{"buyerInfo":{"email":"a@b.c"},"orderId":"ORDER-1"}"#;
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_instance(&released).await.unwrap();
+    tx.insert_instance(&kept).await.unwrap();
+    for line in ["ORDER-1-000001", "kept-line"] {
+        tx.store_order_info(&OrderLineRecord {
+            order_id: "ORDER-1".into(),
+            order_line_id: line.into(),
+            test: true,
+            source: "newInstance".into(),
+            created_ms: 1,
+            order_info: Some(info.into()),
+            fetched_ms: Some(2),
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    assert_eq!(store.purge_buyer_data(1_001, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_buyer_data(1_001, 10).await.unwrap(), 0);
+    let purged = store.instance("released").await.unwrap().unwrap();
+    assert_eq!(purged.details.get("email"), None);
+    assert_eq!(
+        store
+            .instance("kept")
+            .await
+            .unwrap()
+            .unwrap()
+            .details
+            .get("email")
+            .and_then(|email| email.as_str()),
+        Some("a@b.c")
+    );
+    let lines = store.order_lines("ORDER-1").await.unwrap();
+    let infos: Vec<_> = lines.iter().map(|l| l.order_info.as_deref()).collect();
+    assert_eq!(
+        infos,
+        [Some(r#"{"orderId":"ORDER-1"}"#), Some(info)],
+        "only the released instance's line loses its buyer data"
+    );
+}
+
+// Usage: records, windows and their push.
+
+fn window(instance_id: &str, begin_ms: i64, total: i64) -> store::UsageWindow {
+    let mut w = store::UsageWindow::open(
+        instance_id,
+        koogate::domain::usage::Window {
+            begin_ms,
+            end_ms: begin_ms + 100,
+        },
+        begin_ms + 1,
+    );
+    w.total = total;
+    w.records = 1;
+    w
+}
+
+async fn usage_is_counted_once_windowed_closed_and_settled(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let usage = |record_id, quantity| store::NewUsageRecord {
+        instance_id: "U-1",
+        record_id,
+        quantity,
+        occurred_ms: 10,
+        origin_begin_ms: 0,
+        received_ms: 150,
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_usage_record(&usage("r-1", 5)).await.unwrap(), None);
+    assert_eq!(
+        tx.claim_usage_record(&usage("r-1", 9)).await.unwrap(),
+        Some(5),
+        "a second claim sees the quantity stored first"
+    );
+    assert!(tx.add_usage(&window("U-1", 0, 5)).await.unwrap());
+    assert!(tx.add_usage(&window("U-1", 0, 2)).await.unwrap());
+    tx.claim_usage_record(&usage("r-late", 3)).await.unwrap();
+    tx.carry_usage_record("U-1", "r-late", 100).await.unwrap();
+    assert!(tx.add_usage(&window("U-1", 100, 3)).await.unwrap());
+    let ended = tx.ended_usage_windows(100).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    let mut closed = ended[0].clone();
+    assert_eq!((closed.total, closed.records), (7, 2));
+    closed.state = store::window_state::CLOSED.into();
+    closed.metering_sn = Some("sn-1".into());
+    assert!(tx.close_usage_window(&closed).await.unwrap());
+    assert!(
+        !tx.close_usage_window(&closed).await.unwrap(),
+        "closed once"
+    );
+    assert!(
+        !tx.add_usage(&window("U-1", 0, 1)).await.unwrap(),
+        "a closed window takes no more"
+    );
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        store.usage_carried("U-1").await.unwrap(),
+        [store::Carried {
+            window_begin_ms: 100,
+            origin_begin_ms: 0,
+            total: 3,
+            records: 1,
+        }]
+    );
+    assert_eq!(
+        store.closed_usage_windows(10).await.unwrap(),
+        [closed.clone()]
+    );
+    let windows = store.usage_windows("U-1", 10).await.unwrap();
+    assert_eq!(
+        windows.iter().map(|w| w.begin_ms).collect::<Vec<_>>(),
+        [100, 0],
+        "newest first"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    let mut parked = closed.clone();
+    parked.state = store::window_state::PARKED.into();
+    parked.reason = Some("refused".into());
+    assert!(tx.settle_usage_window(&parked).await.unwrap());
+    assert!(
+        !tx.settle_usage_window(&parked).await.unwrap(),
+        "settled once"
+    );
+    assert_eq!(tx.unpark_usage(Some("other"), 200).await.unwrap(), 0);
+    assert_eq!(tx.unpark_usage(None, 200).await.unwrap(), 1);
+    let mut pushed = closed.clone();
+    pushed.state = store::window_state::PUSHED.into();
+    pushed.pushed_ms = Some(210);
+    assert!(tx.settle_usage_window(&pushed).await.unwrap());
+    let totals = tx
+        .usage_totals(&["U-1".into(), "none".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        totals
+            .iter()
+            .map(|t| (t.instance_id.as_str(), t.total))
+            .collect::<Vec<_>>(),
+        [("U-1", 10)]
+    );
+    tx.commit().await.unwrap();
+    assert!(store.closed_usage_windows(10).await.unwrap().is_empty());
+}
+
+async fn package_usage_is_replaced_and_read_in_order(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let entry = |instance_id: &str, related: &str, usage_value| store::PackageUsage {
+        instance_id: instance_id.into(),
+        related_instance_id: related.into(),
+        usage_value,
+        statistical_ms: 5,
+        updated_ms: 6,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.replace_package_usage("P-1", &[entry("P-1", "z", 1), entry("P-1", "a", 2)])
+        .await
+        .unwrap();
+    tx.replace_package_usage("P-2", &[entry("P-2", "m", 3)])
+        .await
+        .unwrap();
+    tx.replace_package_usage("P-1", &[entry("P-1", "b", 4), entry("P-1", "a", 5)])
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.package_usage(&["P-1".into(), "P-2".into(), "P-3".into()])
+            .await
+            .unwrap(),
+        [
+            entry("P-1", "b", 4),
+            entry("P-1", "a", 5),
+            entry("P-2", "m", 3)
+        ]
+    );
+    assert!(tx.package_usage(&[]).await.unwrap().is_empty());
+}
+
+// License requests: Online License applications and their uploads.
+
+fn application(event_id: &str, instance_id: &str, created_ms: i64) -> LicenseRequest {
+    LicenseRequest {
+        event_id: event_id.into(),
+        instance_id: instance_id.into(),
+        device_fingerprint: Some("fp".into()),
+        effective_ms: 1,
+        expire_ms: Some(2),
+        test: true,
+        state: RequestState::AwaitingLicense,
+        license: None,
+        error: None,
+        created_ms,
+        updated_ms: created_ms,
+        delivered_ms: None,
+    }
+}
+
+async fn license_requests_round_trip_with_their_uploads(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let first = application("E-1", "I-1", 10);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.insert_license_request(&first).await.unwrap());
+    assert!(
+        !tx.insert_license_request(&first).await.unwrap(),
+        "eventId taken"
+    );
+    tx.insert_license_request(&application("E-2", "I-2", 20))
+        .await
+        .unwrap();
+    tx.insert_license_request(&application("E-3", "I-1", 30))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut delivered = first.clone();
+    delivered.state = RequestState::Delivered;
+    delivered.license = Some(License {
+        content: Content::File {
+            name: "license.lic".into(),
+            bytes: vec![0, 1, 2, 255],
+        },
+        source: "app".into(),
+    });
+    delivered.updated_ms = 40;
+    delivered.delivered_ms = Some(40);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.license_request_for_update("E-1").await.unwrap(),
+        Some(first)
+    );
+    tx.update_license_request(&delivered).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.license_request("E-1").await.unwrap(), Some(delivered));
+    assert_eq!(store.license_request("missing").await.unwrap(), None);
+
+    let ids =
+        |found: Vec<LicenseRequest>| found.into_iter().map(|r| r.event_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.license_requests(None, 10).await.unwrap()),
+        ["E-3", "E-2", "E-1"]
+    );
+    assert_eq!(
+        ids(store.license_requests(Some("I-1"), 10).await.unwrap()),
+        ["E-3", "E-1"]
+    );
+    assert_eq!(ids(store.license_requests(None, 1).await.unwrap()), ["E-3"]);
+
+    let upload = |attempted_ms, status: Option<i64>| store::LicenseUpload {
+        event_id: "E-1".into(),
+        attempted_ms,
+        status,
+        code: status.map(|_| "CBC.0000".into()),
+        message: None,
+        error: status.is_none().then(|| "timed out".into()),
+        duration_ms: 3,
+    };
+    store.record_license_upload(&upload(1, None)).await.unwrap();
+    store
+        .record_license_upload(&upload(2, Some(200)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.license_uploads("E-1").await.unwrap(),
+        [upload(1, None), upload(2, Some(200))]
+    );
+    assert!(store.license_uploads("E-2").await.unwrap().is_empty());
 }
