@@ -1,12 +1,14 @@
 //! The application: shared state, the router with its middleware, and `serve`, which
 //! takes a bound listener and a shutdown future so tests run the real server on port 0.
 
+pub mod callback;
 pub mod evidence;
 pub mod ops;
 pub mod server;
 
+use crate::app::callback::Services;
+use crate::clock;
 use crate::config::{ApiTokens, Keys, Settings};
-use crate::domain::callback::{self, Services};
 use crate::domain::events::DELIVER_KIND;
 use crate::domain::license_request::{self, Licensing};
 use crate::domain::order;
@@ -106,7 +108,7 @@ impl AppState {
                 store,
                 provisioner,
                 deadline: settings.callback_deadline(),
-                clock: callback::system_clock(),
+                clock: clock::system_clock(),
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
                 health: Health::new(true),
                 deliver_events: !settings.events.url.is_empty(),

@@ -5,7 +5,7 @@
 //! delivered by the durable `license.upload` job through 字符串/文件流上传 (§8.3). Nothing
 //! polls the merchant for a License: the upload is the delivery (D13).
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::{Decision, Event, EventType, InstanceView, rfc3339};
 use super::instance::{Family, Instance};
 use super::provision::FieldProblem;

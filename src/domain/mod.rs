@@ -1,7 +1,7 @@
 //! What each activity does, free of HTTP and SQL: instances and their lifecycle,
 //! provisioning, and the decision each callback leads to.
 
-pub mod callback;
+pub mod answer;
 pub mod events;
 pub mod instance;
 pub mod license_code;

@@ -1,7 +1,7 @@
 //! `orderNotify` (spec §7): remember the order line once and fetch its details in the
 //! background; the answer never waits for the open API.
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::Decision;
 use super::order::{self, Fetch};
 use crate::protocol::codes::ResultCode;

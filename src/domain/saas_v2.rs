@@ -1,7 +1,7 @@
 //! What each SaaS 2.0 activity does (spec §3, D7–D9; `getLicenseAsync`, §6.2), inside the
 //! callback's transaction.
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Instance};
 use super::license_request::{self, Licensing};

@@ -4,7 +4,7 @@
 //! lane, so they go one at a time, in sequence; `410 Gone` pauses the endpoint.
 
 use super::{Handler, JobError, Outcome, Retry};
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::domain::events::{Delivery, EventType};
 use crate::domain::license_request::{self, License, LicenseInput, Licensing, Mode, Provided};
 use crate::domain::provision::{self, Applied, Report};

@@ -8,7 +8,7 @@
 //! is always reported with its event.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::domain::events;
 use crate::domain::license_request::{self, RequestState, Upload};
 use crate::marketplace::{ApiCode, Client, MarketError, interpret};

@@ -11,7 +11,7 @@ pub mod license_upload;
 pub mod order_fetch;
 pub mod usage_push;
 
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::store::{Job, JobFailure, Lease, NewJob, Store, StoreResult, Tx};
 use async_trait::async_trait;
 use rand::Rng;

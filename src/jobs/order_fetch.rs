@@ -2,7 +2,7 @@
 //! fill in the instances it describes — in one transaction, with the job's completion.
 
 use super::{Handler, JobError, Outcome};
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::domain::events::{self, Event, EventType};
 use crate::domain::order::{self, Fetch};
 use crate::marketplace::{Client, MarketError};

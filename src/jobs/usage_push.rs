@@ -8,7 +8,7 @@
 //! catches up on every window it missed, in order.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::domain::events::{self, EventType};
 use crate::domain::instance::Instance;
 use crate::domain::usage::{self, PUSH_LIMIT_MS, Quantity};
