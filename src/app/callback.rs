@@ -2,9 +2,10 @@
 //! nonce, does the activity, stores the answer and the audit record, and commits — or,
 //! when anything fails, an answer that says so and an audit record written on its own.
 
+use crate::app::follow_up;
 use crate::clock::Clock;
 use crate::domain::answer::{Answer, Work};
-use crate::domain::events::{self, Decision};
+use crate::domain::events::Decision;
 use crate::domain::license_request::Licensing;
 use crate::domain::provision::Provisioner;
 use crate::domain::{license_code, order_notify, saas_v1, saas_v2};
@@ -358,9 +359,10 @@ async fn prepare(
         }
         Ok(Work::OrderNotify(request)) => order_notify::act(tx.as_mut(), request, now_ms).await?,
     };
-    events::record(
+    follow_up::record(
         tx.as_mut(),
         &decision.events,
+        &decision.follow_up,
         services.deliver_events,
         now_ms,
     )

@@ -3,15 +3,16 @@
 
 pub mod callback;
 pub mod evidence;
+pub mod follow_up;
 pub mod ops;
 pub mod server;
 
 use crate::app::callback::Services;
+
 use crate::clock;
 use crate::config::{ApiTokens, Keys, Settings};
-use crate::domain::events::DELIVER_KIND;
-use crate::domain::license_request::{self, Licensing};
-use crate::domain::order;
+use crate::domain::events::{DELIVER_KIND, FETCH_KIND, UPLOAD_KIND};
+use crate::domain::license_request::Licensing;
 use crate::domain::provision::Provisioner;
 use crate::domain::usage::WindowSize;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
@@ -190,10 +191,10 @@ impl AppState {
             services.clock.clone(),
             services.wake_jobs.clone(),
         )
-        .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(FETCH_KIND, Arc::new(order_fetch))
         .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()))
         .handle(
-            license_request::UPLOAD_KIND,
+            UPLOAD_KIND,
             Arc::new(LicenseUploads {
                 client: self.marketplace.clone(),
                 store: services.store.clone(),
