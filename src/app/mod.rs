@@ -4,6 +4,7 @@
 pub mod callback;
 pub mod evidence;
 pub mod follow_up;
+pub mod license_activation;
 pub mod ops;
 pub mod server;
 

@@ -2,7 +2,6 @@
 //! with, and a mock marketplace that answers like them on this machine.
 
 pub mod client;
-pub mod license;
 pub mod mock;
 
 pub use client::{Answer, ApiCode, Client, MarketError, OrderAnswer, Request, interpret};
