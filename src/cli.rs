@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, and the tools around the server.
+//! The command line, a way in beside the routes and the jobs: `serve`, `migrate`, and the
+//! tools around the server.
 
 pub mod events;
 pub mod evidence;

@@ -1,5 +1,9 @@
-//! The application: shared state, the router with its middleware, and `serve`, which
-//! takes a bound listener and a shutdown future so tests run the real server on port 0.
+//! The application layer, between the domain's decisions and the ways in (routes, jobs,
+//! CLI): the callback pipeline that runs a decision under the deadline and commits it,
+//! the follow-up work decisions imply, orchestrations over the marketplace client and the
+//! store, and the operational service. Here too: shared state, the router with its
+//! middleware, and `serve`, which takes a bound listener and a shutdown future so tests
+//! run the real server on port 0.
 
 pub mod callback;
 pub mod evidence;

@@ -5,6 +5,9 @@
 //! the [`Handler`] of their kind, retries failures with exponential backoff and jitter, and
 //! parks a job as failed, with its last error, after the last attempt. A replica that dies
 //! mid-job leaves a lease that ends; the job is then taken again.
+//!
+//! Jobs sit beside the routes, above the domain: handlers run its decisions and queue what
+//! those leave through [`crate::app::follow_up`], as callbacks do.
 
 pub mod event_delivery;
 pub mod license_upload;

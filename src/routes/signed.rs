@@ -1,6 +1,6 @@
 //! The callbacks KooGallery signs with `signature`/`timestamp`/`nonce` URL parameters
 //! (spec §2.2): SaaS 2.0, License codes and order notifications share this path — raw
-//! body, signature check, parse, one transaction in the domain, `Body-Sign` with the
+//! body, signature check, parse, one transaction in the callback pipeline, `Body-Sign` with the
 //! key that verified the request.
 
 use super::answer;
