@@ -116,7 +116,7 @@ pub fn answer_for(state: RequestState) -> Answer {
 
 /// `getLicenseAsync`, in the callback's transaction: a repeat is answered from the
 /// stored application; a new one is checked (§5 codes), stored with its License in
-/// `signed` mode, and its upload queued.
+/// `signed` mode, and its upload left as follow-up work.
 pub async fn apply_for(
     tx: &mut dyn Tx,
     licensing: &Licensing,
