@@ -5,13 +5,16 @@
 //! the [`Handler`] of their kind, retries failures with exponential backoff and jitter, and
 //! parks a job as failed, with its last error, after the last attempt. A replica that dies
 //! mid-job leaves a lease that ends; the job is then taken again.
+//!
+//! Jobs sit beside the routes, above the domain: handlers run its decisions and queue what
+//! those leave through [`crate::app::follow_up`], as callbacks do.
 
 pub mod event_delivery;
 pub mod license_upload;
 pub mod order_fetch;
 pub mod usage_push;
 
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::store::{Job, JobFailure, Lease, NewJob, Store, StoreResult, Tx};
 use async_trait::async_trait;
 use rand::Rng;

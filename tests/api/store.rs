@@ -131,7 +131,7 @@ async fn a_lane_runs_one_job_at_a_time_in_order(backend: Backend) {
         ("e2", "instance:a"),
         ("e3", "instance:b"),
     ] {
-        let job = koogate::domain::events::delivery_job(event, subject, 0);
+        let job = koogate::app::follow_up::delivery_job(event, subject, 0);
         assert!(tx.enqueue_job(&job).await.unwrap());
     }
     tx.commit().await.unwrap();
@@ -215,7 +215,7 @@ async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
     let pause = store.webhook_pause().await.unwrap().unwrap();
     assert_eq!((pause.paused_ms, pause.reason.as_str()), (5, "410 Gone"));
     let mut tx = store.begin().await.unwrap();
-    let mut job = koogate::domain::events::delivery_job("e1", "instance:a", 0);
+    let mut job = koogate::app::follow_up::delivery_job("e1", "instance:a", 0);
     job.run_at_ms = 1_000_000;
     tx.enqueue_job(&job).await.unwrap();
     tx.commit().await.unwrap();

@@ -450,9 +450,15 @@ async fn put_provisioning(
         .map_err(|e| Problem::internal(&e))?;
     match applied {
         Applied::Changed(events) => {
-            crate::domain::events::record(tx.as_mut(), &events, services.deliver_events, now_ms)
-                .await
-                .map_err(|e| Problem::internal(&e))?;
+            crate::app::follow_up::record(
+                tx.as_mut(),
+                &events,
+                &[],
+                services.deliver_events,
+                now_ms,
+            )
+            .await
+            .map_err(|e| Problem::internal(&e))?;
             tx.commit().await.map_err(|e| Problem::internal(&e))?;
             services.wake_jobs.notify_one();
             services.provisioned.notify_waiters();
