@@ -9,6 +9,7 @@ pub mod health;
 mod license_requests;
 mod ops;
 mod postgres;
+mod queue;
 pub mod refused;
 mod rows;
 pub mod seal;
@@ -28,6 +29,7 @@ pub use ops::{
     CallbackCount, CodeActivation, FailingOrder, Operations, OrderSummary, Search, StoredCallback,
 };
 pub use postgres::PgStore;
+pub use queue::{Committed, Queue};
 pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};
@@ -80,8 +82,9 @@ pub struct PoolOptions {
     pub acquire_timeout: std::time::Duration,
 }
 
+/// The queue's methods are those of [`Queue`], its supertrait.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Queue + Send + Sync + 'static {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations, then seals what an older release (or an older data
@@ -104,8 +107,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_callback(&self, record: &CallbackRecord) -> StoreResult<()>;
     /// Records several refused requests in one transaction.
     async fn record_callbacks(&self, records: &[CallbackRecord]) -> StoreResult<()>;
-    /// Forgets nonces whose replay window has passed; returns how many.
-    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Forgets nonces whose replay window has passed on the database's clock (as the
+    /// queue's leases are: replicas' clocks may disagree); returns how many.
+    async fn purge_nonces(&self) -> StoreResult<u64>;
     /// Deletes at most `batch` callback records received before `before_ms`, oldest
     /// first; returns how many.
     async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
@@ -128,30 +132,6 @@ pub trait Store: Send + Sync + 'static {
     async fn license_code(&self, license: &str) -> StoreResult<Option<LicenseCode>>;
     /// The lines of an order koogate has heard of, by line id.
     async fn order_lines(&self, order_id: &str) -> StoreResult<Vec<OrderLineRecord>>;
-    /// Takes the job that has been due longest — a pending job whose time has come, or a
-    /// running one whose lease has ended — marks it running under `lease`, counts the
-    /// attempt, and returns it. No two callers get the same job while its lease holds.
-    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>>;
-    /// Marks a job done; `false` when the lease was lost (another worker took it over).
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
-    /// Records a failed attempt: the job is due again at `retry_at_ms`, or parked as
-    /// failed when that is `None`. `false` when the lease was lost.
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool>;
-    /// The jobs about a subject (an order id), oldest first.
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>>;
-    /// One job.
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>>;
-    /// Jobs parked as failed, oldest first.
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
-    /// Puts a parked job back in the queue, due now, with a fresh count of attempts (its
-    /// last error is kept until the next attempt); `false` if it is not parked.
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
-    /// Every parked job (of `kind`, or of every kind) back in the queue, as
-    /// [`Store::requeue_job`] does, in one statement; returns how many.
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64>;
-    /// The job of a kind with this dedup key.
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
-
     // Events and their delivery (merchant-api.md §2).
 
     /// Events after `after`, in feed order, as many as `limit`.
@@ -170,8 +150,6 @@ pub trait Store: Send + Sync + 'static {
     /// Lifts the pause and makes every waiting delivery of `kind` due now, parked ones
     /// included; returns how many deliveries were put back in the queue.
     async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64>;
-    /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Deletes at most `batch` events created before `before_ms`; returns how many.
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
     /// Instances, newest first.
@@ -273,7 +251,7 @@ pub trait Tx: Send {
     /// [`Store::record_attempt`] inside this transaction: a successful delivery's attempt
     /// commits with its job's completion, one write instead of two.
     async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()>;
-    /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
+    /// [`Queue::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
 
@@ -326,7 +304,8 @@ pub trait Tx: Send {
     /// Writes back an application read with [`Tx::license_request_for_update`].
     async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()>;
 
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Commits, saying whether a job was enqueued: only then is the worker woken.
+    async fn commit(self: Box<Self>) -> StoreResult<Committed>;
 }
 
 /// What makes two callbacks "the same" (D7): a scope (interface and activity) and the
@@ -562,11 +541,13 @@ pub struct Job {
     pub updated_ms: i64,
 }
 
-/// What a worker asks for when it claims a job.
+/// What a worker asks for when it claims jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Unique per claim; finishing or failing the job needs it.
     pub token: String,
+    /// The caller's clock, recorded as the jobs' `updated_ms` only: when the lease ends
+    /// is `duration_ms` after the database's now.
     pub now_ms: i64,
     pub duration_ms: i64,
 }
@@ -577,8 +558,8 @@ pub struct JobFailure<'a> {
     pub id: i64,
     pub token: &'a str,
     pub error: &'a str,
-    /// When to try again; `None` parks the job as failed.
-    pub retry_at_ms: Option<i64>,
+    /// How long after the database's now to try again; `None` parks the job as failed.
+    pub retry_in_ms: Option<i64>,
     /// The attempt was cut short by a shutdown rather than failing: it is not counted,
     /// so rolling restarts do not use up a job's attempts.
     pub uncounted: bool,

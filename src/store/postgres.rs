@@ -6,15 +6,15 @@
 use super::events::{self, Attempt, Cursor, InstanceFilter, NewEvent, Pause, StoredEvent};
 use super::license_requests::{self, LicenseUpload};
 use super::rows::{
-    AtRest, CallbackRow, InstanceRow, JobRow, LicenseCodeRow, OrderLineRow, bind_instance,
-    bind_license_code, instance_columns, job_columns, license_code_columns, order_info_at_rest,
+    AtRest, CallbackRow, InstanceRow, LicenseCodeRow, OrderLineRow, bind_instance,
+    bind_license_code, instance_columns, license_code_columns, order_info_at_rest,
     order_line_columns,
 };
 use super::seal::Sealer;
 use super::usage::{self as usage, Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
-    CallbackRecord, Claim, IdempotencyKey, Job, JobFailure, JobState, Lease, NewJob,
-    OrderLineRecord, PoolOptions, Store, StoreResult, StoredAnswer, Tx,
+    CallbackRecord, Claim, Committed, IdempotencyKey, NewJob, OrderLineRecord, PoolOptions, Store,
+    StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -25,7 +25,7 @@ use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     sealer: Arc<Sealer>,
 }
 
@@ -47,26 +47,6 @@ const INSERT_LICENSE_CODE: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING"
 );
 const UPDATE_LICENSE_CODE: &str = "UPDATE license_codes SET order_id = $1, order_line_id = $2, product_id = $3, state = $4, expire_ms = $5, last_order_id = $6, released_by_test = $7, updated_ms = $8, released_ms = $9 WHERE license = $10";
-
-/// Takes the job due longest: a pending one whose time has come, else a running one whose
-/// lease has ended, each through its own partial index; a job whose lane holds an earlier
-/// unfinished job waits. `FOR UPDATE SKIP LOCKED` lets replicas claim side by side: a row
-/// another replica is claiming is skipped, and once claimed it is no longer due until its
-/// lease ends.
-const CLAIM_JOB: &str = concat!(
-    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = $1, updated_ms = $2, \
-     lease_until_ms = $3 WHERE id = COALESCE(\
-     (SELECT id FROM jobs j WHERE state = 'pending' AND run_at_ms <= $4 AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY run_at_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED), \
-     (SELECT id FROM jobs j WHERE state = 'running' AND lease_until_ms < $5 AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY lease_until_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED)) RETURNING ",
-    job_columns!()
-);
-const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
-     WHERE id = $2 AND lease_token = $3 AND state = 'running'";
-const FAIL_JOB: &str = "UPDATE jobs SET state = $1, run_at_ms = COALESCE($2, run_at_ms), last_error = $3, \
-     lease_token = NULL, lease_until_ms = NULL, updated_ms = $4, attempts = attempts - $7 \
-     WHERE id = $5 AND lease_token = $6 AND state = 'running'";
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
@@ -116,6 +96,7 @@ impl Store for PgStore {
         Ok(Box::new(PgTx(
             self.pool.begin().await?,
             self.sealer.clone(),
+            false,
         )))
     }
 
@@ -133,11 +114,13 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < $1")
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
+    async fn purge_nonces(&self) -> StoreResult<u64> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM nonces WHERE expires_ms < ",
+            super::queue::pg_now!()
+        ))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
@@ -254,103 +237,6 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
-        let row: Option<JobRow> = sqlx::query_as(CLAIM_JOB)
-            .bind(&lease.token)
-            .bind(lease.now_ms)
-            .bind(lease.now_ms.saturating_add(lease.duration_ms))
-            .bind(lease.now_ms)
-            .bind(lease.now_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(JobRow::into_job).transpose()
-    }
-
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(FINISH_JOB)
-            .bind(now_ms)
-            .bind(id)
-            .bind(token)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
-        let (state, run_at) = match failure.retry_at_ms {
-            Some(at) => (JobState::Pending, Some(at)),
-            None => (JobState::Failed, None),
-        };
-        let done = sqlx::query(FAIL_JOB)
-            .bind(state.as_str())
-            .bind(run_at)
-            .bind(failure.error)
-            .bind(failure.now_ms)
-            .bind(failure.id)
-            .bind(failure.token)
-            .bind(i64::from(failure.uncounted))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE subject = $1 ORDER BY id"
-        ))
-        .bind(subject)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(JobRow::into_job).collect()
-    }
-
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
-        let row: Option<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(JobRow::into_job).transpose()
-    }
-
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE state = 'failed' ORDER BY id LIMIT $1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(JobRow::into_job).collect()
-    }
-
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', attempts = 0, run_at_ms = $1, updated_ms = $2 \
-             WHERE id = $3 AND state = 'failed'",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
-        events::pg::requeue_failed(&self.pool, kind, now_ms).await
-    }
-
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
-        events::pg::job_by_key(&self.pool, kind, key).await
-    }
-
     async fn events_after(&self, after: Cursor, limit: u32) -> StoreResult<Vec<StoredEvent>> {
         events::pg::events_after(&self.pool, after, limit, &self.sealer).await
     }
@@ -382,14 +268,12 @@ impl Store for PgStore {
     async fn resume_webhook(&self, kind: &str, now_ms: i64) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         events::pg::clear_pause(&mut *tx).await?;
-        let parked = events::pg::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
+        // Waiting ones first: the parked ones come back due on the database's clock,
+        // which may be ahead of `now_ms`, and would be counted twice.
         let waiting = events::pg::due_now(&mut *tx, kind, now_ms).await?;
+        let parked = super::queue::pg::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
         tx.commit().await?;
         Ok(parked + waiting)
-    }
-
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        events::pg::purge_jobs(&self.pool, before_ms, batch).await
     }
 
     async fn purge_events(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
@@ -473,8 +357,8 @@ impl Store for PgStore {
     }
 }
 
-/// A transaction, and the sealer of what it writes encrypted.
-struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>);
+/// A transaction, the sealer of what it writes encrypted, and whether it enqueued a job.
+struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>, bool);
 
 #[async_trait]
 impl Tx for PgTx {
@@ -660,21 +544,9 @@ impl Tx for PgTx {
     }
 
     async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(&job.dedup_key)
-        .bind(&job.subject)
-        .bind(&job.lane)
-        .bind(job.run_at_ms)
-        .bind(job.created_ms)
-        .bind(job.created_ms)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let enqueued = super::queue::pg::enqueue(&mut *self.0, job).await?;
+        self.2 |= enqueued;
+        Ok(enqueued)
     }
 
     async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()> {
@@ -701,13 +573,7 @@ impl Tx for PgTx {
     }
 
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(FINISH_JOB)
-            .bind(now_ms)
-            .bind(id)
-            .bind(token)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        super::queue::pg::finish(&mut *self.0, id, token, now_ms).await
     }
 
     async fn claim_usage_record(
@@ -762,9 +628,9 @@ impl Tx for PgTx {
         usage::pg::package(&mut *self.0, ids).await
     }
 
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(self: Box<Self>) -> StoreResult<Committed> {
         self.0.commit().await?;
-        Ok(())
+        Ok(Committed { enqueued: self.2 })
     }
 }
 
