@@ -52,6 +52,10 @@ pub trait Queue: Send + Sync {
     async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
 }
 
+/// The claim's statement on PostgreSQL, whose plan the tests read. Its parameters are
+/// the limit, the lease token, the caller's now and the lease's duration.
+pub const PG_CLAIM: &str = pg::CLAIM;
+
 /// What a committed transaction did that others may wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Committed {
@@ -122,7 +126,6 @@ macro_rules! queries {
 
         type Db = $db;
 
-        /// The claim's SQL, for the tests that read its plan.
         pub const CLAIM: &str = claim_sql!($now, $lock);
 
         pub async fn claim<'c>(

@@ -223,7 +223,7 @@ async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
     );
 }
 
-async fn open(db: &Database) -> Arc<dyn Store> {
+pub async fn open(db: &Database) -> Arc<dyn Store> {
     let options = PoolOptions {
         max_connections: 8,
         acquire_timeout: Duration::from_secs(5),
