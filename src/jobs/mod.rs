@@ -147,6 +147,17 @@ pub fn new_job(
     }
 }
 
+/// The longest lease or wait handed to the database, which adds it to its own now: a
+/// century, so that the sum cannot overflow there and fail the statement.
+const LONGEST_WAIT_MS: i64 = 100 * 365 * 86_400_000;
+
+/// Milliseconds of `wait`, at most [`LONGEST_WAIT_MS`].
+fn wait_ms(wait: Duration) -> i64 {
+    i64::try_from(wait.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(LONGEST_WAIT_MS)
+}
+
 /// Why an attempt did not succeed.
 enum Failure {
     Job(JobError),
@@ -250,7 +261,7 @@ impl Worker {
         let lease = Lease {
             token: uuid::Uuid::new_v4().simple().to_string(),
             now_ms: (self.clock)(),
-            duration_ms: i64::try_from(self.policy.lease.as_millis()).unwrap_or(i64::MAX),
+            duration_ms: wait_ms(self.policy.lease),
         };
         let jobs = self
             .store
@@ -365,7 +376,7 @@ impl Worker {
             Failure::Interrupted => (JobError::retry("interrupted: the replica shut down"), true),
         };
         // A wait, not an instant: the database adds it to its own now.
-        let after = |wait: Duration| Some(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        let after = |wait: Duration| Some(wait_ms(wait));
         let (retry_in_ms, uncounted) = match error.retry {
             _ if interrupted => (Some(0), true),
             Retry::Deferred(wait) => (after(wait), true),
