@@ -29,7 +29,7 @@ pub use ops::{
     CallbackCount, CodeActivation, FailingOrder, Operations, OrderSummary, Search, StoredCallback,
 };
 pub use postgres::PgStore;
-pub use queue::{Committed, PG_CLAIM, Queue};
+pub use queue::{Committed, PG_CLAIM, Queue, SQLITE_CLAIM};
 pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};

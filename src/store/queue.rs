@@ -55,6 +55,8 @@ pub trait Queue: Send + Sync {
 /// The claim's statement on PostgreSQL, whose plan the tests read. Its parameters are
 /// the limit, the lease token, the caller's now and the lease's duration.
 pub const PG_CLAIM: &str = pg::CLAIM;
+/// The same on SQLite.
+pub const SQLITE_CLAIM: &str = lite::CLAIM;
 
 /// What a committed transaction did that others may wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

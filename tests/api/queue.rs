@@ -323,6 +323,54 @@ async fn a_commit_says_whether_it_enqueued(backend: Backend) {
     );
 }
 
+/// SQLite reads the same two partial indexes in order, over a queue with a history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_claim_reads_the_partial_indexes_on_sqlite() {
+    let db = Database::fresh(Backend::Sqlite).await;
+    let store = open(&db).await;
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 20000)          INSERT INTO jobs (kind, payload, dedup_key, lane, state, attempts, run_at_ms, created_ms,          updated_ms) SELECT 'bulk', '{}', 'j' || n, CASE WHEN n % 10 = 0 THEN 'lane-' || (n % 100) END,          CASE WHEN n % 10 = 1 THEN 'pending' ELSE 'done' END, 0, $1 - n, $1 - n, $1 - n FROM g",
+    )
+    .bind(now())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", store::SQLITE_CLAIM))
+            .bind(16_i64)
+            .bind("t")
+            .bind(now())
+            .bind(60_000_i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+    println!("{}", plan.join("\n"));
+    for index in ["jobs_pending_due", "jobs_running_lease"] {
+        assert!(
+            plan.iter()
+                .any(|d| d.contains(&format!("USING INDEX {index}"))),
+            "{plan:#?}"
+        );
+    }
+    assert!(
+        !plan
+            .iter()
+            .any(|d| d.starts_with("SCAN j ") || d == "SCAN j"),
+        "{plan:#?}"
+    );
+    assert_eq!(
+        store
+            .claim_jobs(&lease("t", 60_000), 16)
+            .await
+            .unwrap()
+            .len(),
+        16
+    );
+}
+
 /// Inserts `count` jobs in one statement: `state`, due `age_ms` to `age_ms + count` ms
 /// ago, one in `lane_every` in one of 100 lanes.
 async fn bulk_insert(
