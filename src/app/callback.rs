@@ -272,8 +272,10 @@ async fn run(
     {
         return Err(Failure::TimedOut);
     }
-    tx.commit().await.map_err(Failure::Store)?;
-    services.wake_jobs.notify_one();
+    tx.commit()
+        .await
+        .map_err(Failure::Store)?
+        .wake(&services.wake_jobs);
     let Some(wait) = wait_for else {
         return Ok(Some(answer));
     };

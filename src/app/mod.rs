@@ -424,7 +424,7 @@ async fn maintain(
             _ = stop.changed() => return,
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match store.purge_nonces(now_ms).await {
+        match store.purge_nonces().await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces forgotten"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge expired nonces"),

@@ -174,7 +174,7 @@ impl LicenseUploads {
         }
         .await;
         match recorded {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::error!(%event_id, %reason, "License upload parked: `koogate jobs retry` sends it again");
                 JobError::park(reason)
             }

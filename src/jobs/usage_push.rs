@@ -482,9 +482,9 @@ pub async fn schedule(
             tx.commit().await
         };
         match enqueued.await {
-            Ok(()) => {
+            Ok(committed) => {
                 last = Some(slot);
-                wake.notify_one();
+                committed.wake(&wake);
             }
             Err(error) => tracing::warn!(%error, "cannot enqueue the usage push; trying again"),
         }

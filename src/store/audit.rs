@@ -1,10 +1,11 @@
 //! The audit record of callbacks, the nonces that refuse replays and the idempotency
-//! keys that replay answers: SQL written once, the same on both backends, expanded for
-//! each by `queries!`.
+//! keys that replay answers: SQL written once, expanded for each backend by `queries!`,
+//! with the one dialect difference (how to say the database's now) passed in.
 
-/// Expands the queries for one backend: `$db` is its sqlx database.
+/// Expands the queries for one backend: `$db` is its sqlx database, `$now` the macro
+/// that writes the database's clock in SQL.
 macro_rules! queries {
-    ($db:ty) => {
+    ($db:ty, $now:ident) => {
         use crate::store::rows::CallbackRow;
         use crate::store::seal::Sealer;
         use crate::store::{
@@ -91,12 +92,12 @@ macro_rules! queries {
             Ok(done.rows_affected() == 1)
         }
 
+        /// On the database's clock, as the queue's leases are: replicas' clocks may
+        /// disagree, and one running behind must not reopen a replay window.
         pub async fn purge_nonces<'c>(
             conn: impl Executor<'c, Database = Db>,
-            now_ms: i64,
         ) -> StoreResult<u64> {
-            let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < $1")
-                .bind(now_ms)
+            let done = sqlx::query(concat!("DELETE FROM nonces WHERE expires_ms < ", $now!()))
                 .execute(conn)
                 .await?;
             Ok(done.rows_affected())
@@ -166,9 +167,11 @@ macro_rules! queries {
 }
 
 pub(super) mod pg {
-    queries!(sqlx::Postgres);
+    use crate::store::queue::pg_now;
+    queries!(sqlx::Postgres, pg_now);
 }
 
 pub(super) mod lite {
-    queries!(sqlx::Sqlite);
+    use crate::store::queue::lite_now;
+    queries!(sqlx::Sqlite, lite_now);
 }

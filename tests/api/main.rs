@@ -25,6 +25,7 @@ mod orders;
 mod outages;
 mod postgres;
 mod provisioning;
+mod queue;
 mod receiver;
 mod saas_v1;
 mod saas_v2;

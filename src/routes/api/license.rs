@@ -100,8 +100,10 @@ pub async fn put_license_request(
     .map_err(|e| Problem::internal(&e))?;
     match provided.answer {
         Provided::Queued => {
-            tx.commit().await.map_err(|e| Problem::internal(&e))?;
-            services.wake_jobs.notify_one();
+            tx.commit()
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .wake(&services.wake_jobs);
         }
         Provided::Unchanged => {}
         Provided::Unknown => {

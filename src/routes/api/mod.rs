@@ -459,11 +459,15 @@ async fn put_provisioning(
             )
             .await
             .map_err(|e| Problem::internal(&e))?;
-            tx.commit().await.map_err(|e| Problem::internal(&e))?;
-            services.wake_jobs.notify_one();
+            tx.commit()
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .wake(&services.wake_jobs);
             services.provisioned.notify_waiters();
         }
-        Applied::Unchanged => tx.commit().await.map_err(|e| Problem::internal(&e))?,
+        Applied::Unchanged => {
+            tx.commit().await.map_err(|e| Problem::internal(&e))?;
+        }
         Applied::Refused(Refusal::Unknown) => {
             return Err(Problem::not_found(format!("no instance {id}")));
         }
