@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, and the tools around the server.
+//! The command line, a way in beside the routes and the jobs: `serve`, `migrate`, and the
+//! tools around the server.
 
 pub mod events;
 pub mod evidence;
@@ -7,10 +8,10 @@ pub mod license;
 pub mod orders;
 pub mod usage;
 
+use crate::app::license_activation::{self, Activation};
 use crate::app::{self, AppState};
 use crate::config::Settings;
 use crate::domain::license_code::LicenseCode;
-use crate::marketplace::license::Activation;
 use crate::marketplace::{self, mock};
 use crate::protocol::crypto::KeySize;
 use crate::simulate::{self, Interface, Scenario};
@@ -465,7 +466,7 @@ pub async fn run(command: Command, mut settings: Settings) -> CommandResult {
             let store = app::open_store(&settings).await?;
             let client = marketplace::Client::from_settings(&settings);
             let now_ms = chrono::Utc::now().timestamp_millis();
-            let activation = marketplace::license::activate(
+            let activation = license_activation::activate(
                 &client,
                 store.as_ref(),
                 &license,

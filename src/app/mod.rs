@@ -1,15 +1,23 @@
-//! The application: shared state, the router with its middleware, and `serve`, which
-//! takes a bound listener and a shutdown future so tests run the real server on port 0.
+//! The application layer, between the domain's decisions and the ways in (routes, jobs,
+//! CLI): the callback pipeline that runs a decision under the deadline and commits it,
+//! the follow-up work decisions imply, orchestrations over the marketplace client and the
+//! store, and the operational service. Here too: shared state, the router with its
+//! middleware, and `serve`, which takes a bound listener and a shutdown future so tests
+//! run the real server on port 0.
 
+pub mod callback;
 pub mod evidence;
+pub mod follow_up;
+pub mod license_activation;
 pub mod ops;
 pub mod server;
 
+use crate::app::callback::Services;
+
+use crate::clock;
 use crate::config::{ApiTokens, Keys, Settings};
-use crate::domain::callback::{self, Services};
-use crate::domain::events::DELIVER_KIND;
-use crate::domain::license_request::{self, Licensing};
-use crate::domain::order;
+use crate::domain::events::{DELIVER_KIND, FETCH_KIND, UPLOAD_KIND};
+use crate::domain::license_request::Licensing;
 use crate::domain::provision::Provisioner;
 use crate::domain::usage::WindowSize;
 use crate::jobs::event_delivery::{EventDelivery, Schedule};
@@ -106,7 +114,7 @@ impl AppState {
                 store,
                 provisioner,
                 deadline: settings.callback_deadline(),
-                clock: callback::system_clock(),
+                clock: clock::system_clock(),
                 wake_jobs: Arc::new(tokio::sync::Notify::new()),
                 health: Health::new(true),
                 deliver_events: !settings.events.url.is_empty(),
@@ -188,10 +196,10 @@ impl AppState {
             services.clock.clone(),
             services.wake_jobs.clone(),
         )
-        .handle(order::FETCH_KIND, Arc::new(order_fetch))
+        .handle(FETCH_KIND, Arc::new(order_fetch))
         .handle(usage_push::PUSH_KIND, Arc::new(self.usage_push()))
         .handle(
-            license_request::UPLOAD_KIND,
+            UPLOAD_KIND,
             Arc::new(LicenseUploads {
                 client: self.marketplace.clone(),
                 store: services.store.clone(),
@@ -416,7 +424,7 @@ async fn maintain(
             _ = stop.changed() => return,
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
-        match store.purge_nonces(now_ms).await {
+        match store.purge_nonces().await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces forgotten"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge expired nonces"),

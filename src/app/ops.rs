@@ -5,6 +5,7 @@
 //! always agree on what they show and what an action changes.
 
 use crate::app::evidence::{self, CallbackEvidence, EventEvidence, Evidence, LicenseEvidence};
+use crate::app::follow_up;
 use crate::domain::events::DELIVER_KIND;
 use crate::domain::instance::Instance;
 use crate::domain::order::Fetch;
@@ -142,7 +143,7 @@ pub async fn refetch_order(store: &dyn Store, order_id: &str, now_ms: i64) -> St
             source: "admin".into(),
             test: line.test,
         };
-        let mut job = fetch.job(now_ms);
+        let mut job = follow_up::fetch_job(&fetch, now_ms);
         job.dedup_key = job.dedup_key.map(|key| format!("{key}\nrefetch {now_ms}"));
         if tx.enqueue_job(&job).await? {
             queued += 1;

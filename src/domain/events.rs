@@ -1,12 +1,13 @@
 //! Domain events (merchant-api.md §2): what each decision changed, as data. Activities
-//! return them beside their answer; the callback pipeline (and each job that changes
-//! state) writes them in the same transaction as the change, and the webhook delivery
-//! and the pull feed read them from there.
+//! return them beside their answer and the follow-up work they leave; the application
+//! layer writes both in the same transaction as the change, and the webhook delivery
+//! and the pull feed read the events from there.
 
 use super::instance::{Family, Instance, State};
 use super::license_code::LicenseCode;
+use super::order::Fetch;
 use crate::protocol::reply::AppInfo;
-use crate::store::{NewEvent, NewJob, OrderLineRecord, StoreResult, Tx};
+use crate::store::OrderLineRecord;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -317,64 +318,13 @@ impl From<&OrderLineRecord> for OrderLineView {
     }
 }
 
-/// The job kind that delivers one event to the merchant's webhook endpoint.
-pub const DELIVER_KIND: &str = "event.deliver";
-
-/// What a delivery job carries: the event to send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Delivery {
-    pub event_id: String,
-}
-
-/// Writes a decision's events in its transaction and, when a webhook endpoint is
-/// configured (`deliver`), the job that delivers each. Delivery jobs of one subject share
-/// a lane, so they run one at a time in sequence order.
-pub async fn record(
-    tx: &mut dyn Tx,
-    events: &[Event],
-    deliver: bool,
-    now_ms: i64,
-) -> StoreResult<()> {
-    for event in events {
-        let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
-        tx.record_event(&NewEvent {
-            event_id: event_id.clone(),
-            kind: event.kind.as_str(),
-            subject: event.subject.clone(),
-            test: event.test,
-            snapshot: event.snapshot.to_string(),
-            created_ms: now_ms,
-        })
-        .await?;
-        if deliver {
-            tx.enqueue_job(&delivery_job(&event_id, &event.subject, now_ms))
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// The delivery job of one event.
-pub fn delivery_job(event_id: &str, subject: &str, now_ms: i64) -> NewJob {
-    let mut job = crate::jobs::new_job(
-        DELIVER_KIND,
-        &Delivery {
-            event_id: event_id.to_owned(),
-        },
-        Some(event_id.to_owned()),
-        Some(subject.to_owned()),
-        now_ms,
-    );
-    job.lane = Some(format!("event:{subject}"));
-    job
-}
-
-/// An answer and the events its decision caused.
+/// An answer, the events its decision caused, and the background work it leaves.
 #[derive(Debug, Clone)]
 pub struct Decision<A> {
     pub answer: A,
     pub events: Vec<Event>,
+    /// What the application layer is to queue, in the decision's transaction.
+    pub follow_up: Vec<FollowUp>,
 }
 
 impl<A> Decision<A> {
@@ -383,12 +333,46 @@ impl<A> Decision<A> {
         Self {
             answer,
             events: Vec::new(),
+            follow_up: Vec::new(),
         }
     }
 
     pub fn with(answer: A, events: Vec<Event>) -> Self {
-        Self { answer, events }
+        Self {
+            answer,
+            events,
+            follow_up: Vec::new(),
+        }
     }
+
+    /// The same decision, leaving `work` to be done as well.
+    pub fn and_then(mut self, work: FollowUp) -> Self {
+        self.follow_up.push(work);
+        self
+    }
+}
+
+/// The job kind that fetches an order's details.
+pub const FETCH_KIND: &str = "order.fetch";
+
+/// The job kind that delivers one event to the merchant's webhook endpoint.
+pub const DELIVER_KIND: &str = "event.deliver";
+
+/// The job kind that uploads one application's License.
+pub const UPLOAD_KIND: &str = "license.upload";
+
+/// Work a decision leaves to the background, described as data: the domain says what
+/// must happen next, the application layer decides how it is queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// The order line's details are needed from 查询订单 (spec §8.2).
+    FetchOrder(Fetch),
+    /// An application's License is known and must reach KooGallery (§8.3).
+    UploadLicense {
+        event_id: String,
+        /// The order the upload is listed with.
+        order_id: String,
+    },
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! License codes (spec §6.3): koogate knows a code once it has activated it through the
 //! open API; KooGallery's callbacks then renew, freeze, unfreeze and release it.
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::State;
 use crate::protocol::codes::ResultCode;

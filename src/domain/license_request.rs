@@ -5,8 +5,8 @@
 //! delivered by the durable `license.upload` job through 字符串/文件流上传 (§8.3). Nothing
 //! polls the merchant for a License: the upload is the delivery (D13).
 
-use super::callback::Answer;
-use super::events::{Decision, Event, EventType, InstanceView, rfc3339};
+use super::answer::Answer;
+use super::events::{Decision, Event, EventType, FollowUp, InstanceView, rfc3339};
 use super::instance::{Family, Instance};
 use super::provision::FieldProblem;
 use crate::protocol::codes::ResultCode;
@@ -18,9 +18,6 @@ use crate::store::{StoreResult, Tx};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-
-/// The job kind that uploads one application's License.
-pub const UPLOAD_KIND: &str = "license.upload";
 
 /// Who makes Licenses (`KOOGATE_LICENSE_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,13 +102,6 @@ pub struct LicenseRequest {
     pub delivered_ms: Option<i64>,
 }
 
-/// What an upload job carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Upload {
-    pub event_id: String,
-}
-
 /// The answer an application gets for where it stands (D13): `000000` once KooGallery
 /// has the License, `000004` until then. Both are the same bytes every time.
 pub fn answer_for(state: RequestState) -> Answer {
@@ -126,7 +116,7 @@ pub fn answer_for(state: RequestState) -> Answer {
 
 /// `getLicenseAsync`, in the callback's transaction: a repeat is answered from the
 /// stored application; a new one is checked (§5 codes), stored with its License in
-/// `signed` mode, and its upload queued.
+/// `signed` mode, and its upload left as follow-up work.
 pub async fn apply_for(
     tx: &mut dyn Tx,
     licensing: &Licensing,
@@ -223,11 +213,12 @@ pub async fn apply_for(
             "internal error: the application could not be stored".into(),
         );
     }
-    if request.state == RequestState::Uploading {
-        enqueue_upload(tx, &request, &instance.order_id, now_ms).await?;
-    }
     let event = event(EventType::LicenseRequested, &request, Some(&instance));
-    Ok(Decision::with(answer_for(request.state), vec![event]))
+    let decision = Decision::with(answer_for(request.state), vec![event]);
+    if request.state == RequestState::Uploading {
+        return Ok(decision.and_then(upload(&request, &instance.order_id)));
+    }
+    Ok(decision)
 }
 
 fn claims(request: &LicenseRequest, instance: &Instance, now_ms: i64) -> Claims {
@@ -255,24 +246,12 @@ fn file_name(event_id: &str) -> String {
     format!("{event_id}.lic")
 }
 
-/// The upload job of an application: one per eventId; listed with its order's jobs.
-async fn enqueue_upload(
-    tx: &mut dyn Tx,
-    request: &LicenseRequest,
-    order_id: &str,
-    now_ms: i64,
-) -> StoreResult<()> {
-    let job = crate::jobs::new_job(
-        UPLOAD_KIND,
-        &Upload {
-            event_id: request.event_id.clone(),
-        },
-        Some(request.event_id.clone()),
-        Some(order_id.to_owned()),
-        now_ms,
-    );
-    tx.enqueue_job(&job).await?;
-    Ok(())
+/// The upload of an application's License, once it is known.
+fn upload(request: &LicenseRequest, order_id: &str) -> FollowUp {
+    FollowUp::UploadLicense {
+        event_id: request.event_id.clone(),
+        order_id: order_id.to_owned(),
+    }
 }
 
 /// An event about an application; `license.requested` carries the instance too, so that
@@ -389,7 +368,7 @@ impl LicenseInput {
 /// What providing a License did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provided {
-    /// Stored; its upload is queued.
+    /// Stored; its upload is the decision's follow-up.
     Queued,
     /// The same License was already provided.
     Unchanged,
@@ -399,19 +378,21 @@ pub enum Provided {
     Conflict,
 }
 
-/// Stores the app's License for an application waiting for one and queues its upload.
+/// Stores the app's License for an application waiting for one; its upload follows.
 pub async fn provide(
     tx: &mut dyn Tx,
     event_id: &str,
     license: License,
     now_ms: i64,
-) -> StoreResult<Provided> {
+) -> StoreResult<Decision<Provided>> {
     let Some(mut request) = tx.license_request_for_update(event_id).await? else {
-        return Ok(Provided::Unknown);
+        return Ok(Decision::quiet(Provided::Unknown));
     };
     match &request.license {
-        Some(earlier) if earlier.content == license.content => return Ok(Provided::Unchanged),
-        Some(_) => return Ok(Provided::Conflict),
+        Some(earlier) if earlier.content == license.content => {
+            return Ok(Decision::quiet(Provided::Unchanged));
+        }
+        Some(_) => return Ok(Decision::quiet(Provided::Conflict)),
         None => {}
     }
     request.license = Some(license);
@@ -425,8 +406,7 @@ pub async fn provide(
         .first()
         .map(|i| i.order_id.clone())
         .unwrap_or_default();
-    enqueue_upload(tx, &request, &order_id, now_ms).await?;
-    Ok(Provided::Queued)
+    Ok(Decision::quiet(Provided::Queued).and_then(upload(&request, &order_id)))
 }
 
 /// Marks an application delivered (`CBC.0000`); the events to record.

@@ -1,7 +1,9 @@
-//! What each activity does, free of HTTP and SQL: instances and their lifecycle,
-//! provisioning, and the decision each callback leads to.
+//! The domain layer: what each activity decides, as decisions over a store transaction —
+//! no HTTP, no SQL, no timers, no job queue. Instances and their lifecycle, provisioning,
+//! and the decision each callback leads to: its answer, the events it caused and the
+//! follow-up work it leaves, as data that the application layer records and queues.
 
-pub mod callback;
+pub mod answer;
 pub mod events;
 pub mod instance;
 pub mod license_code;

@@ -1,16 +1,12 @@
-//! Orders: the fetch of an order's details (查询订单, spec §8.2) that a callback causes,
+//! Orders: the fetch of an order's details (查询订单, spec §8.2) that a callback asks for,
 //! and what those details change on an instance.
 
 use super::instance::Instance;
-use crate::jobs;
 use crate::protocol::order::{OrderInfo, OrderLine};
 use crate::protocol::time;
-use crate::store::{NewJob, OrderLineRecord, StoreResult, Tx};
+use crate::store::{OrderLineRecord, StoreResult, Tx};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-/// The job kind that fetches an order's details.
-pub const FETCH_KIND: &str = "order.fetch";
 
 /// What an order fetch is for: the order line to query, and the instance to fill in with
 /// what the answer says (`None`: every instance of that order line).
@@ -27,24 +23,6 @@ pub struct Fetch {
 }
 
 impl Fetch {
-    /// The job, deduplicated on what it fetches and fills in: a callback retried by
-    /// KooGallery does not fetch again.
-    pub fn job(&self, now_ms: i64) -> NewJob {
-        let dedup = format!(
-            "{}\n{}\n{}",
-            self.order_id,
-            self.order_line_id,
-            self.instance_id.as_deref().unwrap_or_default()
-        );
-        jobs::new_job(
-            FETCH_KIND,
-            self,
-            Some(dedup),
-            Some(self.order_id.clone()),
-            now_ms,
-        )
-    }
-
     /// The order line as first heard of, before anything was fetched.
     pub fn line_record(&self, now_ms: i64) -> OrderLineRecord {
         OrderLineRecord {
@@ -59,12 +37,10 @@ impl Fetch {
     }
 }
 
-/// Remembers the order line and enqueues its fetch, inside the callback's transaction.
-/// Returns whether the line was new.
-pub async fn remember_and_fetch(tx: &mut dyn Tx, fetch: &Fetch, now_ms: i64) -> StoreResult<bool> {
-    let new = tx.record_order_line(&fetch.line_record(now_ms)).await?;
-    tx.enqueue_job(&fetch.job(now_ms)).await?;
-    Ok(new)
+/// Remembers the order line a fetch is for, inside the callback's transaction; the
+/// fetch itself is the decision's follow-up. Returns whether the line was new.
+pub async fn remember(tx: &mut dyn Tx, fetch: &Fetch, now_ms: i64) -> StoreResult<bool> {
+    tx.record_order_line(&fetch.line_record(now_ms)).await
 }
 
 /// Whether `order_id` is the order an instance follows now: its latest renewal, upgrade

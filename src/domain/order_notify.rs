@@ -1,8 +1,8 @@
 //! `orderNotify` (spec §7): remember the order line once and fetch its details in the
 //! background; the answer never waits for the open API.
 
-use super::callback::Answer;
-use super::events::Decision;
+use super::answer::Answer;
+use super::events::{Decision, FollowUp};
 use super::order::{self, Fetch};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::order::NotifyRequest;
@@ -22,12 +22,10 @@ pub async fn act(
         source: "orderNotify".into(),
         test: request.test,
     };
-    if !order::remember_and_fetch(tx, &fetch, now_ms).await? {
+    if !order::remember(tx, &fetch, now_ms).await? {
         tracing::info!("order line already known: answered again, nothing fetched again");
     }
     // §7 documents exactly this body. `order.received` follows once the line is fetched.
-    Ok(Decision::quiet(Answer::reply(&Reply::new(
-        ResultCode::Success,
-        "success",
-    ))))
+    let answer = Answer::reply(&Reply::new(ResultCode::Success, "success"));
+    Ok(Decision::quiet(answer).and_then(FollowUp::FetchOrder(fetch)))
 }

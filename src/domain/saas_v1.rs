@@ -2,7 +2,7 @@
 //! A 1.0 instance is the same record as a 2.0 one, with the same lifecycle: the facts the
 //! 1.0 request carries go to the instance's columns, the rest to its `details`.
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::{Decision, EventType};
 use super::instance::{Family, Instance};
 use super::provision::Provisioner;

@@ -1,8 +1,8 @@
 //! What each SaaS 2.0 activity does (spec §3, D7–D9; `getLicenseAsync`, §6.2), inside the
 //! callback's transaction.
 
-use super::callback::Answer;
-use super::events::{Decision, Event, EventType};
+use super::answer::Answer;
+use super::events::{Decision, Event, EventType, FollowUp};
 use super::instance::{Family, Instance};
 use super::license_request::{self, Licensing};
 use super::order::Fetch;
@@ -72,7 +72,7 @@ pub async fn act(
                 "refreshInstance",
                 test,
             );
-            fetch_if_accepted(tx, decision, &fetch, now_ms).await
+            Ok(fetch_if_accepted(decision, fetch))
         }
         Activity::UpdateInstanceStatus {
             instance_id,
@@ -118,7 +118,7 @@ pub async fn act(
                 "upgradeInstance",
                 test,
             );
-            fetch_if_accepted(tx, decision, &fetch, now_ms).await
+            Ok(fetch_if_accepted(decision, fetch))
         }
         Activity::GetLicenseAsync(application) => {
             license_request::apply_for(tx, licensing, application, test, now_ms).await
@@ -196,7 +196,7 @@ async fn new_instance(
     match created.answer.instance_id.clone() {
         Some(instance_id) => {
             let fetch = fetch(order_id, order_line_id, instance_id, "newInstance", test);
-            fetch_if_accepted(tx, created, &fetch, now_ms).await
+            Ok(fetch_if_accepted(created, fetch))
         }
         None => Ok(created),
     }
@@ -220,17 +220,12 @@ fn fetch(
     }
 }
 
-/// Enqueues the fetch of the order behind an answer KooGallery takes as done; an answer
+/// Asks for the fetch of the order behind an answer KooGallery takes as done; an answer
 /// that changed nothing (`000003`, `000005`) fetches nothing. The fetch stores the order
 /// line: recording it here would cost the callback a write nothing reads before then.
-async fn fetch_if_accepted(
-    tx: &mut dyn Tx,
-    decision: Decision<Answer>,
-    fetch: &Fetch,
-    now_ms: i64,
-) -> StoreResult<Decision<Answer>> {
-    if decision.answer.code.is_accepted() {
-        tx.enqueue_job(&fetch.job(now_ms)).await?;
+fn fetch_if_accepted(decision: Decision<Answer>, fetch: Fetch) -> Decision<Answer> {
+    if !decision.answer.code.is_accepted() {
+        return decision;
     }
-    Ok(decision)
+    decision.and_then(FollowUp::FetchOrder(fetch))
 }

@@ -2,7 +2,7 @@
 //! transaction: create an instance once per idempotency key (D7), apply a lifecycle
 //! change under the row lock (D9), and answer a query (D8).
 
-use super::callback::Answer;
+use super::answer::Answer;
 use super::events::{Decision, Event, EventType};
 use super::instance::{Family, Gone, Instance};
 use super::provision::{ProvisionRequest, Provisioned, Provisioner};

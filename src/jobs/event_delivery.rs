@@ -4,8 +4,9 @@
 //! lane, so they go one at a time, in sequence; `410 Gone` pauses the endpoint.
 
 use super::{Handler, JobError, Outcome, Retry};
-use crate::domain::callback::Clock;
-use crate::domain::events::{Delivery, EventType};
+use crate::app::follow_up::{self, Delivery};
+use crate::clock::Clock;
+use crate::domain::events::EventType;
 use crate::domain::license_request::{self, License, LicenseInput, Licensing, Mode, Provided};
 use crate::domain::provision::{self, Applied, Report};
 use crate::protocol::webhook::{WebhookSecret, signature_header};
@@ -328,7 +329,7 @@ impl EventDelivery {
         match provision::apply_report(tx, instance_id, &report, now_ms).await? {
             Applied::Changed(events) => {
                 // Deliveries are on: this job is one.
-                crate::domain::events::record(tx, &events, true, now_ms).await?;
+                follow_up::record(tx, &events, &[], true, now_ms).await?;
                 Ok(true)
             }
             Applied::Unchanged => Ok(false),
@@ -350,7 +351,10 @@ impl EventDelivery {
         given: License,
         now_ms: i64,
     ) -> Result<(), JobError> {
-        match license_request::provide(tx, event_id, given, now_ms).await? {
+        let provided = license_request::provide(tx, event_id, given, now_ms).await?;
+        // Deliveries are on: this job is one.
+        follow_up::record(tx, &provided.events, &provided.follow_up, true, now_ms).await?;
+        match provided.answer {
             Provided::Queued | Provided::Unchanged => {}
             refused @ (Provided::Unknown | Provided::Conflict) => {
                 tracing::warn!(%event_id, ?refused, "the app's License answer was not applied");

@@ -8,9 +8,9 @@
 //! is always reported with its event.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::domain::callback::Clock;
-use crate::domain::events;
-use crate::domain::license_request::{self, RequestState, Upload};
+use crate::app::follow_up::{self, Upload};
+use crate::clock::Clock;
+use crate::domain::license_request::{self, RequestState};
 use crate::marketplace::{ApiCode, Client, MarketError, interpret};
 use crate::protocol::license_upload;
 use crate::store::{Job, LicenseUpload, Store};
@@ -135,7 +135,7 @@ impl Handler for LicenseUploads {
             Ok(_) => {
                 let mut tx = self.store.begin().await?;
                 let events = license_request::delivered(tx.as_mut(), &event_id, now_ms).await?;
-                events::record(tx.as_mut(), &events, self.deliver_events, now_ms).await?;
+                follow_up::record(tx.as_mut(), &events, &[], self.deliver_events, now_ms).await?;
                 tracing::info!(%event_id, kind = license.content.kind(), "License delivered to KooGallery");
                 // A waiting `getLicenseAsync` is woken once this has committed.
                 Ok(Outcome::CommitAndNotify(tx, self.licensed.clone()))
@@ -169,12 +169,12 @@ impl LicenseUploads {
             let mut tx = self.store.begin().await?;
             let events =
                 license_request::delivery_failed(tx.as_mut(), event_id, &reason, now_ms).await?;
-            events::record(tx.as_mut(), &events, self.deliver_events, now_ms).await?;
+            follow_up::record(tx.as_mut(), &events, &[], self.deliver_events, now_ms).await?;
             tx.commit().await
         }
         .await;
         match recorded {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::error!(%event_id, %reason, "License upload parked: `koogate jobs retry` sends it again");
                 JobError::park(reason)
             }

@@ -5,13 +5,16 @@
 //! the [`Handler`] of their kind, retries failures with exponential backoff and jitter, and
 //! parks a job as failed, with its last error, after the last attempt. A replica that dies
 //! mid-job leaves a lease that ends; the job is then taken again.
+//!
+//! Jobs sit beside the routes, above the domain: handlers run its decisions and queue what
+//! those leave through [`crate::app::follow_up`], as callbacks do.
 
 pub mod event_delivery;
 pub mod license_upload;
 pub mod order_fetch;
 pub mod usage_push;
 
-use crate::domain::callback::Clock;
+use crate::clock::Clock;
 use crate::store::{Job, JobFailure, Lease, NewJob, Store, StoreResult, Tx};
 use async_trait::async_trait;
 use rand::Rng;
@@ -147,6 +150,17 @@ pub fn new_job(
     }
 }
 
+/// The longest lease or wait handed to the database, which adds it to its own now: a
+/// century, so that the sum cannot overflow there and fail the statement.
+const LONGEST_WAIT_MS: i64 = 100 * 365 * 86_400_000;
+
+/// Milliseconds of `wait`, at most [`LONGEST_WAIT_MS`].
+fn wait_ms(wait: Duration) -> i64 {
+    i64::try_from(wait.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(LONGEST_WAIT_MS)
+}
+
 /// Why an attempt did not succeed.
 enum Failure {
     Job(JobError),
@@ -154,7 +168,7 @@ enum Failure {
     Interrupted,
 }
 
-/// Claims and runs jobs, one at a time, dispatching on their kind.
+/// Claims and runs jobs, dispatching on their kind.
 pub struct Worker {
     store: Arc<dyn Store>,
     policy: Policy,
@@ -195,50 +209,77 @@ impl Worker {
     /// Runs due jobs, `concurrency` at a time, until `stop` changes or its sender is
     /// dropped. An attempt running then is cut short and made due again at once, for this
     /// or another replica.
-    pub async fn run(self, stop: watch::Receiver<()>) {
-        let slots = (0..self.policy.concurrency.max(1)).map(|_| self.run_slot(stop.clone()));
-        futures_util::future::join_all(slots).await;
-    }
-
-    async fn run_slot(&self, mut stop: watch::Receiver<()>) {
+    ///
+    /// Whenever attempts are free it claims as many due jobs as there are free attempts,
+    /// in one statement: when a job ends, when a transaction of this replica enqueued one
+    /// (`wake`), and at every poll (for what other replicas enqueued, and retries).
+    pub async fn run(self, mut stop: watch::Receiver<()>) {
+        let slots = usize::try_from(self.policy.concurrency.max(1)).unwrap_or(usize::MAX);
+        // Attempts run as tasks of their own: they go on while the next claim waits (on
+        // SQLite, for the writer turn an attempt may hold).
+        let this = Arc::new(self);
+        let mut running = tokio::task::JoinSet::new();
+        let mut look = true;
         loop {
-            loop {
-                if stop.has_changed().unwrap_or(true) {
-                    return;
-                }
-                match self.run_one(&mut stop).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot claim or record jobs; trying again later");
-                        break;
+            if stop.has_changed().unwrap_or(true) {
+                break;
+            }
+            let free = slots.saturating_sub(running.len());
+            if look && free > 0 {
+                look = false;
+                match this.claim(free).await {
+                    Ok((lease, jobs)) => {
+                        // A full batch may have left more due jobs behind.
+                        look = jobs.len() == free;
+                        for job in jobs {
+                            let worker = this.clone();
+                            let (lease, stop) = (lease.clone(), stop.clone());
+                            running.spawn(async move { worker.run_job(job, lease, stop).await });
+                        }
                     }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim jobs; trying again later");
+                    }
+                }
+                if look {
+                    continue;
                 }
             }
             tokio::select! {
-                _ = stop.changed() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.policy.poll_interval) => {}
+                _ = stop.changed() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    // The job may have held back the next of its lane.
+                    look = true;
+                }
+                _ = this.wake.notified() => look = true,
+                _ = tokio::time::sleep(this.policy.poll_interval) => look = true,
             }
         }
+        // The attempts still running see the stop too: wait for them to be recorded.
+        while running.join_next().await.is_some() {}
     }
 
-    /// Claims one due job and runs it; `false` when no job was due.
-    async fn run_one(&self, stop: &mut watch::Receiver<()>) -> StoreResult<bool> {
+    /// Claims up to `limit` due jobs under one lease token.
+    async fn claim(&self, limit: usize) -> StoreResult<(Lease, Vec<Job>)> {
         let lease = Lease {
             token: uuid::Uuid::new_v4().simple().to_string(),
             now_ms: (self.clock)(),
-            duration_ms: i64::try_from(self.policy.lease.as_millis()).unwrap_or(i64::MAX),
+            duration_ms: wait_ms(self.policy.lease),
         };
-        let Some(job) = self.store.claim_job(&lease).await? else {
-            return Ok(false);
-        };
-        // More may be due: wake another slot while this one works.
-        self.wake.notify_one();
+        let jobs = self
+            .store
+            .claim_jobs(&lease, u32::try_from(limit).unwrap_or(u32::MAX))
+            .await?;
+        Ok((lease, jobs))
+    }
+
+    /// Runs one claimed job and records its outcome.
+    async fn run_job(&self, job: Job, lease: Lease, mut stop: watch::Receiver<()>) {
         let span =
             tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        self.process(&job, &lease, stop).instrument(span).await?;
-        Ok(true)
+        if let Err(error) = self.process(&job, &lease, &mut stop).instrument(span).await {
+            tracing::warn!(%error, id = job.id, "cannot record the outcome of a job; its lease will end and it will run again");
+        }
     }
 
     async fn process(
@@ -289,7 +330,7 @@ impl Worker {
             self.finished(job, false);
             return Ok(());
         }
-        tx.commit().await?;
+        tx.commit().await?.wake(&self.wake);
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
@@ -337,11 +378,10 @@ impl Worker {
             Failure::Job(error) => (error, false),
             Failure::Interrupted => (JobError::retry("interrupted: the replica shut down"), true),
         };
-        let after = |wait: Duration| {
-            Some(now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
-        };
-        let (retry_at_ms, uncounted) = match error.retry {
-            _ if interrupted => (Some(now_ms), true),
+        // A wait, not an instant: the database adds it to its own now.
+        let after = |wait: Duration| Some(wait_ms(wait));
+        let (retry_in_ms, uncounted) = match error.retry {
+            _ if interrupted => (Some(0), true),
             Retry::Deferred(wait) => (after(wait), true),
             Retry::After(wait) => (after(wait), false),
             Retry::Backoff if attempts < self.policy.max_attempts => (
@@ -356,18 +396,18 @@ impl Worker {
                 id: job.id,
                 token: &lease.token,
                 error: &error.message,
-                retry_at_ms,
+                retry_in_ms,
                 uncounted,
                 now_ms,
             })
             .await?;
-        match (recorded, retry_at_ms) {
+        match (recorded, retry_in_ms) {
             (false, _) => {
                 tracing::warn!(error = %error.message, "job failed after its lease ended; another replica owns it now")
             }
-            (true, Some(at)) => tracing::warn!(
+            (true, Some(wait)) => tracing::warn!(
                 error = %error.message,
-                retry_in_ms = at - now_ms,
+                retry_in_ms = wait,
                 "job attempt failed; it will be retried"
             ),
             (true, None) => tracing::error!(

@@ -2,8 +2,9 @@
 //! fill in the instances it describes — in one transaction, with the job's completion.
 
 use super::{Handler, JobError, Outcome};
-use crate::domain::callback::Clock;
-use crate::domain::events::{self, Event, EventType};
+use crate::app::follow_up;
+use crate::clock::Clock;
+use crate::domain::events::{Event, EventType};
 use crate::domain::order::{self, Fetch};
 use crate::marketplace::{Client, MarketError};
 use crate::store::{Job, Store, StoreError};
@@ -119,7 +120,7 @@ impl Handler for OrderFetch {
                 ));
             }
         }
-        events::record(tx.as_mut(), &events, self.deliver_events, now_ms).await?;
+        follow_up::record(tx.as_mut(), &events, &[], self.deliver_events, now_ms).await?;
         tracing::info!(order_id = %fetch.order_id, order_line_id = %fetch.order_line_id, "order details stored");
         Ok(Outcome::Commit(tx))
     }

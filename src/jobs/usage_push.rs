@@ -8,7 +8,8 @@
 //! catches up on every window it missed, in order.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::domain::callback::Clock;
+use crate::app::follow_up;
+use crate::clock::Clock;
 use crate::domain::events::{self, EventType};
 use crate::domain::instance::Instance;
 use crate::domain::usage::{self, PUSH_LIMIT_MS, Quantity};
@@ -170,7 +171,7 @@ impl UsagePush {
             }
             tx.close_usage_window(&window).await?;
         }
-        events::record(tx.as_mut(), &events_out, self.deliver_events, now_ms).await?;
+        follow_up::record(tx.as_mut(), &events_out, &[], self.deliver_events, now_ms).await?;
         tx.commit().await?;
         Ok(due.len())
     }
@@ -335,7 +336,7 @@ impl UsagePush {
                 events_out.push(usage::event(kind, instance, &window));
             }
         }
-        events::record(tx.as_mut(), &events_out, self.deliver_events, now_ms).await?;
+        follow_up::record(tx.as_mut(), &events_out, &[], self.deliver_events, now_ms).await?;
         tx.commit().await?;
         Ok((pushed, parked))
     }
@@ -481,9 +482,9 @@ pub async fn schedule(
             tx.commit().await
         };
         match enqueued.await {
-            Ok(()) => {
+            Ok(committed) => {
                 last = Some(slot);
-                wake.notify_one();
+                committed.wake(&wake);
             }
             Err(error) => tracing::warn!(%error, "cannot enqueue the usage push; trying again"),
         }

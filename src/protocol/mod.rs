@@ -1,6 +1,7 @@
-//! KooGallery wire formats: signatures, encryption, times, result codes and the
-//! request/response shapes of each activity. Pure: no HTTP framework, no database,
-//! and `now` is always a parameter, so the server and the simulator share it byte for byte.
+//! KooGallery wire formats, the layer everything else builds on: signatures, encryption,
+//! times, result codes and the request/response shapes of each activity. Pure: no HTTP
+//! framework, no database, and `now` is always a parameter, so the server and the
+//! simulator share it byte for byte.
 
 pub mod apig;
 pub mod canonical;

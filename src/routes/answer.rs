@@ -2,7 +2,8 @@
 //! (D4), HTTP 200 for every protocol answer and 405/413 only for requests that are not
 //! valid HTTP for the route (D5), and the audit record started for each callback.
 
-use crate::domain::callback::{self, Answer, Services, Work};
+use crate::app::callback::{self, Services};
+use crate::domain::answer::{Answer, Work};
 use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::reply::Reply;

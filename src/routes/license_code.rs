@@ -2,7 +2,7 @@
 //! (spec §6.3), signed as in §2.2 with the License授权码交付接口 key.
 
 use super::signed::Family;
-use crate::domain::callback::Work;
+use crate::domain::answer::Work;
 use crate::protocol::license_code::Request;
 
 pub const FAMILY: Family = Family {

@@ -1,5 +1,6 @@
-//! HTTP routes, one file per interface family. Routes are thin: read the raw request,
-//! verify, parse, hand over to the domain, sign the exact bytes and answer.
+//! The HTTP layer: routes, one file per interface family. Routes are thin: read the raw
+//! request, verify, parse, hand over to the application layer's callback pipeline, sign
+//! the exact bytes and answer.
 
 pub mod admin;
 mod answer;

@@ -2,7 +2,7 @@
 //! the key bound to the general interface (通用接口).
 
 use super::signed::Family;
-use crate::domain::callback::Work;
+use crate::domain::answer::Work;
 use crate::protocol::order::NotifyRequest;
 
 pub const FAMILY: Family = Family {

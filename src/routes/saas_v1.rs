@@ -3,7 +3,8 @@
 
 use super::answer;
 use crate::app::AppState;
-use crate::domain::callback::{self, Answer, Work};
+use crate::app::callback;
+use crate::domain::answer::{Answer, Work};
 use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::crypto::FieldCipher;

@@ -2,7 +2,7 @@
 
 use super::signed::{self, Family};
 use crate::app::AppState;
-use crate::domain::callback::Work;
+use crate::domain::answer::Work;
 use crate::protocol::crypto::FieldCipher;
 use crate::protocol::reply::Credentials;
 use crate::protocol::saas_v2::Request;

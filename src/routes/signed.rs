@@ -1,11 +1,12 @@
 //! The callbacks KooGallery signs with `signature`/`timestamp`/`nonce` URL parameters
 //! (spec §2.2): SaaS 2.0, License codes and order notifications share this path — raw
-//! body, signature check, parse, one transaction in the domain, `Body-Sign` with the
+//! body, signature check, parse, one transaction in the callback pipeline, `Body-Sign` with the
 //! key that verified the request.
 
 use super::answer;
 use crate::app::AppState;
-use crate::domain::callback::{self, Answer, Work};
+use crate::app::callback;
+use crate::domain::answer::{Answer, Work};
 use crate::metrics::Refusal;
 use crate::protocol::codes::ResultCode;
 use crate::protocol::fields::FieldError;

@@ -1,10 +1,42 @@
 //! The audit record of callbacks, the nonces that refuse replays and the idempotency
-//! keys that replay answers: SQL written once, the same on both backends, expanded for
-//! each by `queries!`.
+//! keys that replay answers: SQL written once, expanded for each backend by `queries!`,
+//! with the one dialect difference (how to say the database's now) passed in.
 
-/// Expands the queries for one backend: `$db` is its sqlx database.
+/// One callback record; its values in the order of [`bind_callback!`].
+pub(super) const INSERT_CALLBACK: &str = "INSERT INTO callbacks (request_id, received_ms, interface, \
+     activity, method, raw_query, raw_body, verdict, result_code, http_status, response_body, duration_us, \
+     test, order_id, instance_id, response_sha256) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+/// Binds a callback record to [`INSERT_CALLBACK`]: a macro, so that one list serves every
+/// query type (both backends', and the batch of a held-back transaction).
+macro_rules! bind_callback {
+    ($query:expr, $r:expr) => {
+        $query
+            .bind(&$r.request_id)
+            .bind($r.received_ms)
+            .bind(&$r.interface)
+            .bind(&$r.activity)
+            .bind(&$r.method)
+            .bind(&$r.raw_query)
+            .bind(&$r.raw_body)
+            .bind(&$r.verdict)
+            .bind(&$r.result_code)
+            .bind(i64::from($r.http_status))
+            .bind(&$r.response_body)
+            .bind($r.duration_us)
+            .bind($r.test)
+            .bind(&$r.order_id)
+            .bind(&$r.instance_id)
+            .bind(&$r.response_sha256)
+    };
+}
+pub(super) use bind_callback;
+
+/// Expands the queries for one backend: `$db` is its sqlx database, `$now` the macro
+/// that writes the database's clock in SQL.
 macro_rules! queries {
-    ($db:ty) => {
+    ($db:ty, $now:ident) => {
         use crate::store::rows::CallbackRow;
         use crate::store::seal::Sealer;
         use crate::store::{
@@ -19,27 +51,7 @@ macro_rules! queries {
             conn: impl Executor<'c, Database = Db>,
             r: &CallbackRecord,
         ) -> StoreResult<()> {
-            sqlx::query(
-                "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, raw_query, raw_body, verdict, \
-                 result_code, http_status, response_body, duration_us, test, order_id, instance_id, response_sha256) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(&r.request_id)
-            .bind(r.received_ms)
-            .bind(&r.interface)
-            .bind(&r.activity)
-            .bind(&r.method)
-            .bind(&r.raw_query)
-            .bind(&r.raw_body)
-            .bind(&r.verdict)
-            .bind(&r.result_code)
-            .bind(i64::from(r.http_status))
-            .bind(&r.response_body)
-            .bind(r.duration_us)
-            .bind(r.test)
-            .bind(&r.order_id)
-            .bind(&r.instance_id)
-            .bind(&r.response_sha256)
+            crate::store::audit::bind_callback!(sqlx::query(super::INSERT_CALLBACK), r)
             .execute(conn)
             .await?;
             Ok(())
@@ -91,12 +103,12 @@ macro_rules! queries {
             Ok(done.rows_affected() == 1)
         }
 
+        /// On the database's clock, as the queue's leases are: replicas' clocks may
+        /// disagree, and one running behind must not reopen a replay window.
         pub async fn purge_nonces<'c>(
             conn: impl Executor<'c, Database = Db>,
-            now_ms: i64,
         ) -> StoreResult<u64> {
-            let done = sqlx::query("DELETE FROM nonces WHERE expires_ms < $1")
-                .bind(now_ms)
+            let done = sqlx::query(concat!("DELETE FROM nonces WHERE expires_ms < ", $now!()))
                 .execute(conn)
                 .await?;
             Ok(done.rows_affected())
@@ -166,9 +178,11 @@ macro_rules! queries {
 }
 
 pub(super) mod pg {
-    queries!(sqlx::Postgres);
+    use crate::store::queue::pg_now;
+    queries!(sqlx::Postgres, pg_now);
 }
 
 pub(super) mod lite {
-    queries!(sqlx::Sqlite);
+    use crate::store::queue::lite_now;
+    queries!(sqlx::Sqlite, lite_now);
 }

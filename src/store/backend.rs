@@ -9,13 +9,14 @@
 ///   transaction for a batch of writes outside a callback.
 /// - `writer` names the store's field holding the writers' turn, when writes must take
 ///   it first (SQLite); empty when the database orders writers itself (PostgreSQL).
-/// - `$tx` holds its transaction in field `$conn` and its sealer in field `$sealer`;
-///   `own` holds the methods of `Tx` the backend writes itself.
+/// - `$tx` holds its transaction in field `$conn`, its sealer in field `$sealer`, and
+///   whether it enqueued a job in field `$enqueued`; `own` holds the methods of `Tx` the
+///   backend writes itself.
 macro_rules! shared_impls {
     (
         store: $store:ty,
         writer: [$($writer:ident)?],
-        tx: $tx:ty { conn: $conn:tt, sealer: $sealer:tt },
+        tx: $tx:ty { conn: $conn:tt, sealer: $sealer:tt, enqueued: $enqueued:tt },
         dialect: $q:ident,
         own: { $($own:tt)* }
     ) => {
@@ -137,8 +138,10 @@ macro_rules! shared_impls {
                     $(let _turn = self.$writer.lock().await;)?
                     let mut tx = self.write_tx().await?;
                     s::events::$q::clear_pause(&mut *tx).await?;
-                    let parked = s::events::$q::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
+                    // Waiting ones first: the parked ones come back due on the database's
+                    // clock, which may be ahead of `now_ms`, and would be counted twice.
                     let waiting = s::events::$q::due_now(&mut *tx, kind, now_ms).await?;
+                    let parked = s::queue::$q::requeue_failed(&mut *tx, Some(kind), now_ms).await?;
                     tx.commit().await?;
                     Ok(parked + waiting)
                 }
@@ -227,9 +230,9 @@ macro_rules! shared_impls {
                     s::ops::$q::search_orders(&self.pool, search).await
                 }
 
-                async fn purge_nonces(&self, now_ms: i64) -> s::StoreResult<u64> {
+                async fn purge_nonces(&self) -> s::StoreResult<u64> {
                     $(let _turn = self.$writer.lock().await;)?
-                    s::audit::$q::purge_nonces(&self.pool, now_ms).await
+                    s::audit::$q::purge_nonces(&self.pool).await
                 }
 
                 async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> s::StoreResult<u64> {
@@ -421,6 +424,21 @@ macro_rules! shared_impls {
 
                 async fn record_attempt(&mut self, attempt: &s::Attempt) -> s::StoreResult<()> {
                     s::events::$q::insert_attempt(&mut *self.$conn, attempt).await
+                }
+
+                async fn enqueue_job(&mut self, job: &s::NewJob) -> s::StoreResult<bool> {
+                    let enqueued = s::queue::$q::enqueue(&mut *self.$conn, job).await?;
+                    self.$enqueued |= enqueued;
+                    Ok(enqueued)
+                }
+
+                async fn finish_job(
+                    &mut self,
+                    id: i64,
+                    token: &str,
+                    now_ms: i64,
+                ) -> s::StoreResult<bool> {
+                    s::queue::$q::finish(&mut *self.$conn, id, token, now_ms).await
                 }
 
                 async fn claim_usage_record(

@@ -18,8 +18,8 @@ use super::rows::{AtRest, bind_instance, instance_columns};
 use super::seal::Sealer;
 use super::usage::{self, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
 use super::{
-    Attempt, CallbackRecord, Claim, IdempotencyKey, NewEvent, NewJob, OrderLineRecord, StoreError,
-    StoreResult, StoredAnswer, Tx,
+    Attempt, CallbackRecord, Claim, Committed, IdempotencyKey, NewEvent, NewJob, OrderLineRecord,
+    StoreError, StoreResult, StoredAnswer, Tx,
 };
 use crate::domain::instance::Instance;
 use crate::domain::license_code::LicenseCode;
@@ -41,6 +41,9 @@ pub(super) struct DeferredTx {
     claims: Vec<(IdempotencyKey, i64)>,
     /// The ordinary transaction, once something needed one.
     open: Option<PgTx>,
+    /// Whether a job is held back (a duplicate of a queued one wakes the worker for
+    /// nothing, which costs it one look).
+    enqueued: bool,
 }
 
 impl DeferredTx {
@@ -52,6 +55,7 @@ impl DeferredTx {
             conn: None,
             claims: Vec::new(),
             open: None,
+            enqueued: false,
         }
     }
 
@@ -125,28 +129,37 @@ impl Default for Batch {
 }
 
 impl Batch {
-    /// Adds a statement written with `?` placeholders; `bind` gives their values in order.
-    fn push(&mut self, template: &str, bind: impl FnOnce(Binder<'_>) -> Binder<'_>) {
-        let mut sql = String::with_capacity(template.len() + 32);
-        let first = self.placeholders;
-        for (n, piece) in template.split('?').enumerate() {
-            if n > 0 {
-                self.placeholders += 1;
-                sql.push('$');
-                sql.push_str(&self.placeholders.to_string());
+    /// Adds a statement written with placeholders `$1`, `$2` …, as it would be sent on
+    /// its own; they are renumbered after those already held. `bind` gives their values
+    /// in order.
+    fn push(&mut self, statement: &str, bind: impl FnOnce(Binder<'_>) -> Binder<'_>) {
+        let offset = self.placeholders;
+        let mut sql = String::with_capacity(statement.len() + 32);
+        let mut highest = 0;
+        let mut chars = statement.chars().peekable();
+        while let Some(c) = chars.next() {
+            sql.push(c);
+            if c != '$' {
+                continue;
             }
-            sql.push_str(piece);
+            let mut number = 0;
+            while let Some(digit) = chars.peek().and_then(|c| c.to_digit(10)) {
+                number = number * 10 + digit as usize;
+                chars.next();
+            }
+            highest = highest.max(number);
+            sql.push_str(&(number + offset).to_string());
         }
+        self.placeholders += highest;
         let bound = bind(Binder {
             args: &mut self.args,
             count: 0,
             error: &mut self.error,
         })
         .count;
-        if bound != self.placeholders - first && self.error.is_none() {
+        if bound != highest && self.error.is_none() {
             self.error = Some(format!(
-                "{bound} values for {} placeholders in {template}",
-                self.placeholders - first
+                "{bound} values for {highest} placeholders in {statement}"
             ));
         }
         self.parts.push(sql);
@@ -155,7 +168,7 @@ impl Batch {
     fn nonce(&mut self, nonce: &str, expires_ms: i64) {
         // A plain insert: a nonce already taken fails the whole statement (a replay).
         self.push(
-            "INSERT INTO nonces (nonce, expires_ms) VALUES (?, ?)",
+            "INSERT INTO nonces (nonce, expires_ms) VALUES ($1, $2)",
             |b| b.bind(nonce).bind(expires_ms),
         );
     }
@@ -179,7 +192,7 @@ impl Batch {
         let snapshot = super::events::seal_snapshot(sealer, &event.event_id, &event.snapshot);
         self.other(
             "INSERT INTO events (event_id, type, subject, sequence, test, snapshot, created_ms) \
-             SELECT ?, ?, ?, COALESCE(MAX(sequence), 0) + ?, ?, ?, ? FROM events WHERE subject = ?",
+             SELECT $1, $2, $3, COALESCE(MAX(sequence), 0) + $4, $5, $6, $7 FROM events WHERE subject = $8",
             |b| {
                 b.bind(&event.event_id)
                     .bind(event.kind)
@@ -259,10 +272,6 @@ impl Binder<'_> {
     }
 }
 
-const INSERT_CALLBACK: &str = "INSERT INTO callbacks (request_id, received_ms, interface, activity, method, \
-     raw_query, raw_body, verdict, result_code, http_status, response_body, duration_us, test, order_id, \
-     instance_id, response_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-
 #[async_trait]
 impl Tx for DeferredTx {
     async fn claim_nonce(&mut self, nonce: &str, expires_ms: i64) -> StoreResult<bool> {
@@ -311,7 +320,7 @@ impl Tx for DeferredTx {
         // statement, and the callback runs again to replay the twin's answer.
         self.batch.other(
             "INSERT INTO idempotency (scope, key, created_ms, result_code, instance_id, body) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
             |b| {
                 b.bind(key.scope)
                     .bind(&key.key)
@@ -347,7 +356,8 @@ impl Tx for DeferredTx {
             concat!(
                 "INSERT INTO instances (",
                 instance_columns!(),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19, $20, $21, $22, $23)"
             ),
             |b| bind_instance!(b, i, at_rest, identity),
         );
@@ -393,23 +403,8 @@ impl Tx for DeferredTx {
         if let Some(tx) = &mut self.open {
             return tx.record_callback(r).await;
         }
-        self.batch.other(INSERT_CALLBACK, |b| {
-            b.bind(&r.request_id)
-                .bind(r.received_ms)
-                .bind(&r.interface)
-                .bind(&r.activity)
-                .bind(&r.method)
-                .bind(&r.raw_query)
-                .bind(&r.raw_body)
-                .bind(&r.verdict)
-                .bind(&r.result_code)
-                .bind(i64::from(r.http_status))
-                .bind(&r.response_body)
-                .bind(r.duration_us)
-                .bind(r.test)
-                .bind(&r.order_id)
-                .bind(&r.instance_id)
-                .bind(&r.response_sha256)
+        self.batch.other(super::audit::INSERT_CALLBACK, |b| {
+            super::audit::bind_callback!(b, r)
         });
         Ok(())
     }
@@ -428,20 +423,9 @@ impl Tx for DeferredTx {
         if let Some(tx) = &mut self.open {
             return tx.enqueue_job(job).await;
         }
-        self.batch.other(
-            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, \
-             created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
-            |b| {
-                b.bind(&job.kind)
-                    .bind(&job.payload)
-                    .bind(&job.dedup_key)
-                    .bind(&job.subject)
-                    .bind(&job.lane)
-                    .bind(job.run_at_ms)
-                    .bind(job.created_ms)
-                    .bind(job.created_ms)
-            },
-        );
+        self.batch
+            .other(super::queue::ENQUEUE, |b| super::queue::bind_job!(b, job));
+        self.enqueued = true;
         Ok(true)
     }
 
@@ -543,15 +527,25 @@ impl Tx for DeferredTx {
         self.open().await?.update_license_request(request).await
     }
 
-    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<Committed> {
         let batch = std::mem::take(&mut self.batch);
+        let held = Committed {
+            enqueued: self.enqueued,
+        };
         match self.open.take() {
             Some(mut tx) => {
                 batch.send(tx.connection()).await?;
-                Box::new(tx).commit().await
+                let committed = Box::new(tx).commit().await?;
+                Ok(Committed {
+                    enqueued: held.enqueued || committed.enqueued,
+                })
             }
-            None if batch.parts.is_empty() => Ok(()),
-            None => batch.send(self.conn().await?).await,
+            None => {
+                if !batch.parts.is_empty() {
+                    batch.send(self.conn().await?).await?;
+                }
+                Ok(held)
+            }
         }
     }
 }

@@ -1,5 +1,4 @@
-//! Events, their delivery attempts, the webhook endpoint's pause, the queue's
-//! housekeeping, and the operational reads of the management API: SQL written once, expanded for each backend by
+//! Events, their delivery attempts, the webhook endpoint's pause, and the operational reads of the management API: SQL written once, expanded for each backend by
 //! `queries!`, with the one dialect difference (which events the feed may show yet)
 //! passed in.
 
@@ -323,24 +322,6 @@ macro_rules! queries {
             Ok(done.rows_affected() > 0)
         }
 
-        /// Parked jobs (of a kind, or all) back in the queue with a fresh count of attempts.
-        pub async fn requeue_failed<'c>(
-            conn: impl Executor<'c, Database = Db>,
-            kind: Option<&str>,
-            now_ms: i64,
-        ) -> StoreResult<u64> {
-            let done = sqlx::query(
-                "UPDATE jobs SET state = 'pending', attempts = 0, run_at_ms = $1, updated_ms = $2 \
-                 WHERE state = 'failed' AND (CAST($3 AS TEXT) IS NULL OR kind = $3)",
-            )
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(kind)
-            .execute(conn)
-            .await?;
-            Ok(done.rows_affected())
-        }
-
         /// Pending jobs of a kind due now rather than at their retry time.
         pub async fn due_now<'c>(
             conn: impl Executor<'c, Database = Db>,
@@ -358,24 +339,6 @@ macro_rules! queries {
             Ok(done.rows_affected())
         }
 
-        pub async fn job_by_key<'c>(
-            conn: impl Executor<'c, Database = Db>,
-            kind: &str,
-            key: &str,
-        ) -> StoreResult<Option<crate::store::Job>> {
-            use crate::store::rows::{JobRow, job_columns};
-            let row: Option<JobRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE kind = $1 AND dedup_key = $2"
-            ))
-            .bind(kind)
-            .bind(key)
-            .fetch_optional(conn)
-            .await?;
-            row.map(JobRow::into_job).transpose()
-        }
-
         pub async fn purge_events<'c>(
             conn: impl Executor<'c, Database = Db>,
             before_ms: i64,
@@ -384,23 +347,6 @@ macro_rules! queries {
             let done = sqlx::query(
                 "DELETE FROM events WHERE id IN \
                  (SELECT id FROM events WHERE created_ms < $1 ORDER BY id LIMIT $2)",
-            )
-            .bind(before_ms)
-            .bind(i64::from(batch))
-            .execute(conn)
-            .await?;
-            Ok(done.rows_affected())
-        }
-
-        /// Finished jobs past the retention, oldest first, a batch at a time.
-        pub async fn purge_jobs<'c>(
-            conn: impl Executor<'c, Database = Db>,
-            before_ms: i64,
-            batch: u32,
-        ) -> StoreResult<u64> {
-            let done = sqlx::query(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = 'done' \
-                 AND updated_ms < $1 ORDER BY updated_ms LIMIT $2)",
             )
             .bind(before_ms)
             .bind(i64::from(batch))

@@ -4,14 +4,15 @@
 //! the audit record — is written through one [`Tx`] and commits together.
 
 mod at_rest;
-mod deferred;
 mod audit;
 mod backend;
+mod deferred;
 mod events;
 pub mod health;
 mod license_requests;
 mod ops;
 mod postgres;
+mod queue;
 mod records;
 pub mod refused;
 mod rows;
@@ -32,6 +33,7 @@ pub use ops::{
     CallbackCount, CodeActivation, FailingOrder, Operations, OrderSummary, Search, StoredCallback,
 };
 pub use postgres::PgStore;
+pub use queue::{Committed, PG_CLAIM, Queue, SQLITE_CLAIM};
 pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};
@@ -96,7 +98,7 @@ pub struct PoolOptions {
 /// transaction. Callers bring the subtraits into scope with [`prelude`].
 #[async_trait]
 pub trait Store:
-    Records + Events + Audit + Ops + Usage + LicenseRequests + Send + Sync + 'static
+    Records + Events + Audit + Ops + Usage + LicenseRequests + Queue + Send + Sync + 'static
 {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
@@ -119,31 +121,6 @@ pub trait Store:
     /// [`StoreError::ReplayedNonce`] or [`StoreError::Conflict`] — nothing written; run
     /// the callback again in [`Store::begin`], which sees what the twin did.
     async fn begin_callback(&self) -> StoreResult<Box<dyn Tx>>;
-    /// Takes the job that has been due longest — a pending job whose time has come, or a
-    /// running one whose lease has ended — marks it running under `lease`, counts the
-    /// attempt, and returns it. No two callers get the same job while its lease holds.
-    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>>;
-    /// Marks a job done; `false` when the lease was lost (another worker took it over).
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
-    /// Records a failed attempt: the job is due again at `retry_at_ms`, or parked as
-    /// failed when that is `None`. `false` when the lease was lost.
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool>;
-    /// The jobs about a subject (an order id), oldest first.
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>>;
-    /// One job.
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>>;
-    /// Jobs parked as failed, oldest first.
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>>;
-    /// Puts a parked job back in the queue, due now, with a fresh count of attempts (its
-    /// last error is kept until the next attempt); `false` if it is not parked.
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
-    /// Every parked job (of `kind`, or of every kind) back in the queue, as
-    /// [`Store::requeue_job`] does, in one statement; returns how many.
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64>;
-    /// The job of a kind with this dedup key.
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
-    /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
 }
 
 /// Instances, order lines, license codes and their activations.
@@ -229,8 +206,9 @@ pub trait Ops: Send + Sync {
     async fn search_instances(&self, search: &Search) -> StoreResult<Vec<Instance>>;
     /// Orders matching a search, newest first.
     async fn search_orders(&self, search: &Search) -> StoreResult<Vec<OrderSummary>>;
-    /// Forgets nonces whose replay window has passed; returns how many.
-    async fn purge_nonces(&self, now_ms: i64) -> StoreResult<u64>;
+    /// Forgets nonces whose replay window has passed on the database's clock (as the
+    /// queue's leases are: replicas' clocks may disagree); returns how many.
+    async fn purge_nonces(&self) -> StoreResult<u64>;
     /// Deletes at most `batch` callback records received before `before_ms`, oldest
     /// first; returns how many.
     async fn purge_callbacks(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
@@ -274,7 +252,7 @@ pub trait LicenseRequests: Send + Sync {
 /// calls them on a concrete store or through a generic bound; a `dyn Store` offers the
 /// methods of its subtraits without it.
 pub mod prelude {
-    pub use super::{Audit, Events, LicenseRequests, Ops, Records, Store, Tx, Usage};
+    pub use super::{Audit, Events, LicenseRequests, Ops, Queue, Records, Store, Tx, Usage};
 }
 
 /// One callback's transaction. Dropping it without [`Tx::commit`] rolls everything back.
@@ -325,7 +303,7 @@ pub trait Tx: Send {
     /// [`Events::record_attempt`] inside this transaction: a successful delivery's attempt
     /// commits with its job's completion, one write instead of two.
     async fn record_attempt(&mut self, attempt: &Attempt) -> StoreResult<()>;
-    /// [`Store::finish_job`] inside this transaction, so that a job's effects and its
+    /// [`Queue::finish_job`] inside this transaction, so that a job's effects and its
     /// completion commit together.
     async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool>;
 
@@ -378,7 +356,8 @@ pub trait Tx: Send {
     /// Writes back an application read with [`Tx::license_request_for_update`].
     async fn update_license_request(&mut self, request: &LicenseRequest) -> StoreResult<()>;
 
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Commits, saying whether a job was enqueued: only then is the worker woken.
+    async fn commit(self: Box<Self>) -> StoreResult<Committed>;
 }
 
 /// What makes two callbacks "the same" (D7): a scope (interface and activity) and the
@@ -614,11 +593,13 @@ pub struct Job {
     pub updated_ms: i64,
 }
 
-/// What a worker asks for when it claims a job.
+/// What a worker asks for when it claims jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Unique per claim; finishing or failing the job needs it.
     pub token: String,
+    /// The caller's clock, recorded as the jobs' `updated_ms` only: when the lease ends
+    /// is `duration_ms` after the database's now.
     pub now_ms: i64,
     pub duration_ms: i64,
 }
@@ -629,8 +610,8 @@ pub struct JobFailure<'a> {
     pub id: i64,
     pub token: &'a str,
     pub error: &'a str,
-    /// When to try again; `None` parks the job as failed.
-    pub retry_at_ms: Option<i64>,
+    /// How long after the database's now to try again; `None` parks the job as failed.
+    pub retry_in_ms: Option<i64>,
     /// The attempt was cut short by a shutdown rather than failing: it is not counted,
     /// so rolling restarts do not use up a job's attempts.
     pub uncounted: bool,

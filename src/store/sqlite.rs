@@ -4,12 +4,8 @@
 //! waiting writers sleep and poll, which showed as a 100 ms+ latency tail under load;
 //! the busy timeout still covers other processes (a `koogate migrate`, say).
 
-use super::events;
-use super::rows::{JobRow, job_columns};
 use super::seal::Sealer;
-use super::{
-    Job, JobFailure, JobState, Lease, NewJob, PoolOptions, Store, StoreError, StoreResult, Tx,
-};
+use super::{Committed, PoolOptions, Store, StoreError, StoreResult, Tx};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -20,28 +16,10 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: Arc<Mutex<()>>,
+    pub(super) pool: SqlitePool,
+    pub(super) writer: Arc<Mutex<()>>,
     sealer: Arc<Sealer>,
 }
-
-/// Takes the oldest due job. A single statement, under this process's writer turn and
-/// SQLite's one writer lock, so two workers (even in two processes on one file) never
-/// take the same job.
-const CLAIM_JOB: &str = concat!(
-    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, updated_ms = ?, \
-     lease_until_ms = ? WHERE id = COALESCE(\
-     (SELECT id FROM jobs j WHERE state = 'pending' AND run_at_ms <= ? AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY run_at_ms, id LIMIT 1), \
-     (SELECT id FROM jobs j WHERE state = 'running' AND lease_until_ms < ? AND (lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND e.id < j.id AND e.state <> 'done')) \
-     ORDER BY lease_until_ms, id LIMIT 1)) RETURNING ",
-    job_columns!()
-);
-const FINISH_JOB: &str = "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = ? \
-     WHERE id = ? AND lease_token = ? AND state = 'running'";
-const FAIL_JOB: &str = "UPDATE jobs SET state = ?, run_at_ms = COALESCE(?, run_at_ms), last_error = ?, \
-     lease_token = NULL, lease_until_ms = NULL, updated_ms = ?, attempts = attempts - ? \
-     WHERE id = ? AND lease_token = ? AND state = 'running'";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and its folder; what is kept
@@ -139,115 +117,9 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteTx {
             tx,
             sealer: self.sealer.clone(),
+            enqueued: false,
             _turn: turn,
         }))
-    }
-
-    async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
-        let _turn = self.writer.lock().await;
-        let row: Option<JobRow> = sqlx::query_as(CLAIM_JOB)
-            .bind(&lease.token)
-            .bind(lease.now_ms)
-            .bind(lease.now_ms.saturating_add(lease.duration_ms))
-            .bind(lease.now_ms)
-            .bind(lease.now_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(JobRow::into_job).transpose()
-    }
-
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        let done = sqlx::query(FINISH_JOB)
-            .bind(now_ms)
-            .bind(id)
-            .bind(token)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
-        let (state, run_at) = match failure.retry_at_ms {
-            Some(at) => (JobState::Pending, Some(at)),
-            None => (JobState::Failed, None),
-        };
-        let _turn = self.writer.lock().await;
-        let done = sqlx::query(FAIL_JOB)
-            .bind(state.as_str())
-            .bind(run_at)
-            .bind(failure.error)
-            .bind(failure.now_ms)
-            .bind(i64::from(failure.uncounted))
-            .bind(failure.id)
-            .bind(failure.token)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE subject = ? ORDER BY id"
-        ))
-        .bind(subject)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(JobRow::into_job).collect()
-    }
-
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
-        let row: Option<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(JobRow::into_job).transpose()
-    }
-
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
-        let rows: Vec<JobRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE state = 'failed' ORDER BY id LIMIT ?"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(JobRow::into_job).collect()
-    }
-
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', attempts = 0, run_at_ms = ?, updated_ms = ? \
-             WHERE id = ? AND state = 'failed'",
-        )
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
-        let _turn = self.writer.lock().await;
-        events::lite::requeue_failed(&self.pool, kind, now_ms).await
-    }
-
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
-        events::lite::job_by_key(&self.pool, kind, key).await
-    }
-
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        let _turn = self.writer.lock().await;
-        events::lite::purge_jobs(&self.pool, before_ms, batch).await
     }
 }
 
@@ -256,48 +128,24 @@ impl Store for SqliteStore {
 struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
     sealer: Arc<Sealer>,
+    /// Whether it enqueued a job.
+    enqueued: bool,
     _turn: OwnedMutexGuard<()>,
 }
 
-// The subtraits and the transaction's methods shared with the other backend; the job
-// queue's writes in a transaction and the commit are this backend's own.
+// The subtraits and the transaction's methods shared with the other backend; the commit
+// is this backend's own.
 super::backend::shared_impls! {
     store: SqliteStore,
     writer: [writer],
-    tx: SqliteTx { conn: tx, sealer: sealer },
+    tx: SqliteTx { conn: tx, sealer: sealer, enqueued: enqueued },
     dialect: lite,
     own: {
-    async fn enqueue_job(&mut self, job: &NewJob) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, created_ms, updated_ms) \
-             VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&job.kind)
-        .bind(&job.payload)
-        .bind(&job.dedup_key)
-        .bind(&job.subject)
-        .bind(&job.lane)
-        .bind(job.run_at_ms)
-        .bind(job.created_ms)
-        .bind(job.created_ms)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn finish_job(&mut self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        let done = sqlx::query(FINISH_JOB)
-            .bind(now_ms)
-            .bind(id)
-            .bind(token)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(self: Box<Self>) -> StoreResult<Committed> {
         self.tx.commit().await?;
-        Ok(())
+        Ok(Committed {
+            enqueued: self.enqueued,
+        })
     }
     }
 }

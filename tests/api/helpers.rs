@@ -3,8 +3,8 @@
 //! with the same protocol module the server uses.
 
 use koogate::app::{self, AppState};
+use koogate::clock::Clock;
 use koogate::config::Settings;
-use koogate::domain::callback::Clock;
 use koogate::domain::provision::Provisioner;
 use koogate::protocol::signature::{self, Variant};
 use koogate::protocol::v1::V1Request;

@@ -160,7 +160,7 @@ async fn the_license_code_key_is_its_own(backend: Backend) {
 /// with KooGallery (the mock), and KooGallery's later callbacks about it are answered.
 async fn activation_through_the_open_api_makes_a_code_known(backend: Backend) {
     use crate::mock_market::{MockServer, options};
-    use koogate::marketplace::license::{Activation, activate};
+    use koogate::app::license_activation::{Activation, activate};
     use koogate::marketplace::mock::MOCK_LICENSE;
     let mock = MockServer::start().await;
     let settings_options = options(&mock);

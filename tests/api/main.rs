@@ -25,6 +25,7 @@ mod orders;
 mod outages;
 mod postgres;
 mod provisioning;
+mod queue;
 mod receiver;
 mod round_trips;
 mod saas_v1;

@@ -461,7 +461,7 @@ crate::on_both_backends!(a_license_activation_is_noted_before_the_call_and_compl
 async fn a_license_activation_is_noted_before_the_call_and_completed_after(
     backend: crate::helpers::Backend,
 ) {
-    use koogate::marketplace::license::{self, Activation};
+    use koogate::app::license_activation::{self as license, Activation};
     let db = crate::helpers::Database::fresh(backend).await;
     let options = koogate::store::PoolOptions {
         max_connections: 4,

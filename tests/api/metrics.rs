@@ -403,7 +403,9 @@ async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
     let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
     start_push_settled(&app).await;
     // A fetch that cannot run parks its lane; the one behind it has been due for 90 s and
-    // waits; a third is not due for another minute.
+    // waits; a third is not due for another minute. Whether a job is due is the
+    // database's call, on the real clock, so the third is a minute ahead of that one: the
+    // frozen clock is hours behind it.
     let job = |lane: Option<&str>, run_at_ms: i64| NewJob {
         kind: "order.fetch".into(),
         payload: "{}".into(),
@@ -417,7 +419,7 @@ async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
     for j in [
         job(Some("metrics"), now - 120_000),
         job(Some("metrics"), now - 90_000),
-        job(None, now + 60_000),
+        job(None, chrono::Utc::now().timestamp_millis() + 60_000),
     ] {
         assert!(tx.enqueue_job(&j).await.unwrap());
     }

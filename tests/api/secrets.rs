@@ -529,7 +529,7 @@ async fn a_key_file_is_created_beside_sqlite_and_postgres_needs_a_key() {
 /// none of them: logs and panic messages print these types.
 #[test]
 fn debug_shows_no_secret_or_personal_datum() {
-    use koogate::domain::callback::Answer;
+    use koogate::domain::answer::Answer;
     use koogate::domain::instance::{Family, Instance};
     use koogate::protocol::order::BuyerInfo;
     use koogate::protocol::personal::Personal;

@@ -34,8 +34,8 @@ on_both_backends!(
     an_operator_pushes_now_and_reads_the_windows,
 );
 
-/// A clock the test sets by hand, which runs on from there in real time (retries are
-/// scheduled on it, so a frozen clock would never let them come due).
+/// A clock the test sets by hand, which runs on from there in real time, as the windows'
+/// clock does between the test's jumps (retries come due on the database's clock).
 #[derive(Clone)]
 struct TestClock(Arc<Mutex<(i64, Instant)>>);
 
@@ -58,12 +58,6 @@ impl TestClock {
             ..options
         }
     }
-}
-
-/// Settings for the mock marketplace, with a job lease longer than the test's jumps of
-/// the clock: a lease ending under a jump would let a second worker run the same push.
-fn market(mock: &MockServer) -> Options {
-    mock_market::options(mock).env("KOOGATE_JOBS_LEASE_MS", "36000000")
 }
 
 /// The start of the hour `hours` hours before the real now: the mock marketplace checks
@@ -363,8 +357,11 @@ async fn a_window_is_pushed_at_five_past_once_even_when_the_answer_is_lost(backe
     let mock = MockServer::start().await;
     let t0 = hours_ago(3);
     let clock = TestClock::at(t0 + Duration::minutes(10));
-    let app =
-        TestApp::spawn_with(Database::fresh(backend).await, clock.options(market(&mock))).await;
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        clock.options(mock_market::options(&mock)),
+    )
+    .await;
     let instance = metered_instance(&app, t0 - Duration::days(2), "ON_DEMAND").await;
     send(
         &app,
@@ -419,8 +416,11 @@ async fn late_usage_goes_into_the_open_window_linked_to_its_own(backend: Backend
     let mock = MockServer::start().await;
     let t0 = hours_ago(3);
     let clock = TestClock::at(t0 + Duration::minutes(30));
-    let app =
-        TestApp::spawn_with(Database::fresh(backend).await, clock.options(market(&mock))).await;
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        clock.options(mock_market::options(&mock)),
+    )
+    .await;
     let instance = metered_instance(&app, t0 - Duration::days(1), "ON_DEMAND").await;
     send(
         &app,
@@ -472,8 +472,11 @@ async fn refused_windows_are_parked_with_the_reason(backend: Backend) {
     let mock = MockServer::start().await;
     let t0 = hours_ago(4);
     let clock = TestClock::at(t0 + Duration::minutes(30));
-    let app =
-        TestApp::spawn_with(Database::fresh(backend).await, clock.options(market(&mock))).await;
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        clock.options(mock_market::options(&mock)),
+    )
+    .await;
     let too_old = metered_instance(&app, t0 - Duration::days(1), "ON_DEMAND").await;
     send(
         &app,
@@ -522,8 +525,11 @@ async fn a_day_long_outage_is_caught_up_in_order_within_21_days(backend: Backend
     let mock = MockServer::start().await;
     let start = hours_ago(26);
     let clock = TestClock::at(start);
-    let app =
-        TestApp::spawn_with(Database::fresh(backend).await, clock.options(market(&mock))).await;
+    let app = TestApp::spawn_with(
+        Database::fresh(backend).await,
+        clock.options(mock_market::options(&mock)),
+    )
+    .await;
     let instance = metered_instance(&app, start - Duration::days(23), "ON_DEMAND").await;
     // Usage as it arrived while the server was down: the day before, hour by hour, and one
     // window from 22 days ago that no push reached in time.
@@ -560,7 +566,7 @@ async fn a_day_long_outage_is_caught_up_in_order_within_21_days(backend: Backend
     let db = app.crash().await;
 
     let clock = TestClock::at(start + Duration::hours(24) + Duration::minutes(6));
-    let app = TestApp::spawn_with(db, clock.options(market(&mock))).await;
+    let app = TestApp::spawn_with(db, clock.options(mock_market::options(&mock))).await;
 
     let last = start + Duration::hours(23);
     window_in_state(&app, &instance, last, "pushed").await;
@@ -594,7 +600,7 @@ async fn daily_windows_are_pushed_at_five_past_midnight(backend: Backend) {
     let clock = TestClock::at(midnight - Duration::minutes(30));
     let app = TestApp::spawn_with(
         Database::fresh(backend).await,
-        clock.options(market(&mock).env("KOOGATE_USAGE_WINDOW", "day")),
+        clock.options(mock_market::options(&mock).env("KOOGATE_USAGE_WINDOW", "day")),
     )
     .await;
     let instance = metered_instance(&app, day - Duration::days(1), "ON_DEMAND").await;
@@ -853,7 +859,7 @@ async fn an_operator_pushes_now_and_reads_the_windows(backend: Backend) {
     let mock = MockServer::start().await;
     let t0 = hours_ago(2);
     let clock = TestClock::at(t0 + Duration::minutes(30));
-    let options = clock.options(market(&mock));
+    let options = clock.options(mock_market::options(&mock));
     let settings =
         Settings::load_with(None, |name| options.env.get(name).cloned()).expect("settings load");
     let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;

@@ -3,6 +3,7 @@
 
 use super::problem::{FieldError, Problem};
 use crate::app::AppState;
+use crate::app::follow_up;
 use crate::domain::events::rfc3339;
 use crate::domain::license_request::{self, LicenseInput, LicenseRequestView, Provided};
 use axum::Json;
@@ -88,10 +89,21 @@ pub async fn put_license_request(
     let provided = license_request::provide(tx.as_mut(), &event_id, license, now_ms)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    match provided {
+    follow_up::record(
+        tx.as_mut(),
+        &provided.events,
+        &provided.follow_up,
+        services.deliver_events,
+        now_ms,
+    )
+    .await
+    .map_err(|e| Problem::internal(&e))?;
+    match provided.answer {
         Provided::Queued => {
-            tx.commit().await.map_err(|e| Problem::internal(&e))?;
-            services.wake_jobs.notify_one();
+            tx.commit()
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .wake(&services.wake_jobs);
         }
         Provided::Unchanged => {}
         Provided::Unknown => {

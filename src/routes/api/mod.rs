@@ -450,14 +450,24 @@ async fn put_provisioning(
         .map_err(|e| Problem::internal(&e))?;
     match applied {
         Applied::Changed(events) => {
-            crate::domain::events::record(tx.as_mut(), &events, services.deliver_events, now_ms)
+            crate::app::follow_up::record(
+                tx.as_mut(),
+                &events,
+                &[],
+                services.deliver_events,
+                now_ms,
+            )
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+            tx.commit()
                 .await
-                .map_err(|e| Problem::internal(&e))?;
-            tx.commit().await.map_err(|e| Problem::internal(&e))?;
-            services.wake_jobs.notify_one();
+                .map_err(|e| Problem::internal(&e))?
+                .wake(&services.wake_jobs);
             services.provisioned.notify_waiters();
         }
-        Applied::Unchanged => tx.commit().await.map_err(|e| Problem::internal(&e))?,
+        Applied::Unchanged => {
+            tx.commit().await.map_err(|e| Problem::internal(&e))?;
+        }
         Applied::Refused(Refusal::Unknown) => {
             return Err(Problem::not_found(format!("no instance {id}")));
         }

@@ -1,8 +1,10 @@
 //! Activating license codes: koogate learns of a code by activating it through the open
-//! API (spec §6.3), and remembers it for KooGallery's later License-code callbacks.
+//! API (spec §6.3), and remembers it for KooGallery's later License-code callbacks: an
+//! application step over the marketplace client and the store, which know nothing of
+//! each other.
 
-use super::{Client, MarketError};
 use crate::domain::license_code::LicenseCode;
+use crate::marketplace::{Client, MarketError};
 use crate::store::{Store, StoreError};
 
 /// Why an activation did not complete.

@@ -2,27 +2,27 @@
 //! nonce, does the activity, stores the answer and the audit record, and commits — or,
 //! when anything fails, an answer that says so and an audit record written on its own.
 
-use super::events::{self, Decision};
-use super::provision::Provisioner;
-use super::{license_code, order_notify, saas_v1, saas_v2};
+use crate::app::follow_up;
+use crate::clock::Clock;
+use crate::domain::answer::{Answer, Work};
+use crate::domain::events::Decision;
+use crate::domain::license_request::Licensing;
+use crate::domain::provision::Provisioner;
+use crate::domain::{license_code, order_notify, saas_v1, saas_v2};
 use crate::metrics::{Answered, Metrics, Refusal};
 use crate::protocol::codes::ResultCode;
-use crate::protocol::crypto::FieldCipher;
 use crate::protocol::fields::FieldError;
-use crate::protocol::license_code as license_code_protocol;
-use crate::protocol::order::NotifyRequest;
-use crate::protocol::reply::{Credentials, Reply};
-use crate::protocol::saas_v1 as v1;
+use crate::protocol::reply::Reply;
 use crate::protocol::saas_v2 as v2;
 use crate::protocol::signature::{AuthError, Verified};
 use crate::store::health::Health;
 use crate::store::refused::RefusedLog;
-use crate::store::{CallbackRecord, Store, StoreError, StoreResult, StoredAnswer};
+use crate::store::{CallbackRecord, Store, StoreError, StoreResult};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-/// What the domain needs to run callbacks.
+/// What the pipeline needs to run callbacks.
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn Store>,
@@ -49,126 +49,11 @@ pub struct Services {
     /// a `getLicenseAsync` for its upload (D13).
     pub provisioning_wait: Duration,
     /// Online License products: who makes Licenses, and the signing key.
-    pub licensing: Arc<super::license_request::Licensing>,
+    pub licensing: Arc<Licensing>,
     /// Woken when a License upload succeeds on this replica, so that a waiting
     /// `getLicenseAsync` answers at once.
     pub licensed: Arc<tokio::sync::Notify>,
     pub metrics: Metrics,
-}
-
-/// A source of the current time in Unix milliseconds.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp_millis())
-}
-
-/// An answer ready to be signed and sent: the code and the exact body bytes. `Debug`
-/// shows the body as its audit copy does, credentials redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub code: ResultCode,
-    pub body: Vec<u8>,
-    pub instance_id: Option<String>,
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answer")
-            .field("code", &self.code)
-            .field(
-                "body",
-                &String::from_utf8_lossy(&crate::protocol::reply::redact_credentials(&self.body)),
-            )
-            .field("instance_id", &self.instance_id)
-            .finish()
-    }
-}
-
-impl Answer {
-    /// Serialises a reply once; these bytes are what is signed, sent and stored.
-    pub fn reply(reply: &Reply) -> Self {
-        Self {
-            code: reply.result_code,
-            body: reply.to_bytes(),
-            instance_id: reply.instance_id.clone(),
-        }
-    }
-
-    /// An earlier answer, replayed byte for byte (D7).
-    pub fn replay(stored: StoredAnswer) -> StoreResult<Self> {
-        let code = ResultCode::parse(&stored.result_code).ok_or_else(|| {
-            StoreError::Corrupt(format!("stored result code {:?}", stored.result_code))
-        })?;
-        Ok(Self {
-            code,
-            body: stored.body,
-            instance_id: stored.instance_id,
-        })
-    }
-
-    pub fn with_instance(mut self, id: String) -> Self {
-        self.instance_id = Some(id);
-        self
-    }
-}
-
-/// A parsed callback of any family, with what its answer needs from the key that
-/// verified it.
-#[derive(Debug, Clone)]
-pub enum Work {
-    SaasV2 {
-        request: v2::Request,
-        /// How `queryInstance` returns credentials (D6).
-        credentials: Credentials,
-    },
-    SaasV1 {
-        request: v1::Request,
-        /// Encrypts the app-info credentials (§2.5).
-        cipher: FieldCipher,
-    },
-    LicenseCode(license_code_protocol::Request),
-    OrderNotify(NotifyRequest),
-}
-
-impl Work {
-    pub fn activity(&self) -> &'static str {
-        match self {
-            Self::SaasV2 { request, .. } => request.activity.name(),
-            Self::SaasV1 { request, .. } => request.activity.name(),
-            Self::LicenseCode(request) => request.activity.name(),
-            Self::OrderNotify(_) => "orderNotify",
-        }
-    }
-
-    pub fn test(&self) -> bool {
-        match self {
-            Self::SaasV2 { request, .. } => request.test,
-            Self::SaasV1 { request, .. } => request.test,
-            Self::LicenseCode(request) => request.test,
-            Self::OrderNotify(r) => r.test,
-        }
-    }
-
-    pub fn order_id(&self) -> Option<&str> {
-        match self {
-            Self::SaasV2 { request, .. } => request.activity.order_id(),
-            Self::SaasV1 { request, .. } => request.activity.order_id(),
-            Self::LicenseCode(request) => request.activity.order_id(),
-            Self::OrderNotify(r) => Some(&r.order_id),
-        }
-    }
-
-    pub fn instance_id(&self) -> Option<&str> {
-        match self {
-            Self::SaasV2 { request, .. } => request.activity.instance_id(),
-            Self::SaasV1 { request, .. } => request.activity.instance_id(),
-            // The audit record keeps a license code where an instance id would be.
-            Self::LicenseCode(request) => Some(request.activity.license()),
-            Self::OrderNotify(_) => None,
-        }
-    }
 }
 
 /// Processes an authenticated callback. `nonce` (SaaS 2.0; 1.0 has none) is claimed in
@@ -402,7 +287,10 @@ async fn run(
             return Err(Failure::TimedOut);
         }
         match tx.commit().await {
-            Ok(()) => break (wait_for, answer),
+            Ok(committed) => {
+                committed.wake(&services.wake_jobs);
+                break (wait_for, answer);
+            }
             Err(StoreError::ReplayedNonce) => return Ok(None),
             Err(StoreError::Conflict(what)) if begin == Begin::Callback => {
                 tracing::info!(what, "a twin callback committed first: running again");
@@ -413,7 +301,6 @@ async fn run(
             Err(error) => return Err(Failure::Store(error)),
         }
     };
-    services.wake_jobs.notify_one();
     let Some(wait) = wait_for else {
         return Ok(Some(answer));
     };
@@ -512,9 +399,10 @@ async fn prepare(
         }
         Ok(Work::OrderNotify(request)) => order_notify::act(tx.as_mut(), request, now_ms).await?,
     };
-    events::record(
+    follow_up::record(
         tx.as_mut(),
         &decision.events,
+        &decision.follow_up,
         services.deliver_events,
         now_ms,
     )
@@ -603,7 +491,7 @@ where
 /// Waits for the License upload of an application: `000000` once KooGallery answered
 /// `CBC.0000` (D13), `None` when the wait is over or the upload was parked.
 async fn wait_for_upload(services: &Services, event_id: &str, started: Instant) -> Option<Answer> {
-    use super::license_request::{RequestState, answer_for};
+    use crate::domain::license_request::{RequestState, answer_for};
     wait_for(services, &services.licensed, started, || async {
         match services.store.license_request(event_id).await {
             Ok(Some(request)) if request.state == RequestState::Delivered => {
@@ -626,7 +514,7 @@ async fn wait_for_app(services: &Services, instance_id: &str, started: Instant) 
     wait_for(services, &services.provisioned, started, || async {
         match services.store.instance(instance_id).await {
             Ok(Some(instance)) if instance.app_info.is_some() => {
-                let reply = super::provision::provided_answer(instance_id);
+                let reply = crate::domain::provision::provided_answer(instance_id);
                 Looked::Answer(Answer::reply(&reply).with_instance(instance_id.to_owned()))
             }
             Ok(Some(instance)) => match &instance.provisioning_error {
