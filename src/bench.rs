@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// have not all been sent by then, so that every latency reported was measured under it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub forged_for: Duration,
+    /// Genuine callbacks per second, paced across the senders (0: as fast as answers come).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
 }
 
 /// Measured results of a run.
@@ -43,11 +46,66 @@ pub struct BenchArgs {
 pub struct BenchReport {
     pub requests: usize,
     pub elapsed: Duration,
+    /// Every answer's latency, sorted.
     pub latencies: Vec<Duration>,
+    /// The callbacks of new orders, and the re-deliveries of earlier ones.
+    pub fresh: Phase,
+    pub duplicate: Phase,
+    /// Answers received in each whole minute from the start, to see whether the rate holds
+    /// as the history grows.
+    pub per_minute: Vec<usize>,
     /// Answers by result code (or by the transport error).
     pub outcomes: BTreeMap<String, usize>,
     /// The forged flood, when one was asked for.
     pub flood: Option<FloodReport>,
+}
+
+/// One kind of callback in a run.
+#[derive(Debug, Default)]
+pub struct Phase {
+    /// From the first one sent to the last one answered.
+    pub elapsed: Duration,
+    /// Sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl Phase {
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency below which `q` (0–1) of the answers arrived.
+    pub fn quantile(&self, q: f64) -> Duration {
+        quantile(&self.latencies, q)
+    }
+
+    fn from(samples: &[&Sample]) -> Self {
+        let first = samples.iter().map(|s| s.sent).min().unwrap_or_default();
+        let last = samples
+            .iter()
+            .map(|s| s.sent + s.latency)
+            .max()
+            .unwrap_or_default();
+        let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+        latencies.sort_unstable();
+        Self {
+            elapsed: last.saturating_sub(first),
+            latencies,
+        }
+    }
+}
+
+/// One callback: when it was sent (from the start of the run) and how long its answer took.
+struct Sample {
+    sent: Duration,
+    latency: Duration,
+    duplicate: bool,
+}
+
+/// The latency below which `q` (0–1) of the sorted `latencies` arrived.
+fn quantile(latencies: &[Duration], q: f64) -> Duration {
+    let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+    latencies.get(index).copied().unwrap_or_default()
 }
 
 /// What the forged flood sent and got back.
@@ -72,9 +130,7 @@ impl BenchReport {
 
     /// The latency below which `q` (0–1) of the answers arrived.
     pub fn quantile(&self, q: f64) -> Duration {
-        let index =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len()) - 1;
-        self.latencies.get(index).copied().unwrap_or_default()
+        quantile(&self.latencies, q)
     }
 }
 
@@ -139,6 +195,33 @@ impl std::fmt::Display for BenchReport {
             ms(self.quantile(0.99)),
             ms(self.quantile(1.0))
         )?;
+        for (name, phase) in [("fresh", &self.fresh), ("duplicate", &self.duplicate)] {
+            if phase.latencies.is_empty() {
+                continue;
+            }
+            writeln!(
+                f,
+                "{name:<12} {} in {:.2} s ({:.0}/s)   p50 {:.2} ms   p99 {:.2} ms",
+                phase.latencies.len(),
+                phase.elapsed.as_secs_f64(),
+                phase.per_second(),
+                ms(phase.quantile(0.50)),
+                ms(phase.quantile(0.99)),
+            )?;
+        }
+        // Whole minutes only: the last, partial one would read low.
+        let whole = (self.elapsed.as_secs() / 60) as usize;
+        if whole >= 2 {
+            let minute = |n: usize| self.per_minute.get(n).copied().unwrap_or(0);
+            let (first, last) = (minute(0), minute(whole - 1));
+            writeln!(
+                f,
+                "per minute   first {:.0}/s   last {:.0}/s ({:+.1} %) over {whole} minutes",
+                first as f64 / 60.0,
+                last as f64 / 60.0,
+                (last as f64 / first.max(1) as f64 - 1.0) * 100.0
+            )?;
+        }
         let outcomes: Vec<String> = self
             .outcomes
             .iter()
@@ -200,7 +283,17 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
     };
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
+        .map(|worker| {
+            // With `--rate`, each sender sends every `concurrency / rate` seconds, the
+            // senders spread over one period.
+            let pace = (args.rate > 0).then(|| {
+                let period =
+                    Duration::from_secs_f64(args.concurrency as f64 / f64::from(args.rate));
+                (
+                    period,
+                    period.mul_f64(worker as f64 / args.concurrency as f64),
+                )
+            });
             let (client, next, args, run_id, flood_over) = (
                 client.clone(),
                 next.clone(),
@@ -209,9 +302,20 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
                 flood_over.clone(),
             );
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
+                let mut samples = Vec::new();
                 let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+                let mut ticks = pace.map(|(period, offset)| {
+                    let mut ticks =
+                        tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                    // A tick missed while an answer is awaited is skipped, never sent in a
+                    // burst: the rate reported is the rate sent.
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    ticks
+                });
                 loop {
+                    if let Some(ticks) = &mut ticks {
+                        ticks.tick().await;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= args.requests || flood_over.load(Ordering::Relaxed) {
                         break;
@@ -220,30 +324,48 @@ pub async fn run(args: &BenchArgs) -> Result<BenchReport, String> {
                     let order = format!("BENCH{run_id}{:08}", i % unique);
                     let sent = Instant::now();
                     let outcome = send(&client, &args, &order, i).await;
-                    latencies.push(sent.elapsed());
+                    samples.push(Sample {
+                        sent: sent.duration_since(started),
+                        latency: sent.elapsed(),
+                        duplicate: i >= unique,
+                    });
                     *outcomes.entry(outcome).or_default() += 1;
                 }
-                (latencies, outcomes)
+                (samples, outcomes)
             })
         })
         .collect();
-    let mut report = BenchReport {
-        requests: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        outcomes: BTreeMap::new(),
-        flood: None,
-    };
+    let mut samples = Vec::new();
+    let mut outcomes = BTreeMap::new();
     for worker in workers {
-        let (latencies, outcomes) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
-        report.latencies.extend(latencies);
-        for (code, n) in outcomes {
-            *report.outcomes.entry(code).or_default() += n;
+        let (some, theirs) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+        samples.extend(some);
+        for (code, n) in theirs {
+            *outcomes.entry(code).or_default() += n;
         }
     }
-    report.elapsed = started.elapsed();
-    report.requests = report.latencies.len();
-    report.latencies.sort_unstable();
+    let elapsed = started.elapsed();
+    let mut per_minute = vec![0; (elapsed.as_secs() / 60) as usize + 1];
+    for sample in &samples {
+        let minute = ((sample.sent + sample.latency).as_secs() / 60) as usize;
+        if let Some(count) = per_minute.get_mut(minute) {
+            *count += 1;
+        }
+    }
+    let (duplicates, fresh): (Vec<&Sample>, Vec<&Sample>) =
+        samples.iter().partition(|s| s.duplicate);
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort_unstable();
+    let mut report = BenchReport {
+        requests: samples.len(),
+        elapsed,
+        latencies,
+        fresh: Phase::from(&fresh),
+        duplicate: Phase::from(&duplicates),
+        per_minute,
+        outcomes,
+        flood: None,
+    };
     if let Some(flood) = flood {
         report.flood = Some(
             flood

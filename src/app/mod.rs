@@ -386,6 +386,10 @@ pub async fn serve(
         let limits = state.connections.clone();
         let key = state.keys.saas.primary().cloned();
         let result = server::run(listeners.public, router(state), limits, key, shutdown).await;
+        // A stop said, not just a sender gone: a replica torn down mid-way (its task
+        // aborted) drops the sender unsaid, and its attempts then record nothing, as a
+        // killed process would not.
+        let _ = stop_tx.send(());
         drop(stop_tx);
         result
     };

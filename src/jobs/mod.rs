@@ -358,7 +358,12 @@ impl Worker {
                 "the attempt took longer than {} ms and was cut off",
                 timeout.as_millis()
             ))),
-            _ = stop.changed() => return Err(Failure::Interrupted),
+            stopped = stop.changed() => match stopped {
+                Ok(()) => return Err(Failure::Interrupted),
+                // Torn down without a stop (see `app::serve`): this task is about to be
+                // dropped; recording the attempt now would race the teardown.
+                Err(_) => std::future::pending().await,
+            },
         };
         result.map_err(Failure::Job)
     }

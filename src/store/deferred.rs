@@ -110,8 +110,10 @@ struct Batch {
     placeholders: usize,
     /// The first value that could not be encoded (a bug, reported at send).
     error: Option<String>,
-    /// The subject of each event held back, for its sequence (see [`Batch::event`]).
-    subjects: Vec<String>,
+    /// Events and jobs, each table's rows sent as one insert at the end (see
+    /// [`Batch::rows`]), the events' snapshots already sealed.
+    events: Vec<NewEvent>,
+    jobs: Vec<NewJob>,
     only_nonces: bool,
 }
 
@@ -122,7 +124,8 @@ impl Default for Batch {
             args: PgArguments::default(),
             placeholders: 0,
             error: None,
-            subjects: Vec::new(),
+            events: Vec::new(),
+            jobs: Vec::new(),
             only_nonces: true,
         }
     }
@@ -165,6 +168,10 @@ impl Batch {
         self.parts.push(sql);
     }
 
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.events.is_empty() && self.jobs.is_empty()
+    }
+
     fn nonce(&mut self, nonce: &str, expires_ms: i64) {
         // A plain insert: a nonce already taken fails the whole statement (a replay).
         self.push(
@@ -178,36 +185,79 @@ impl Batch {
         self.push(template, bind);
     }
 
-    /// An event's sequence is the next after its subject's last committed one, plus
-    /// its place among the events of that subject held back here: every part of one
-    /// statement sees the same snapshot, so each must add its own offset. A concurrent
-    /// writer to the subject fails the statement on the unique (subject, sequence).
     fn event(&mut self, event: &NewEvent, sealer: &Sealer) {
-        let offset = 1 + self
-            .subjects
-            .iter()
-            .filter(|s| **s == event.subject)
-            .count();
-        self.subjects.push(event.subject.clone());
-        let snapshot = super::events::seal_snapshot(sealer, &event.event_id, &event.snapshot);
-        self.other(
-            "INSERT INTO events (event_id, type, subject, sequence, test, snapshot, created_ms) \
-             SELECT $1, $2, $3, COALESCE(MAX(sequence), 0) + $4, $5, $6, $7 FROM events WHERE subject = $8",
-            |b| {
-                b.bind(&event.event_id)
-                    .bind(event.kind)
-                    .bind(&event.subject)
-                    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-                    .bind(event.test)
-                    .bind(snapshot)
-                    .bind(event.created_ms)
-                    .bind(&event.subject)
-            },
-        );
+        self.only_nonces = false;
+        let mut event = event.clone();
+        event.snapshot = super::events::seal_snapshot(sealer, &event.event_id, &event.snapshot);
+        self.events.push(event);
+    }
+
+    fn job(&mut self, job: &NewJob) {
+        self.only_nonces = false;
+        self.jobs.push(job.clone());
+    }
+
+    /// The events and the jobs, each table's in one insert whose rows go in in the order
+    /// they were made: the parts of one statement run in no set order, and the feed
+    /// (events by id) and the lanes (jobs by id) need that order.
+    ///
+    /// An event's sequence is the next after its subject's last committed one plus its
+    /// rank among this batch's events of that subject (the rows all see the same
+    /// snapshot). A concurrent writer to the subject fails the statement on the unique
+    /// (subject, sequence).
+    fn rows(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        if !events.is_empty() {
+            let sql = format!(
+                "INSERT INTO events (event_id, type, subject, sequence, test, snapshot, created_ms) \
+                 SELECT v.event_id, v.type, v.subject, COALESCE((SELECT MAX(e.sequence) FROM events e \
+                 WHERE e.subject = v.subject), 0) + v.rank, v.test, v.snapshot, v.created_ms \
+                 FROM (VALUES {}) AS v (n, event_id, type, subject, rank, test, snapshot, created_ms) \
+                 ORDER BY v.n",
+                values(events.len(), 8)
+            );
+            self.push(&sql, |mut b| {
+                for (n, event) in events.iter().enumerate() {
+                    let rank = 1 + events
+                        .iter()
+                        .take(n)
+                        .filter(|e| e.subject == event.subject)
+                        .count();
+                    b = b
+                        .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                        .bind(&event.event_id)
+                        .bind(event.kind)
+                        .bind(&event.subject)
+                        .bind(i64::try_from(rank).unwrap_or(i64::MAX))
+                        .bind(event.test)
+                        .bind(&event.snapshot)
+                        .bind(event.created_ms);
+                }
+                b
+            });
+        }
+        let jobs = std::mem::take(&mut self.jobs);
+        if !jobs.is_empty() {
+            let sql = format!(
+                "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, \
+                 created_ms, updated_ms) SELECT v.kind, v.payload, v.dedup_key, v.subject, v.lane, \
+                 'pending', 0, v.run_at_ms, v.created_ms, v.updated_ms FROM (VALUES {}) AS v (n, kind, \
+                 payload, dedup_key, subject, lane, run_at_ms, created_ms, updated_ms) ORDER BY v.n \
+                 ON CONFLICT DO NOTHING",
+                values(jobs.len(), 9)
+            );
+            self.push(&sql, |mut b| {
+                for (n, job) in jobs.iter().enumerate() {
+                    b = super::queue::bind_job!(b.bind(i64::try_from(n).unwrap_or(i64::MAX)), job);
+                }
+                b
+            });
+        }
     }
 
     /// Sends the statement; nothing when nothing was held back.
-    async fn send(self, conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+    async fn send(mut self, conn: &mut sqlx::PgConnection) -> StoreResult<()> {
+        self.rows();
         if let Some(error) = self.error {
             return Err(StoreError::Corrupt(error));
         }
@@ -234,6 +284,19 @@ impl Batch {
             .map_err(conflict)?;
         Ok(())
     }
+}
+
+/// `rows` rows of `columns` placeholders each, numbered from `$1`: `($1, $2), ($3, $4)`.
+fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a unique key that refused the statement means.
@@ -423,8 +486,7 @@ impl Tx for DeferredTx {
         if let Some(tx) = &mut self.open {
             return tx.enqueue_job(job).await;
         }
-        self.batch
-            .other(super::queue::ENQUEUE, |b| super::queue::bind_job!(b, job));
+        self.batch.job(job);
         self.enqueued = true;
         Ok(true)
     }
@@ -541,7 +603,7 @@ impl Tx for DeferredTx {
                 })
             }
             None => {
-                if !batch.parts.is_empty() {
+                if !batch.is_empty() {
                     batch.send(self.conn().await?).await?;
                 }
                 Ok(held)

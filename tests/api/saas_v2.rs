@@ -751,10 +751,20 @@ async fn the_load_generator_counts_every_answer() {
         duplicates: 0.5,
         forged_rate: 0,
         forged_for: std::time::Duration::ZERO,
+        rate: 0,
     };
     let report = koogate::bench::run(&args).await.unwrap();
     assert_eq!(report.outcomes.get("000000"), Some(&60), "{report}");
     assert_eq!(report.latencies.len(), 60);
+    assert_eq!(
+        (
+            report.fresh.latencies.len(),
+            report.duplicate.latencies.len()
+        ),
+        (30, 30),
+        "fresh and duplicate callbacks are reported apart"
+    );
+    assert!(report.fresh.quantile(0.5) <= report.fresh.quantile(0.99));
     assert!(report.quantile(0.5) <= report.quantile(0.99));
     let records = app.records(100).await;
     let orders: std::collections::HashSet<_> =
@@ -763,6 +773,30 @@ async fn the_load_generator_counts_every_answer() {
         orders.len(),
         30,
         "half of the callbacks re-delivered an order"
+    );
+}
+
+/// `koogate bench --rate`: the genuine callbacks are paced, never sent faster than asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_load_generator_paces_genuine_callbacks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let args = koogate::bench::BenchArgs {
+        url: app.url("/koogallery/saas"),
+        key: KEY.into(),
+        requests: 40,
+        concurrency: 4,
+        duplicates: 0.0,
+        forged_rate: 0,
+        forged_for: std::time::Duration::ZERO,
+        rate: 80,
+    };
+    let report = koogate::bench::run(&args).await.unwrap();
+    assert_eq!(report.outcomes.get("000000"), Some(&40), "{report}");
+    // Ten sends per sender, 50 ms apart: the last leaves 450 ms after the first.
+    assert!(
+        report.elapsed >= std::time::Duration::from_millis(440),
+        "40 callbacks at 80/s took {:?}",
+        report.elapsed
     );
 }
 
@@ -779,6 +813,7 @@ async fn the_load_generator_floods_with_forged_callbacks_beside_genuine_ones() {
         duplicates: 0.0,
         forged_rate: 200,
         forged_for: std::time::Duration::from_secs(1),
+        rate: 0,
     };
     let report = koogate::bench::run(&args).await.unwrap();
     let flood = report.flood.as_ref().expect("a flood was asked for");
