@@ -269,25 +269,31 @@ async fn run(
             ),
         )
         .await;
-        let Prepared {
-            tx,
-            answer,
-            wait_for,
-        } = match prepared {
-            Ok(Ok(Some(prepared))) => prepared,
+        // A held-back write may meet its twin when something sends it early (a row
+        // lock taken mid-way) or at commit: either way nothing was written.
+        let outcome = match prepared {
+            Ok(Ok(Some(Prepared {
+                tx,
+                answer,
+                wait_for,
+            }))) => {
+                // Dropping the transaction rolls it back: the caller has answered 000005.
+                if phase
+                    .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return Err(Failure::TimedOut);
+                }
+                tx.commit()
+                    .await
+                    .map(|committed| (committed, wait_for, answer))
+            }
             Ok(Ok(None)) => return Ok(None),
-            Ok(Err(error)) => return Err(Failure::Store(error)),
+            Ok(Err(error)) => Err(error),
             Err(_) => return Err(Failure::TimedOut),
         };
-        // Dropping the transaction rolls it back: the caller has answered 000005.
-        if phase
-            .compare_exchange(RUNNING, COMMITTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(Failure::TimedOut);
-        }
-        match tx.commit().await {
-            Ok(committed) => {
+        match outcome {
+            Ok((committed, wait_for, answer)) => {
                 committed.wake(&services.wake_jobs);
                 break (wait_for, answer);
             }

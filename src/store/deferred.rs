@@ -30,6 +30,42 @@ use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::{Arguments, Postgres};
 use std::sync::Arc;
 
+/// Whether a read failed because its connection was dropped by the server while it sat
+/// idle in the pool (a restart, an outage, a terminated backend): the pool does not ping
+/// before use, so such a connection is found out by its first statement.
+pub(super) fn stale(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        // Class 08 (connection exception) and 57P (operator intervention: shutdown,
+        // terminated backend).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// Runs a read (`$read`, a future of a `StoreResult` over `$conn`) on the transaction's
+/// connection; one the server dropped while idle is replaced and the read made again, at
+/// most once per connection idle in the pool, so a read never fails on a connection it
+/// could not have known was gone. Only reads: a write may have been done before its
+/// connection broke.
+macro_rules! read {
+    ($self:ident, |$conn:ident| $read:expr) => {{
+        let mut tries = 1 + $self.pool.num_idle();
+        loop {
+            let $conn = $self.conn().await?;
+            match $read.await {
+                Err(StoreError::Database(error)) if tries > 1 && stale(&error) => {
+                    tries -= 1;
+                    $self.conn = None;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
 /// The callback transaction of [`super::PgStore::begin_callback`].
 pub(super) struct DeferredTx {
     pool: PgPool,
@@ -351,13 +387,18 @@ impl Tx for DeferredTx {
         if let Some(tx) = &mut self.open {
             return tx.claim_idempotency(key, now_ms).await;
         }
-        let row: Option<(Option<String>, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT result_code, instance_id, body FROM idempotency WHERE scope = $1 AND key = $2",
-        )
-        .bind(key.scope)
-        .bind(&key.key)
-        .fetch_optional(self.conn().await?)
-        .await?;
+        let row: Option<(Option<String>, Option<String>, Option<Vec<u8>>)> = read!(self, |conn| {
+            async {
+                sqlx::query_as(
+                    "SELECT result_code, instance_id, body FROM idempotency WHERE scope = $1 AND key = $2",
+                )
+                .bind(key.scope)
+                .bind(&key.key)
+                .fetch_optional(conn)
+                .await
+                .map_err(StoreError::from)
+            }
+        })?;
         match row {
             Some((result_code, instance_id, body)) => {
                 super::answered(key, result_code, instance_id, body, &self.sealer)
@@ -447,7 +488,9 @@ impl Tx for DeferredTx {
             return self.open().await?.instances(ids).await;
         }
         let sealer = self.sealer.clone();
-        super::records::pg::instances(self.conn().await?, ids, &sealer).await
+        read!(self, |conn| super::records::pg::instances(
+            conn, ids, &sealer
+        ))
     }
 
     async fn update_instance(&mut self, instance: &Instance) -> StoreResult<()> {
@@ -550,7 +593,7 @@ impl Tx for DeferredTx {
         if !self.reads_alone() {
             return self.open().await?.usage_totals(ids).await;
         }
-        usage::pg::totals(self.conn().await?, ids).await
+        read!(self, |conn| usage::pg::totals(conn, ids))
     }
 
     async fn replace_package_usage(
@@ -568,7 +611,7 @@ impl Tx for DeferredTx {
         if !self.reads_alone() {
             return self.open().await?.package_usage(ids).await;
         }
-        usage::pg::package(self.conn().await?, ids).await
+        read!(self, |conn| usage::pg::package(conn, ids))
     }
 
     async fn license_request_for_update(

@@ -82,8 +82,17 @@ impl Store for PgStore {
 pub(super) struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>, bool);
 
 impl PgTx {
+    /// Begins on a live connection: one the server dropped while it sat idle in the pool
+    /// fails its `BEGIN` at once and is replaced (the pool does not ping before use), at
+    /// most once per idle connection.
     pub(super) async fn begin(pool: &PgPool, sealer: Arc<Sealer>) -> StoreResult<Self> {
-        Ok(Self(pool.begin().await?, sealer, false))
+        let mut tries = 1 + pool.num_idle();
+        loop {
+            match pool.begin().await {
+                Err(error) if tries > 1 && super::deferred::stale(&error) => tries -= 1,
+                begun => return Ok(Self(begun?, sealer, false)),
+            }
+        }
     }
 
     /// The transaction's connection, for statements of its own.
