@@ -10,7 +10,6 @@ use crate::store::{
     Attempt, CallbackRecord, CodeActivation, LicenseUpload, OrderLineRecord, Store, StoreResult,
     StoredEvent,
 };
-use sha2::{Digest, Sha256};
 
 /// What is known of one order.
 #[derive(Debug, Clone)]
@@ -60,11 +59,6 @@ pub struct EventEvidence {
     pub attempts: Vec<Attempt>,
 }
 
-/// The SHA-256 of `bytes`, as lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Gathers the evidence of `order_id`; `None` when nothing at all is known of it.
 pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evidence>> {
     let lines = store.order_lines(order_id).await?;
@@ -76,7 +70,7 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
         .into_iter()
         .map(|stored| CallbackEvidence {
             id: stored.id,
-            body_sha256: sha256_hex(&stored.record.raw_body),
+            body_sha256: crate::protocol::crypto::sha256_hex(&stored.record.raw_body),
             answer_sha256: stored.record.response_sha256.clone(),
             record: stored.record,
         })
@@ -103,7 +97,7 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
             let attempts = store.event_attempts(&event.event_id).await?;
             let body = event.body();
             events.push(EventEvidence {
-                body_sha256: sha256_hex(&body),
+                body_sha256: crate::protocol::crypto::sha256_hex(&body),
                 body,
                 event,
                 attempts,
@@ -122,7 +116,7 @@ pub async fn gather(store: &dyn Store, order_id: &str) -> StoreResult<Option<Evi
                 license_sha256: request
                     .license
                     .as_ref()
-                    .map(|l| sha256_hex(l.content.bytes())),
+                    .map(|l| crate::protocol::crypto::sha256_hex(l.content.bytes())),
                 request,
                 uploads,
             });

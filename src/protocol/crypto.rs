@@ -226,6 +226,12 @@ fn update_state(state: &mut [u8; 20], output: &[u8; 20]) {
     }
 }
 
+/// The SHA-256 of `bytes`, as lower-case hex: how the audit record, the evidence and the
+/// admin pages name the exact bytes sent or received.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

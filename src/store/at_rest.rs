@@ -331,7 +331,7 @@ macro_rules! queries {
                         "UPDATE callbacks SET response_body = $1, response_sha256 = $2 WHERE id = $3",
                     )
                     .bind(crate::protocol::reply::redact_credentials(body).as_ref())
-                    .bind(crate::app::evidence::sha256_hex(body))
+                    .bind(crate::protocol::crypto::sha256_hex(body))
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;

@@ -443,7 +443,7 @@ pub struct CallbackRecord {
 impl CallbackRecord {
     /// Records the answer sent: its hash, and a copy with the credentials redacted.
     pub fn answered_with(&mut self, sent: &[u8]) {
-        self.response_sha256 = crate::app::evidence::sha256_hex(sent);
+        self.response_sha256 = crate::protocol::crypto::sha256_hex(sent);
         self.response_body = crate::protocol::reply::redact_credentials(sent).into_owned();
     }
 

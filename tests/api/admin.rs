@@ -540,7 +540,7 @@ async fn what_came_from_outside_is_escaped_and_personal_data_masked(backend: Bac
     assert!(detail.contains("1••••••0"), "{detail}");
     let record = &app.records(10).await[0];
     assert!(
-        detail.contains(&koogate::app::evidence::sha256_hex(&record.raw_body)),
+        detail.contains(&koogate::protocol::crypto::sha256_hex(&record.raw_body)),
         "the hash of the exact bytes"
     );
     assert!(detail.contains("ok:"), "the signature verdict");
@@ -566,7 +566,7 @@ async fn what_came_from_outside_is_escaped_and_personal_data_masked(backend: Bac
 }
 
 fn sha_of(record: &koogate::store::CallbackRecord) -> String {
-    koogate::app::evidence::sha256_hex(&record.raw_body)
+    koogate::protocol::crypto::sha256_hex(&record.raw_body)
 }
 
 async fn the_overview_shows_the_parked_work_and_the_dial_test(backend: Backend) {

@@ -4,7 +4,7 @@
 
 use crate::helpers::{Backend, Database, TestApp, eventually, new_instance, order_id};
 use crate::online_license::{application, event_id, new_product, setup};
-use koogate::app::evidence::sha256_hex;
+use koogate::protocol::crypto::sha256_hex;
 use std::process::Command;
 
 /// The text a browser shows for `html`'s character references (enough for what askama

@@ -1095,7 +1095,7 @@ async fn every_callback_is_recorded_as_saas_v1(backend: Backend) {
     assert!(first.raw_query.contains("authToken="));
     assert_eq!(
         first.response_sha256,
-        koogate::app::evidence::sha256_hex(&created.body),
+        koogate::protocol::crypto::sha256_hex(&created.body),
         "the hash of the exact bytes sent"
     );
     let password = created.json()["appInfo"]["password"]

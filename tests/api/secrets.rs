@@ -118,7 +118,7 @@ async fn scripted_flow(app: &TestApp, mock: &MockServer) -> (String, String, Str
         .await
         .unwrap()
         .unwrap();
-    let sent = koogate::app::evidence::sha256_hex(&created.body);
+    let sent = koogate::protocol::crypto::sha256_hex(&created.body);
     let shown = evidence
         .callbacks
         .iter()
@@ -433,7 +433,7 @@ async fn a_database_of_the_previous_release_is_encrypted_in_place(backend: Backe
     let record = store.recent_callbacks(1).await.unwrap().remove(0);
     assert_eq!(
         record.response_sha256,
-        koogate::app::evidence::sha256_hex(OLD_ANSWER),
+        koogate::protocol::crypto::sha256_hex(OLD_ANSWER),
         "the hash of the exact bytes that were sent"
     );
     assert!(String::from_utf8_lossy(&record.response_body).contains(r#""password":"[redacted]""#));

@@ -725,7 +725,7 @@ pub async fn callback(
     };
     // The header is not stored; it is a function of the key and the exact bytes, which the
     // audit copy still is unless credentials were redacted from it.
-    let exact = crate::app::evidence::sha256_hex(&r.response_body) == r.response_sha256;
+    let exact = crate::protocol::crypto::sha256_hex(&r.response_body) == r.response_sha256;
     let body_sign = match keys.primary() {
         None => "not signed (no key for this family)".into(),
         Some(_) if !exact => "not shown: it was computed over the exact answer, whose credentials \
@@ -747,7 +747,7 @@ pub async fn callback(
         instance_id: r.instance_id,
         query: mask::query(&r.raw_query),
         body: mask::body(&r.raw_body),
-        body_sha256: crate::app::evidence::sha256_hex(&r.raw_body),
+        body_sha256: crate::protocol::crypto::sha256_hex(&r.raw_body),
         http_status: r.http_status,
         result_code: r.result_code.unwrap_or_else(|| "—".into()),
         duration: format!("{:.1} ms", r.duration_us as f64 / 1000.0),
