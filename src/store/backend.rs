@@ -147,6 +147,64 @@ macro_rules! shared_impls {
                 }
             }
 
+            // Writes take the writers' turn first, where there is one.
+            #[async_trait::async_trait]
+            impl s::Queue for $store {
+                async fn claim_jobs(
+                    &self,
+                    lease: &s::Lease,
+                    limit: u32,
+                ) -> s::StoreResult<Vec<s::Job>> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::claim(&self.pool, lease, limit).await
+                }
+
+                async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> s::StoreResult<bool> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::finish(&self.pool, id, token, now_ms).await
+                }
+
+                async fn fail_job(&self, failure: &s::JobFailure<'_>) -> s::StoreResult<bool> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::fail(&self.pool, failure).await
+                }
+
+                async fn jobs_about(&self, subject: &str) -> s::StoreResult<Vec<s::Job>> {
+                    s::queue::$q::about(&self.pool, subject).await
+                }
+
+                async fn job(&self, id: i64) -> s::StoreResult<Option<s::Job>> {
+                    s::queue::$q::get(&self.pool, id).await
+                }
+
+                async fn failed_jobs(&self, limit: u32) -> s::StoreResult<Vec<s::Job>> {
+                    s::queue::$q::failed(&self.pool, limit).await
+                }
+
+                async fn requeue_job(&self, id: i64, now_ms: i64) -> s::StoreResult<bool> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::requeue(&self.pool, id, now_ms).await
+                }
+
+                async fn requeue_failed(
+                    &self,
+                    kind: Option<&str>,
+                    now_ms: i64,
+                ) -> s::StoreResult<u64> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::requeue_failed(&self.pool, kind, now_ms).await
+                }
+
+                async fn job_by_key(&self, kind: &str, key: &str) -> s::StoreResult<Option<s::Job>> {
+                    s::queue::$q::by_key(&self.pool, kind, key).await
+                }
+
+                async fn purge_jobs(&self, before_ms: i64, batch: u32) -> s::StoreResult<u64> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::purge(&self.pool, before_ms, batch).await
+                }
+            }
+
             #[async_trait::async_trait]
             impl s::Audit for $store {
                 async fn record_callback(&self, record: &s::CallbackRecord) -> s::StoreResult<()> {

@@ -11,7 +11,7 @@ use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 
 pub struct PgStore {
-    pub(super) pool: PgPool,
+    pool: PgPool,
     sealer: Arc<Sealer>,
 }
 

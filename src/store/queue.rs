@@ -12,7 +12,7 @@
 //! clock still stamps `updated_ms`, which only records when a person or replica last
 //! touched the job.
 
-use super::{Job, JobFailure, Lease, PgStore, SqliteStore, StoreResult};
+use super::{Job, JobFailure, Lease, StoreResult};
 use async_trait::async_trait;
 
 /// The queue's side of the store.
@@ -372,97 +372,4 @@ pub(super) mod pg {
 /// never overlap and need no row locks.
 pub(super) mod lite {
     queries!(sqlx::Sqlite, lite_now, "");
-}
-
-#[async_trait]
-impl Queue for PgStore {
-    async fn claim_jobs(&self, lease: &Lease, limit: u32) -> StoreResult<Vec<Job>> {
-        pg::claim(&self.pool, lease, limit).await
-    }
-
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        pg::finish(&self.pool, id, token, now_ms).await
-    }
-
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
-        pg::fail(&self.pool, failure).await
-    }
-
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
-        pg::about(&self.pool, subject).await
-    }
-
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
-        pg::get(&self.pool, id).await
-    }
-
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
-        pg::failed(&self.pool, limit).await
-    }
-
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        pg::requeue(&self.pool, id, now_ms).await
-    }
-
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
-        pg::requeue_failed(&self.pool, kind, now_ms).await
-    }
-
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
-        pg::by_key(&self.pool, kind, key).await
-    }
-
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        pg::purge(&self.pool, before_ms, batch).await
-    }
-}
-
-/// Writes take this process's writer turn first (see [`SqliteStore`]).
-#[async_trait]
-impl Queue for SqliteStore {
-    async fn claim_jobs(&self, lease: &Lease, limit: u32) -> StoreResult<Vec<Job>> {
-        let _turn = self.writer.lock().await;
-        lite::claim(&self.pool, lease, limit).await
-    }
-
-    async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        lite::finish(&self.pool, id, token, now_ms).await
-    }
-
-    async fn fail_job(&self, failure: &JobFailure<'_>) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        lite::fail(&self.pool, failure).await
-    }
-
-    async fn jobs_about(&self, subject: &str) -> StoreResult<Vec<Job>> {
-        lite::about(&self.pool, subject).await
-    }
-
-    async fn job(&self, id: i64) -> StoreResult<Option<Job>> {
-        lite::get(&self.pool, id).await
-    }
-
-    async fn failed_jobs(&self, limit: u32) -> StoreResult<Vec<Job>> {
-        lite::failed(&self.pool, limit).await
-    }
-
-    async fn requeue_job(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        lite::requeue(&self.pool, id, now_ms).await
-    }
-
-    async fn requeue_failed(&self, kind: Option<&str>, now_ms: i64) -> StoreResult<u64> {
-        let _turn = self.writer.lock().await;
-        lite::requeue_failed(&self.pool, kind, now_ms).await
-    }
-
-    async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>> {
-        lite::by_key(&self.pool, kind, key).await
-    }
-
-    async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        let _turn = self.writer.lock().await;
-        lite::purge(&self.pool, before_ms, batch).await
-    }
 }

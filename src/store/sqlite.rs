@@ -16,8 +16,8 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub struct SqliteStore {
-    pub(super) pool: SqlitePool,
-    pub(super) writer: Arc<Mutex<()>>,
+    pool: SqlitePool,
+    writer: Arc<Mutex<()>>,
     sealer: Arc<Sealer>,
 }
 
