@@ -360,10 +360,12 @@ macro_rules! queries {
             .bind(released_before_ms)
             .execute(conn)
             .await?;
+            // Ordered by the indexed time, so that the search is a range of its index: ordered
+            // by id, a purge with nothing to delete read the whole table, every minute.
             let done = sqlx::query(
                 "UPDATE instances SET buyer_data = NULL WHERE instance_id IN \
                  (SELECT instance_id FROM instances WHERE buyer_data IS NOT NULL AND released_ms < $1 \
-                 ORDER BY instance_id LIMIT $2)",
+                 ORDER BY released_ms, instance_id LIMIT $2)",
             )
             .bind(released_before_ms)
             .bind(i64::from(batch))

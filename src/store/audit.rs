@@ -77,9 +77,11 @@ macro_rules! queries {
             before_ms: i64,
             batch: u32,
         ) -> StoreResult<u64> {
+            // Ordered by the indexed time, so that the search is a range of its index: ordered
+            // by id, a purge with nothing to delete read the whole table, every minute.
             let done = sqlx::query(
                 "DELETE FROM callbacks WHERE id IN \
-                 (SELECT id FROM callbacks WHERE received_ms < $1 ORDER BY id LIMIT $2)",
+                 (SELECT id FROM callbacks WHERE received_ms < $1 ORDER BY received_ms, id LIMIT $2)",
             )
             .bind(before_ms)
             .bind(i64::from(batch))
