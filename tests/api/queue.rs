@@ -21,7 +21,67 @@ on_both_backends!(
     a_failed_attempt_comes_due_after_its_wait_or_is_parked_until_requeued,
     jobs_are_read_by_subject_key_and_id_and_finished_ones_purged,
     a_commit_says_whether_it_enqueued,
+    a_commit_that_enqueued_wakes_the_worker_before_its_poll,
 );
+
+/// Reports each job it runs.
+struct Reporting(tokio::sync::mpsc::UnboundedSender<i64>);
+
+#[async_trait::async_trait]
+impl koogate::jobs::Handler for Reporting {
+    async fn run(&self, job: &Job) -> Result<koogate::jobs::Outcome, koogate::jobs::JobError> {
+        let _ = self.0.send(job.id);
+        Ok(koogate::jobs::Outcome::Done)
+    }
+}
+
+/// The worker polls once an hour here: a job it runs within seconds was woken by the
+/// commit that enqueued it.
+async fn a_commit_that_enqueued_wakes_the_worker_before_its_poll(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel();
+    let policy = koogate::jobs::Policy {
+        max_attempts: 3,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        poll_interval: Duration::from_secs(3_600),
+        lease: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(30),
+        concurrency: 2,
+    };
+    let worker = koogate::jobs::Worker::new(
+        store.clone(),
+        policy,
+        koogate::clock::system_clock(),
+        wake.clone(),
+    )
+    .handle("test.job", Arc::new(Reporting(ran)));
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let running = tokio::spawn(worker.run(stopped));
+    // Its first look, at start, finds nothing; then it sleeps until woken or the hour ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue_job(&job("woken", None, now())).await.unwrap();
+    let committed = tx.commit().await.unwrap();
+    assert!(committed.enqueued);
+    committed.wake(&wake);
+    let id = tokio::time::timeout(Duration::from_secs(20), runs.recv())
+        .await
+        .expect("the job ran long before the next poll")
+        .unwrap();
+    let done = crate::helpers::eventually("the job recorded as done", || async {
+        let job = store.job(id).await.unwrap().unwrap();
+        (job.state == JobState::Done).then_some(job)
+    })
+    .await;
+    assert_eq!(done.dedup_key.as_deref(), Some("woken"));
+
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
 
 const HOUR: i64 = 3_600_000;
 
