@@ -253,9 +253,9 @@ async fn run(
     // First in a transaction that may hold its writes back to send them at once; if a
     // twin took one of its keys meanwhile, again in an ordinary one, which sees the twin.
     let mut begin = Begin::Callback;
+    // The record as it came, for a second try: the first one filled it in.
     let unrecorded = record.clone();
     let (wait_for, answer) = loop {
-        *record = unrecorded.clone();
         let prepared = tokio::time::timeout_at(
             deadline,
             prepare(
@@ -303,6 +303,7 @@ async fn run(
                 // Nothing was committed, so the deadline may still abandon the retry.
                 phase.store(RUNNING, Ordering::Release);
                 begin = Begin::Ordinary;
+                record.clone_from(&unrecorded);
             }
             Err(error) => return Err(Failure::Store(error)),
         }

@@ -13,7 +13,7 @@
 //! usage record) opens that ordinary transaction at once, sends what was held back
 //! first, and goes on in it.
 
-use super::postgres::PgTx;
+use super::postgres::{PgTx, stale};
 use super::rows::{AtRest, bind_instance, instance_columns};
 use super::seal::Sealer;
 use super::usage::{self, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
@@ -29,21 +29,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::{Arguments, Postgres};
 use std::sync::Arc;
-
-/// Whether a read failed because its connection was dropped by the server while it sat
-/// idle in the pool (a restart, an outage, a terminated backend): the pool does not ping
-/// before use, so such a connection is found out by its first statement.
-pub(super) fn stale(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_) => true,
-        // Class 08 (connection exception) and 57P (operator intervention: shutdown,
-        // terminated backend).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
-    }
-}
 
 /// Runs a read (`$read`, a future of a `StoreResult` over `$conn`) on the transaction's
 /// connection; one the server dropped while idle is replaced and the read made again, at

@@ -78,6 +78,21 @@ impl Store for PgStore {
     }
 }
 
+/// Whether a read failed because its connection was dropped by the server while it sat
+/// idle in the pool (a restart, an outage, a terminated backend): the pool does not ping
+/// before use, so such a connection is found out by its first statement.
+pub(super) fn stale(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        // Class 08 (connection exception) and 57P (operator intervention: shutdown,
+        // terminated backend).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// A transaction, the sealer of what it writes encrypted, and whether it enqueued a job.
 pub(super) struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>, bool);
 
@@ -89,7 +104,7 @@ impl PgTx {
         let mut tries = 1 + pool.num_idle();
         loop {
             match pool.begin().await {
-                Err(error) if tries > 1 && super::deferred::stale(&error) => tries -= 1,
+                Err(error) if tries > 1 && stale(&error) => tries -= 1,
                 begun => return Ok(Self(begun?, sealer, false)),
             }
         }
