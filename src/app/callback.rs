@@ -2,13 +2,13 @@
 //! nonce, does the activity, stores the answer and the audit record, and commits — or,
 //! when anything fails, an answer that says so and an audit record written on its own.
 
-use crate::app::follow_up;
 use crate::clock::Clock;
 use crate::domain::answer::{Answer, Work};
 use crate::domain::events::Decision;
 use crate::domain::license_request::Licensing;
 use crate::domain::provision::Provisioner;
 use crate::domain::{license_code, order_notify, saas_v1, saas_v2};
+use crate::jobs::follow_up;
 use crate::metrics::{Answered, Metrics, Refusal};
 use crate::protocol::codes::ResultCode;
 use crate::protocol::fields::FieldError;

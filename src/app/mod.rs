@@ -7,7 +7,6 @@
 
 pub mod callback;
 pub mod evidence;
-pub mod follow_up;
 pub mod license_activation;
 pub mod ops;
 pub mod server;

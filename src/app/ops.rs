@@ -5,11 +5,11 @@
 //! always agree on what they show and what an action changes.
 
 use crate::app::evidence::{self, CallbackEvidence, EventEvidence, Evidence, LicenseEvidence};
-use crate::app::follow_up;
 use crate::domain::events::DELIVER_KIND;
 use crate::domain::instance::Instance;
 use crate::domain::order::Fetch;
 use crate::domain::usage;
+use crate::jobs::follow_up;
 use crate::store::{
     CallbackCount, CodeActivation, FailingOrder, Job, OrderLineRecord, Pause, Store, StoreResult,
     StoredCallback, UsageWindow,

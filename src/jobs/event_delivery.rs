@@ -4,11 +4,11 @@
 //! lane, so they go one at a time, in sequence; `410 Gone` pauses the endpoint.
 
 use super::{Handler, JobError, Outcome, Retry};
-use crate::app::follow_up::{self, Delivery};
 use crate::clock::Clock;
 use crate::domain::events::EventType;
 use crate::domain::license_request::{self, License, LicenseInput, Licensing, Mode, Provided};
 use crate::domain::provision::{self, Applied, Report};
+use crate::jobs::follow_up::{self, Delivery};
 use crate::protocol::webhook::{WebhookSecret, signature_header};
 use crate::store::{Attempt, Job, Store};
 use async_trait::async_trait;

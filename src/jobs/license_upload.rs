@@ -8,9 +8,9 @@
 //! is always reported with its event.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::app::follow_up::{self, Upload};
 use crate::clock::Clock;
 use crate::domain::license_request::{self, RequestState};
+use crate::jobs::follow_up::{self, Upload};
 use crate::marketplace::{ApiCode, Client, MarketError, interpret};
 use crate::protocol::license_upload;
 use crate::store::{Job, LicenseUpload, Store};

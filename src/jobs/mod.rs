@@ -7,9 +7,11 @@
 //! mid-job leaves a lease that ends; the job is then taken again.
 //!
 //! Jobs sit beside the routes, above the domain: handlers run its decisions and queue what
-//! those leave through [`crate::app::follow_up`], as callbacks do.
+//! those leave through [`follow_up`], which the callback pipeline in `app` uses too. The
+//! dependency runs one way: `app` wires the worker, nothing here imports `app`.
 
 pub mod event_delivery;
+pub mod follow_up;
 pub mod license_upload;
 pub mod order_fetch;
 pub mod usage_push;

@@ -2,10 +2,10 @@
 //! fill in the instances it describes — in one transaction, with the job's completion.
 
 use super::{Handler, JobError, Outcome};
-use crate::app::follow_up;
 use crate::clock::Clock;
 use crate::domain::events::{Event, EventType};
 use crate::domain::order::{self, Fetch};
+use crate::jobs::follow_up;
 use crate::marketplace::{Client, MarketError};
 use crate::store::{Job, Store, StoreError};
 use async_trait::async_trait;

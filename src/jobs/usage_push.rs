@@ -8,11 +8,11 @@
 //! catches up on every window it missed, in order.
 
 use super::{Handler, JobError, Outcome, Policy, Retry};
-use crate::app::follow_up;
 use crate::clock::Clock;
 use crate::domain::events::{self, EventType};
 use crate::domain::instance::Instance;
 use crate::domain::usage::{self, PUSH_LIMIT_MS, Quantity};
+use crate::jobs::follow_up;
 use crate::marketplace::{Client, MarketError, Request, interpret};
 use crate::protocol::order::paths;
 use crate::protocol::time;

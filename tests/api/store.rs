@@ -235,7 +235,7 @@ async fn a_lane_runs_one_job_at_a_time_in_order(backend: Backend) {
         ("e2", "instance:a"),
         ("e3", "instance:b"),
     ] {
-        let job = koogate::app::follow_up::delivery_job(event, subject, 0);
+        let job = koogate::jobs::follow_up::delivery_job(event, subject, 0);
         assert!(tx.enqueue_job(&job).await.unwrap());
     }
     tx.commit().await.unwrap();
@@ -319,7 +319,7 @@ async fn the_webhook_pause_is_kept_and_resumed(backend: Backend) {
     let pause = store.webhook_pause().await.unwrap().unwrap();
     assert_eq!((pause.paused_ms, pause.reason.as_str()), (5, "410 Gone"));
     let mut tx = store.begin().await.unwrap();
-    let mut job = koogate::app::follow_up::delivery_job("e1", "instance:a", 0);
+    let mut job = koogate::jobs::follow_up::delivery_job("e1", "instance:a", 0);
     // Due in an hour by the database's clock, which decides.
     job.run_at_ms = chrono::Utc::now().timestamp_millis() + 3_600_000;
     tx.enqueue_job(&job).await.unwrap();

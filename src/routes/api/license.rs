@@ -3,9 +3,9 @@
 
 use super::problem::{FieldError, Problem};
 use crate::app::AppState;
-use crate::app::follow_up;
 use crate::domain::events::rfc3339;
 use crate::domain::license_request::{self, LicenseInput, LicenseRequestView, Provided};
+use crate::jobs::follow_up;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

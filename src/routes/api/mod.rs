@@ -450,7 +450,7 @@ async fn put_provisioning(
         .map_err(|e| Problem::internal(&e))?;
     match applied {
         Applied::Changed(events) => {
-            crate::app::follow_up::record(
+            crate::jobs::follow_up::record(
                 tx.as_mut(),
                 &events,
                 &[],

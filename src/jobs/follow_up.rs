@@ -69,7 +69,7 @@ pub fn fetch_job(fetch: &Fetch, now_ms: i64) -> NewJob {
         fetch.order_line_id,
         fetch.instance_id.as_deref().unwrap_or_default()
     );
-    crate::jobs::new_job(
+    super::new_job(
         FETCH_KIND,
         fetch,
         Some(dedup),
@@ -80,7 +80,7 @@ pub fn fetch_job(fetch: &Fetch, now_ms: i64) -> NewJob {
 
 /// The delivery job of one event.
 pub fn delivery_job(event_id: &str, subject: &str, now_ms: i64) -> NewJob {
-    let mut job = crate::jobs::new_job(
+    let mut job = super::new_job(
         DELIVER_KIND,
         &Delivery {
             event_id: event_id.to_owned(),
@@ -95,7 +95,7 @@ pub fn delivery_job(event_id: &str, subject: &str, now_ms: i64) -> NewJob {
 
 /// The upload job of an application: one per eventId; listed with its order's jobs.
 fn upload_job(event_id: &str, order_id: &str, now_ms: i64) -> NewJob {
-    crate::jobs::new_job(
+    super::new_job(
         UPLOAD_KIND,
         &Upload {
             event_id: event_id.to_owned(),
