@@ -9,6 +9,8 @@
 ///   transaction for a batch of writes outside a callback.
 /// - `writer` names the store's field holding the writers' turn, when writes must take
 ///   it first (SQLite); empty when the database orders writers itself (PostgreSQL).
+/// - `claims` names the pool the worker's claims run on (PostgreSQL's has planner
+///   settings of its own, [`crate::store::PG_CLAIM_SETTINGS`]).
 /// - `$tx` holds its transaction in field `$conn`, its sealer in field `$sealer`, and
 ///   whether it enqueued a job in field `$enqueued`; `own` holds the methods of `Tx` the
 ///   backend writes itself.
@@ -16,6 +18,7 @@ macro_rules! shared_impls {
     (
         store: $store:ty,
         writer: [$($writer:ident)?],
+        claims: $claims:ident,
         tx: $tx:ty { conn: $conn:tt, sealer: $sealer:tt, enqueued: $enqueued:tt },
         dialect: $q:ident,
         own: { $($own:tt)* }
@@ -156,7 +159,7 @@ macro_rules! shared_impls {
                     limit: u32,
                 ) -> s::StoreResult<Vec<s::Job>> {
                     $(let _turn = self.$writer.lock().await;)?
-                    s::queue::$q::claim(&self.pool, lease, limit).await
+                    s::queue::$q::claim(&self.$claims, lease, limit).await
                 }
 
                 async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> s::StoreResult<bool> {

@@ -33,7 +33,7 @@ pub use ops::{
     CallbackCount, CodeActivation, FailingOrder, Operations, OrderSummary, Search, StoredCallback,
 };
 pub use postgres::PgStore;
-pub use queue::{Committed, PG_CLAIM, Queue, SQLITE_CLAIM};
+pub use queue::{Committed, PG_CLAIM, PG_CLAIM_SETTINGS, Queue, SQLITE_CLAIM};
 pub use rows::PERSONAL_DETAILS;
 pub use sqlite::SqliteStore;
 pub use usage::{Carried, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow, window_state};

@@ -6,30 +6,43 @@
 use super::seal::Sealer;
 use super::{Committed, PoolOptions, Store, StoreResult, Tx};
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use std::str::FromStr;
 use std::sync::Arc;
 
 pub struct PgStore {
     pool: PgPool,
+    /// The worker's claims, on connections of their own whose planner runs with
+    /// [`super::queue::PG_CLAIM_SETTINGS`]: see there why.
+    claims: PgPool,
     sealer: Arc<Sealer>,
 }
+
+/// Connections of the claim pool: the worker of a replica makes one claim at a time, and
+/// a second lets a command claim beside it.
+const CLAIM_CONNECTIONS: u32 = 2;
 
 impl PgStore {
     /// Connects lazily: the server starts (and says so on `/readyz`) while the database
     /// is still down, and every pool use waits at most the acquire timeout.
     /// What is kept encrypted is sealed with `sealer`.
     pub async fn connect(url: &str, options: &PoolOptions, sealer: Sealer) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // No ping before each use: it would be a round trip on every callback. A
-            // connection the server dropped fails its next statement instead (answered
-            // `000005`) and is not given out again.
-            .test_before_acquire(false)
-            .connect_lazy(url)?;
+        let connect = PgConnectOptions::from_str(url)?;
+        let pool_with = |max_connections| {
+            PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                // No ping before each use: it would be a round trip on every callback. A
+                // connection the server dropped fails its next statement instead
+                // (answered `000005`) and is not given out again.
+                .test_before_acquire(false)
+        };
+        let claims = pool_with(CLAIM_CONNECTIONS)
+            .connect_lazy_with(connect.clone().options(super::queue::PG_CLAIM_SETTINGS));
         Ok(Self {
-            pool,
+            pool: pool_with(options.max_connections).connect_lazy_with(connect),
+            claims,
             sealer: Arc::new(sealer),
         })
     }
@@ -121,6 +134,7 @@ impl PgTx {
 super::backend::shared_impls! {
     store: PgStore,
     writer: [],
+    claims: claims,
     tx: PgTx { conn: 0, sealer: 1, enqueued: 2 },
     dialect: pg,
     own: {

@@ -138,6 +138,8 @@ struct SqliteTx {
 super::backend::shared_impls! {
     store: SqliteStore,
     writer: [writer],
+    // One writer at a time: a claim has no plan to go wrong and no connection of its own.
+    claims: pool,
     tx: SqliteTx { conn: tx, sealer: sealer, enqueued: enqueued },
     dialect: lite,
     own: {

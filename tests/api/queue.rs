@@ -509,6 +509,14 @@ async fn two_replicas_claiming_in_batches_take_no_job_twice() {
     assert_eq!(not_once, 0);
 }
 
+/// A pool whose connections plan as the store's claim connections do.
+async fn claim_pool(url: &str) -> sqlx::PgPool {
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    sqlx::PgPool::connect_with(options.options(store::PG_CLAIM_SETTINGS))
+        .await
+        .unwrap()
+}
+
 /// The median "Execution Time" of `runs` claims of `limit` jobs, read with EXPLAIN
 /// ANALYZE, and the plan of the last one. Each claim is rolled back, so that every one
 /// meets the same queue.
@@ -555,6 +563,39 @@ fn sorts_at_most(plan: &str, most: u64) -> bool {
     })
 }
 
+/// A new database's jobs table has no statistics until autovacuum first analyzes it
+/// (here it never does), and the claim's plan must not depend on them: with 3,000 due
+/// jobs the planner would otherwise take them for a handful and sort every one of them.
+/// Planned as the store's claim connections plan it, the claim still walks the due index
+/// in order and stops after its limit.
+#[tokio::test]
+async fn a_claim_walks_the_due_index_before_the_table_has_statistics() {
+    let db = Database::fresh(Backend::Postgres).await;
+    let _store = open(&db).await;
+    let pool = claim_pool(&db.url).await;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    bulk_insert(&pool, "new-", "pending", 3_000, 1_000, 7).await;
+    for limit in [1_i64, 16] {
+        let (_, plan) = explain_claims(&pool, limit, 1).await;
+        assert!(plan.contains("Index Scan using jobs_pending_due"), "{plan}");
+        assert!(
+            sorts_at_most(&plan, u64::try_from(2 * limit).unwrap()),
+            "{plan}"
+        );
+    }
+    let (analyzed,): (bool,) = sqlx::query_as(
+        "SELECT last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL \
+         FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!analyzed, "the table was analyzed: the test proved nothing");
+}
+
 /// The issue's queue: 20,000 due jobs on top of a history of 200,000 finished ones. A
 /// claim of 1 or of 16 reads the two partial indexes in order and stops; no sequential
 /// scan, no sort of every due row. The measured times are printed (`--nocapture`); the
@@ -563,7 +604,7 @@ fn sorts_at_most(plan: &str, most: u64) -> bool {
 async fn a_claim_stays_fast_over_a_long_history() {
     let db = Database::fresh(Backend::Postgres).await;
     let store = open(&db).await;
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let pool = claim_pool(&db.url).await;
     let started = Instant::now();
     bulk_insert(&pool, "history-", "done", 200_000, HOUR, 3).await;
     bulk_insert(&pool, "due-", "pending", 20_000, 1_000, 10).await;
