@@ -412,7 +412,8 @@ struct Retention {
 }
 
 /// Background maintenance, once a minute: forgets expired nonces, so the shared nonce
-/// table stays small, deletes callback records, finished jobs and events older than
+/// table stays small, makes due the jobs still waiting behind a lane that has cleared
+/// (see [`crate::store::Queue::release_waiting`]), deletes callback records, finished jobs and events older than
 /// their retention, if any, and clears the buyer personal data of instances released
 /// longer ago than its retention.
 async fn maintain(
@@ -431,6 +432,16 @@ async fn maintain(
             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired nonces forgotten"),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "could not purge expired nonces"),
+        }
+        match store.release_waiting(now_ms).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(
+                    released = n,
+                    "jobs left waiting behind a finished lane made due"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not release waiting jobs"),
         }
         if let Some(keep) = retention.callbacks {
             let purged = purge(now_ms, keep, |before| {

@@ -148,6 +148,7 @@ pub(super) fn job(out: &mut String, job: &Job) {
         job.attempts,
         match job.state {
             crate::store::JobState::Pending => format!("next attempt at {}", at(job.run_at_ms)),
+            crate::store::JobState::Waiting => "behind an earlier job of its lane".to_owned(),
             crate::store::JobState::Running =>
                 format!("held until {}", job.lease_until_ms.map_or("-".into(), at)),
             _ => format!("since {}", at(job.updated_ms)),

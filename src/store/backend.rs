@@ -164,7 +164,8 @@ macro_rules! shared_impls {
 
                 async fn finish_job(&self, id: i64, token: &str, now_ms: i64) -> s::StoreResult<bool> {
                     $(let _turn = self.$writer.lock().await;)?
-                    s::queue::$q::finish(&self.pool, id, token, now_ms).await
+                    let mut conn = self.pool.acquire().await?;
+                    s::queue::$q::finish(&mut conn, id, token, now_ms).await
                 }
 
                 async fn fail_job(&self, failure: &s::JobFailure<'_>) -> s::StoreResult<bool> {
@@ -205,6 +206,11 @@ macro_rules! shared_impls {
                 async fn purge_jobs(&self, before_ms: i64, batch: u32) -> s::StoreResult<u64> {
                     $(let _turn = self.$writer.lock().await;)?
                     s::queue::$q::purge(&self.pool, before_ms, batch).await
+                }
+
+                async fn release_waiting(&self, now_ms: i64) -> s::StoreResult<u64> {
+                    $(let _turn = self.$writer.lock().await;)?
+                    s::queue::$q::release_waiting(&self.pool, now_ms).await
                 }
             }
 

@@ -259,17 +259,23 @@ impl Batch {
         }
         let jobs = std::mem::take(&mut self.jobs);
         if !jobs.is_empty() {
+            // A job behind an earlier one of its lane in this same statement waits too
+            // (`held`): the statement does not see its own rows.
             let sql = format!(
                 "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, run_at_ms, \
                  created_ms, updated_ms) SELECT v.kind, v.payload, v.dedup_key, v.subject, v.lane, \
-                 'pending', 0, v.run_at_ms, v.created_ms, v.updated_ms FROM (VALUES {}) AS v (n, kind, \
-                 payload, dedup_key, subject, lane, run_at_ms, created_ms, updated_ms) ORDER BY v.n \
-                 ON CONFLICT DO NOTHING",
-                values(jobs.len(), 9)
+                 CASE WHEN v.held THEN 'waiting' ELSE {} END, 0, v.run_at_ms, v.created_ms, \
+                 v.updated_ms FROM (VALUES {}) AS v (n, held, kind, payload, dedup_key, subject, \
+                 lane, run_at_ms, created_ms, updated_ms) ORDER BY v.n ON CONFLICT DO NOTHING",
+                super::queue::new_state!("v.lane", " FOR SHARE"),
+                values(jobs.len(), 10)
             );
             self.push(&sql, |mut b| {
                 for (n, job) in jobs.iter().enumerate() {
-                    b = super::queue::bind_job!(b.bind(i64::try_from(n).unwrap_or(i64::MAX)), job);
+                    let held = job.lane.is_some()
+                        && jobs.iter().take(n).any(|earlier| earlier.lane == job.lane);
+                    b = b.bind(i64::try_from(n).unwrap_or(i64::MAX)).bind(held);
+                    b = super::queue::bind_job!(b, job);
                 }
                 b
             });

@@ -532,6 +532,10 @@ impl std::fmt::Debug for OrderLineRecord {
 pub enum JobState {
     /// Waiting for its `run_at_ms`.
     Pending,
+    /// Held back behind an unfinished earlier job of its lane; made pending when that
+    /// one is done. Such jobs stay out of the claim's index, so that a lane held up for
+    /// days (an endpoint down) costs a claim nothing however many jobs queue behind it.
+    Waiting,
     /// Held by a worker until its lease ends.
     Running,
     Done,
@@ -543,6 +547,7 @@ impl JobState {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::Waiting => "waiting",
             Self::Running => "running",
             Self::Done => "done",
             Self::Failed => "failed",
@@ -550,9 +555,15 @@ impl JobState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Running, Self::Done, Self::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        [
+            Self::Pending,
+            Self::Waiting,
+            Self::Running,
+            Self::Done,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 }
 

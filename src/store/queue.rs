@@ -22,8 +22,9 @@ pub trait Queue: Send + Sync {
     /// whose lease has ended, those due longest first — in one statement, marks them
     /// running under `lease` (ending `lease.duration_ms` after the database's now),
     /// counts the attempt, and returns them. A job whose lane holds an earlier unfinished
-    /// job waits, so a batch has at most one job of a lane. No two callers get the same
-    /// job while its lease holds.
+    /// job waits (enqueued as [`JobState::Waiting`](super::JobState::Waiting), made
+    /// pending when the job before it is done), so a batch has at most one job of a
+    /// lane. No two callers get the same job while its lease holds.
     async fn claim_jobs(&self, lease: &Lease, limit: u32) -> StoreResult<Vec<Job>>;
     /// [`Queue::claim_jobs`] for one job.
     async fn claim_job(&self, lease: &Lease) -> StoreResult<Option<Job>> {
@@ -50,6 +51,10 @@ pub trait Queue: Send + Sync {
     async fn job_by_key(&self, kind: &str, key: &str) -> StoreResult<Option<Job>>;
     /// Deletes at most `batch` jobs finished before `before_ms`; returns how many.
     async fn purge_jobs(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+    /// Makes pending the waiting jobs that nothing unfinished in their lane holds back
+    /// any more (the release at a finish lost to a crash between its two statements);
+    /// returns how many. Run by the maintenance once a minute.
+    async fn release_waiting(&self, now_ms: i64) -> StoreResult<u64>;
 }
 
 /// The claim's statement on PostgreSQL, whose plan the tests read. Its parameters are
@@ -88,13 +93,30 @@ impl Committed {
     }
 }
 
-/// A new job, pending; a second with the same kind and dedup key is left out. Its values
-/// in the order of [`bind_job!`].
-pub(super) const ENQUEUE: &str = "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, \
-     attempts, run_at_ms, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8) \
-     ON CONFLICT DO NOTHING";
+/// The state of a new job whose lane is `$lane` (SQL): waiting while an earlier job of
+/// its lane is unfinished, else pending. `$share` locks the unfinished job found
+/// (PostgreSQL's ` FOR SHARE`) until the enqueue commits: finishing that job, which
+/// releases the next waiting one of its lane, then waits for the commit and so sees the
+/// new job. Without the lock, a job enqueued while the one before it finished would be
+/// seen by no finish and wait for the minute's sweep ([`Queue::release_waiting`]); on
+/// SQLite, with one writer at a time, that cannot happen. A job written in the same
+/// statement as an earlier one of its lane is not seen here: the caller marks it.
+macro_rules! new_state {
+    ($lane:literal, $share:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $lane,
+            " IS NOT NULL AND EXISTS (SELECT 1 FROM jobs e WHERE e.lane = ",
+            $lane,
+            " AND e.state <> 'done'",
+            $share,
+            ") THEN 'waiting' ELSE 'pending' END"
+        )
+    };
+}
+pub(super) use new_state;
 
-/// Binds a new job to [`ENQUEUE`] (a macro: one list for every query type).
+/// Binds a new job to the enqueue's values (a macro: one list for every query type).
 macro_rules! bind_job {
     ($query:expr, $job:expr) => {
         $query
@@ -154,9 +176,10 @@ macro_rules! claim_sql {
 }
 
 /// Expands the queue's queries for one backend: `$now` is the SQL of the database's now
-/// in Unix milliseconds, `$lock` the locking clause of the claim's scans.
+/// in Unix milliseconds, `$lock` the locking clause of the claim's scans, `$share` that
+/// of an enqueue's look at its lane (see [`new_state!`]).
 macro_rules! queries {
-    ($db:ty, $now:ident, $lock:literal) => {
+    ($db:ty, $now:ident, $lock:literal, $share:literal) => {
         use crate::store::rows::{JobRow, job_columns};
         use crate::store::{Job, JobFailure, JobState, Lease, NewJob, StoreResult};
         use sqlx::Executor;
@@ -164,6 +187,16 @@ macro_rules! queries {
         type Db = $db;
 
         pub const CLAIM: &str = claim_sql!($now, $lock);
+
+        /// A new job, pending or waiting behind its lane; a second with the same kind
+        /// and dedup key is left out. Its values in the order of
+        /// [`bind_job!`](crate::store::queue::bind_job).
+        const ENQUEUE: &str = concat!(
+            "INSERT INTO jobs (kind, payload, dedup_key, subject, lane, state, attempts, \
+             run_at_ms, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, ",
+            new_state!("$5", $share),
+            ", 0, $6, $7, $8) ON CONFLICT DO NOTHING"
+        );
 
         pub async fn claim<'c>(
             conn: impl Executor<'c, Database = Db>,
@@ -190,28 +223,62 @@ macro_rules! queries {
             conn: impl Executor<'c, Database = Db>,
             job: &NewJob,
         ) -> StoreResult<bool> {
-            let done = crate::store::queue::bind_job!(sqlx::query(super::ENQUEUE), job)
+            let done = crate::store::queue::bind_job!(sqlx::query(ENQUEUE), job)
             .execute(conn)
             .await?;
             Ok(done.rows_affected() == 1)
         }
 
-        pub async fn finish<'c>(
-            conn: impl Executor<'c, Database = Db>,
+        /// Marks the job done and makes the next job waiting in its lane, if any,
+        /// pending. Two statements: should the second never run (a crash between them),
+        /// [`release_waiting`] makes that job pending within a minute.
+        pub async fn finish(
+            conn: &mut <Db as sqlx::Database>::Connection,
             id: i64,
             token: &str,
             now_ms: i64,
         ) -> StoreResult<bool> {
-            let done = sqlx::query(
+            let done: Option<(Option<String>,)> = sqlx::query_as(
                 "UPDATE jobs SET state = 'done', lease_token = NULL, lease_until_ms = NULL, updated_ms = $1 \
-                 WHERE id = $2 AND lease_token = $3 AND state = 'running'",
+                 WHERE id = $2 AND lease_token = $3 AND state = 'running' RETURNING lane",
             )
             .bind(now_ms)
             .bind(id)
             .bind(token)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some((lane,)) = done else {
+                return Ok(false);
+            };
+            if let Some(lane) = lane {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'pending', updated_ms = $1 WHERE id = \
+                     (SELECT MIN(id) FROM jobs WHERE lane = $2 AND state = 'waiting')",
+                )
+                .bind(now_ms)
+                .bind(&lane)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(true)
+        }
+
+        /// Makes pending every waiting job that no unfinished job of its lane is before,
+        /// one whose release by [`finish`] was lost to a crash between its statements:
+        /// of each lane with waiting jobs, the first unfinished job, if it waits.
+        pub async fn release_waiting<'c>(
+            conn: impl Executor<'c, Database = Db>,
+            now_ms: i64,
+        ) -> StoreResult<u64> {
+            let done = sqlx::query(
+                "UPDATE jobs SET state = 'pending', updated_ms = $1 WHERE state = 'waiting' \
+                 AND id IN (SELECT MIN(id) FROM jobs WHERE state <> 'done' AND lane IN \
+                 (SELECT lane FROM jobs WHERE state = 'waiting') GROUP BY lane)",
+            )
+            .bind(now_ms)
             .execute(conn)
             .await?;
-            Ok(done.rows_affected() == 1)
+            Ok(done.rows_affected())
         }
 
         pub async fn fail<'c>(
@@ -378,11 +445,16 @@ pub(super) use lite_now;
 /// PostgreSQL: replicas claim side by side, a row another replica is claiming being skipped, and
 /// once claimed it is no longer due until its lease ends.
 pub(super) mod pg {
-    queries!(sqlx::Postgres, pg_now, "FOR UPDATE SKIP LOCKED");
+    queries!(
+        sqlx::Postgres,
+        pg_now,
+        "FOR UPDATE SKIP LOCKED",
+        " FOR SHARE"
+    );
 }
 
 /// SQLite: one writer at a time (this process's writer turn, and SQLite's lock across processes), so two claims
 /// never overlap and need no row locks.
 pub(super) mod lite {
-    queries!(sqlx::Sqlite, lite_now, "");
+    queries!(sqlx::Sqlite, lite_now, "", "");
 }

@@ -206,15 +206,17 @@ async fn a_scripted_set_of_callbacks_is_counted_exactly(backend: Backend) {
     }
     assert_eq!(total(&scrape, "koogate_refusals_total"), 7.0);
     assert_eq!(total(&scrape, "koogate_event_deliveries_total"), 3.0);
-    assert_eq!(
-        value(
-            &scrape,
-            "koogate_jobs",
-            &[("kind", "event.deliver"), ("state", "pending")]
-        ),
-        6.0,
-        "each instance's created event waits for its retry, its provisioned event behind it"
-    );
+    for state in ["pending", "waiting"] {
+        assert_eq!(
+            value(
+                &scrape,
+                "koogate_jobs",
+                &[("kind", "event.deliver"), ("state", state)]
+            ),
+            3.0,
+            "each instance's created event waits for its retry, its provisioned event behind it"
+        );
+    }
     assert_eq!(total(&scrape, "koogate_jobs"), 9.0);
     assert_eq!(value(&scrape, "koogate_event_backlog", &[]), 6.0);
     let backlog_age = value(&scrape, "koogate_event_backlog_oldest_age_seconds", &[]);
@@ -306,7 +308,7 @@ async fn start_push_settled(app: &TestApp) {
         let settled = match job.state {
             JobState::Done | JobState::Failed => true,
             JobState::Pending => job.run_at_ms > ms(FROZEN),
-            JobState::Running => false,
+            JobState::Running | JobState::Waiting => false,
         };
         settled.then_some(())
     })
@@ -400,15 +402,24 @@ async fn open_api_calls_are_counted_by_api_host_and_outcome(backend: Backend) {
 
 async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
     let now = ms(FROZEN);
-    let app = TestApp::spawn_with(Database::fresh(backend).await, frozen()).await;
+    // One attempt at a time, and the marketplace slow to answer: while the first fetch
+    // waits for its answer, the one due after it waits for the worker. The one behind a
+    // lane waits for its lane, not for a worker, and a third is not due for another
+    // minute. Whether a job is due is the database's call, on the real clock, so the
+    // third is a minute ahead of that one: the frozen clock is hours behind it.
+    let mock = MockServer::start().await;
+    let mut options = mock_market::options(&mock).env("KOOGATE_JOBS_CONCURRENCY", "1");
+    options.clock = frozen().clock;
+    let options = options.env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50");
+    let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
     start_push_settled(&app).await;
-    // A fetch that cannot run parks its lane; the one behind it has been due for 90 s and
-    // waits; a third is not due for another minute. Whether a job is due is the
-    // database's call, on the real clock, so the third is a minute ahead of that one: the
-    // frozen clock is hours behind it.
-    let job = |lane: Option<&str>, run_at_ms: i64| NewJob {
+    mock.delay_next(8_000, 1).await;
+    let fetch = serde_json::json!({
+        "orderId": "CS-SLOW", "orderLineId": "CS-SLOW-1", "source": "test", "test": true,
+    });
+    let job = |payload: String, lane: Option<&str>, run_at_ms: i64| NewJob {
         kind: "order.fetch".into(),
-        payload: "{}".into(),
+        payload,
         dedup_key: None,
         subject: None,
         lane: lane.map(str::to_owned),
@@ -417,25 +428,37 @@ async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
     };
     let mut tx = app.store.begin().await.unwrap();
     for j in [
-        job(Some("metrics"), now - 120_000),
-        job(Some("metrics"), now - 90_000),
-        job(None, chrono::Utc::now().timestamp_millis() + 60_000),
+        job(fetch.to_string(), Some("metrics"), now - 120_000),
+        job("{}".into(), None, now - 90_000),
+        job("{}".into(), Some("metrics"), now - 100_000),
+        job(
+            "{}".into(),
+            None,
+            chrono::Utc::now().timestamp_millis() + 60_000,
+        ),
     ] {
         assert!(tx.enqueue_job(&j).await.unwrap());
     }
     tx.commit().await.unwrap();
 
-    let scrape = eventually("the first fetch to be parked", || async {
+    let scrape = eventually("the first fetch to be running", || async {
         let (_, scrape) = scrape(&app).await;
-        let parked = value(
+        let running = value(
             &scrape,
             "koogate_jobs",
-            &[("kind", "order.fetch"), ("state", "failed")],
+            &[("kind", "order.fetch"), ("state", "running")],
         );
-        (parked == 1.0).then_some(scrape)
+        (running == 1.0).then_some(scrape)
     })
     .await;
-
+    assert_eq!(
+        value(
+            &scrape,
+            "koogate_jobs",
+            &[("kind", "order.fetch"), ("state", "waiting")]
+        ),
+        1.0
+    );
     assert_eq!(
         value(
             &scrape,

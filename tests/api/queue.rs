@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 on_both_backends!(
     a_batch_takes_due_jobs_up_to_its_limit_and_one_per_lane,
+    a_job_behind_its_lane_waits_until_the_one_before_is_done,
+    a_waiting_job_whose_release_was_lost_is_released_by_the_sweep,
     a_claimed_job_is_not_claimed_again_while_its_lease_holds,
     an_ended_lease_is_claimed_again_and_its_old_holder_has_lost_the_job,
     a_failed_attempt_comes_due_after_its_wait_or_is_parked_until_requeued,
@@ -173,6 +175,191 @@ async fn a_batch_takes_due_jobs_up_to_its_limit_and_one_per_lane(backend: Backen
     assert!(store.finish_job(first[0].id, "t1", now()).await.unwrap());
     let third = store.claim_jobs(&lease("t4", 60_000), 10).await.unwrap();
     assert_eq!(keys(&third), ["a2"], "a1 done lets a2 through");
+}
+
+fn state_of(jobs: &[Job], key: &str) -> JobState {
+    jobs.iter()
+        .find(|j| j.dedup_key.as_deref() == Some(key))
+        .unwrap_or_else(|| panic!("no job {key}"))
+        .state
+}
+
+async fn states(store: &Arc<dyn Store>) -> Vec<Job> {
+    let mut all = Vec::new();
+    for n in 1..=3 {
+        all.extend(store.jobs_about(&format!("subject-{n}")).await.unwrap());
+    }
+    all
+}
+
+/// A job enqueued behind an unfinished one of its lane is `waiting`, outside the due
+/// jobs, until the one before it is done — whether the two came in one transaction, in
+/// one callback's statement, or apart; a retry of the one before keeps it waiting.
+async fn a_job_behind_its_lane_waits_until_the_one_before_is_done(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let due = now() - 60_000;
+    enqueue(&store, &[job("a1", Some("a"), due)]).await;
+    enqueue(
+        &store,
+        &[job("a2", Some("a"), due), job("a3", Some("a"), due)],
+    )
+    .await;
+    // A callback's transaction: on PostgreSQL its jobs go out in one statement.
+    let mut tx = store.begin_callback().await.unwrap();
+    for j in [
+        job("b1", Some("b"), due),
+        job("b2", Some("b"), due),
+        job("n1", None, due),
+    ] {
+        assert!(tx.enqueue_job(&j).await.unwrap(), "{j:?}");
+    }
+    tx.commit().await.unwrap();
+    let all = states(&store).await;
+    for (key, state) in [
+        ("a1", JobState::Pending),
+        ("a2", JobState::Waiting),
+        ("a3", JobState::Waiting),
+        ("b1", JobState::Pending),
+        ("b2", JobState::Waiting),
+        ("n1", JobState::Pending),
+    ] {
+        assert_eq!(state_of(&all, key), state, "{key}");
+    }
+
+    let first = store.claim_jobs(&lease("t1", 60_000), 10).await.unwrap();
+    assert_eq!(keys(&first), ["a1", "b1", "n1"]);
+    // a1 fails and is due again at once: a2 still waits behind it.
+    let a1 = first[0].id;
+    assert!(
+        store
+            .fail_job(&JobFailure {
+                id: a1,
+                token: "t1",
+                error: "try again",
+                retry_in_ms: Some(0),
+                uncounted: false,
+                now_ms: now(),
+            })
+            .await
+            .unwrap()
+    );
+    assert_eq!(state_of(&states(&store).await, "a2"), JobState::Waiting);
+    assert!(store.finish_job(first[1].id, "t1", now()).await.unwrap());
+    assert!(store.finish_job(first[2].id, "t1", now()).await.unwrap());
+    let all = states(&store).await;
+    assert_eq!(
+        state_of(&all, "b2"),
+        JobState::Pending,
+        "b1 done lets b2 through"
+    );
+
+    let second = store.claim_jobs(&lease("t2", 60_000), 10).await.unwrap();
+    assert_eq!(keys(&second), ["a1", "b2"]);
+    assert!(store.finish_job(second[0].id, "t2", now()).await.unwrap());
+    let all = states(&store).await;
+    assert_eq!(state_of(&all, "a2"), JobState::Pending, "the next one only");
+    assert_eq!(state_of(&all, "a3"), JobState::Waiting);
+    let third = store.claim_jobs(&lease("t3", 60_000), 10).await.unwrap();
+    assert_eq!(keys(&third), ["a2"]);
+    // A finish whose lease was lost releases nothing.
+    assert!(
+        !store
+            .finish_job(third[0].id, "t-lost", now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(state_of(&states(&store).await, "a3"), JobState::Waiting);
+    assert_eq!(
+        store.release_waiting(now()).await.unwrap(),
+        0,
+        "a2 still runs"
+    );
+}
+
+/// Runs one statement of the test's own.
+async fn execute(db: &Database, backend: Backend, sql: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    }
+}
+
+/// A job left waiting although nothing before it in its lane is unfinished (its release
+/// was lost to a crash between the finish's two statements) is made pending by the
+/// sweep; one still behind an unfinished job is not.
+async fn a_waiting_job_whose_release_was_lost_is_released_by_the_sweep(backend: Backend) {
+    let db = Database::fresh(backend).await;
+    let store = open(&db).await;
+    let due = now() - 60_000;
+    enqueue(&store, &[job("a1", Some("a"), due)]).await;
+    enqueue(
+        &store,
+        &[job("a2", Some("a"), due), job("a3", Some("a"), due)],
+    )
+    .await;
+    let a1 = store
+        .claim_job(&lease("t1", 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    // The finish's first statement alone.
+    execute(
+        &db,
+        backend,
+        &format!("UPDATE jobs SET state = 'done' WHERE id = {}", a1.id),
+    )
+    .await;
+    assert!(
+        store
+            .claim_jobs(&lease("t2", 60_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(store.release_waiting(now()).await.unwrap(), 1);
+    let all = states(&store).await;
+    assert_eq!(state_of(&all, "a2"), JobState::Pending);
+    assert_eq!(state_of(&all, "a3"), JobState::Waiting, "a2 is unfinished");
+    let next = store.claim_jobs(&lease("t3", 60_000), 10).await.unwrap();
+    assert_eq!(keys(&next), ["a2"]);
+}
+
+/// On PostgreSQL a job can be enqueued behind one that finishes before the enqueue
+/// commits. The enqueue holds that one until it commits, so the finish waits for it and
+/// then releases the new job at once, not at the next sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_enqueued_while_the_one_before_finishes_is_released_by_that_finish() {
+    let db = Database::fresh(Backend::Postgres).await;
+    let store = open(&db).await;
+    let due = now() - 60_000;
+    enqueue(&store, &[job("a1", Some("a"), due)]).await;
+    let a1 = store
+        .claim_job(&lease("t1", 60_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.enqueue_job(&job("a2", Some("a"), due)).await.unwrap());
+    let finishing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.finish_job(a1.id, "t1", now()).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!finishing.is_finished(), "the finish waits for the enqueue");
+    tx.commit().await.unwrap();
+    assert!(finishing.await.unwrap());
+    assert_eq!(state_of(&states(&store).await, "a2"), JobState::Pending);
+    let next = store.claim_jobs(&lease("t2", 60_000), 10).await.unwrap();
+    assert_eq!(keys(&next), ["a2"]);
+    assert_eq!(store.release_waiting(now()).await.unwrap(), 0);
 }
 
 async fn a_claimed_job_is_not_claimed_again_while_its_lease_holds(backend: Backend) {
