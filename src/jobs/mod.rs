@@ -226,6 +226,12 @@ impl Worker {
             if stop.has_changed().unwrap_or(true) {
                 break;
             }
+            // Attempts that ended since the last look free their slots now: counted as
+            // running until reaped, they would leave one slot for each claim, and a
+            // claim a job is as slow as the queue gets.
+            while running.try_join_next().is_some() {
+                look = true;
+            }
             let free = slots.saturating_sub(running.len());
             if look && free > 0 {
                 look = false;
