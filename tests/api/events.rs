@@ -118,6 +118,9 @@ async fn a_lifecycle_produces_exactly_its_events_in_order(backend: Backend) {
     assert_eq!(types_of(&delivered, &subject), expected);
     let sequences: Vec<i64> = delivered.iter().map(Delivery::sequence).collect();
     assert_eq!(sequences, (1..=9).collect::<Vec<_>>());
+    // Event ids are time-ordered, so that the indexes keyed by them grow at their end.
+    let ids: Vec<&str> = delivered.iter().map(|d| d.id.as_str()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert!(
         delivered.iter().all(|d| d.verified),
         "every delivery verifies"
