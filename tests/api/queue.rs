@@ -192,6 +192,16 @@ async fn states(store: &Arc<dyn Store>) -> Vec<Job> {
     all
 }
 
+/// Lane `a`: a1 alone, then a2 and a3 together in a later transaction.
+async fn lane_of_three(store: &Arc<dyn Store>, due: i64) {
+    enqueue(store, &[job("a1", Some("a"), due)]).await;
+    enqueue(
+        store,
+        &[job("a2", Some("a"), due), job("a3", Some("a"), due)],
+    )
+    .await;
+}
+
 /// A job enqueued behind an unfinished one of its lane is `waiting`, outside the due
 /// jobs, until the one before it is done — whether the two came in one transaction, in
 /// one callback's statement, or apart; a retry of the one before keeps it waiting.
@@ -199,12 +209,7 @@ async fn a_job_behind_its_lane_waits_until_the_one_before_is_done(backend: Backe
     let db = Database::fresh(backend).await;
     let store = open(&db).await;
     let due = now() - 60_000;
-    enqueue(&store, &[job("a1", Some("a"), due)]).await;
-    enqueue(
-        &store,
-        &[job("a2", Some("a"), due), job("a3", Some("a"), due)],
-    )
-    .await;
+    lane_of_three(&store, due).await;
     // A callback's transaction: on PostgreSQL its jobs go out in one statement.
     let mut tx = store.begin_callback().await.unwrap();
     for j in [
@@ -298,12 +303,7 @@ async fn a_waiting_job_whose_release_was_lost_is_released_by_the_sweep(backend: 
     let db = Database::fresh(backend).await;
     let store = open(&db).await;
     let due = now() - 60_000;
-    enqueue(&store, &[job("a1", Some("a"), due)]).await;
-    enqueue(
-        &store,
-        &[job("a2", Some("a"), due), job("a3", Some("a"), due)],
-    )
-    .await;
+    lane_of_three(&store, due).await;
     let a1 = store
         .claim_job(&lease("t1", 60_000))
         .await
