@@ -289,10 +289,15 @@ fn ms(text: &str) -> i64 {
 }
 
 fn frozen() -> Options {
+    freeze(Options::default())
+}
+
+/// `options` with the clock stopped at [`FROZEN`] and the worker polling often.
+fn freeze(options: Options) -> Options {
     let now = ms(FROZEN);
     Options {
         clock: Some(Arc::new(move || now)),
-        ..Options::default().env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50")
+        ..options.env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50")
     }
 }
 
@@ -408,9 +413,7 @@ async fn the_oldest_due_job_has_waited_since_it_came_due(backend: Backend) {
     // minute. Whether a job is due is the database's call, on the real clock, so the
     // third is a minute ahead of that one: the frozen clock is hours behind it.
     let mock = MockServer::start().await;
-    let mut options = mock_market::options(&mock).env("KOOGATE_JOBS_CONCURRENCY", "1");
-    options.clock = frozen().clock;
-    let options = options.env("KOOGATE_JOBS_POLL_INTERVAL_MS", "50");
+    let options = freeze(mock_market::options(&mock).env("KOOGATE_JOBS_CONCURRENCY", "1"));
     let app = TestApp::spawn_with(Database::fresh(backend).await, options).await;
     start_push_settled(&app).await;
     mock.delay_next(8_000, 1).await;
