@@ -337,10 +337,10 @@ fn scraped(operations: &Operations, now_ms: i64) -> Registry {
         jobs,
     );
     let oldest_due = Family::<KindLabel, Gauge<f64, AtomicU64>>::default();
-    for (kind, run_at_ms) in &operations.oldest_due {
+    for (kind, age_ms) in &operations.oldest_due_age_ms {
         oldest_due
             .get_or_create(&KindLabel { kind: kind.clone() })
-            .set(age_seconds(now_ms, *run_at_ms));
+            .set((*age_ms).max(0) as f64 / 1000.0);
     }
     registry.register(
         "job_oldest_due_age_seconds",

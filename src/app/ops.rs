@@ -283,7 +283,7 @@ const OVERVIEW_WINDOWS: u32 = 200;
 
 /// The overview at `now_ms`.
 pub async fn overview(store: &dyn Store, now_ms: i64) -> StoreResult<Overview> {
-    let operations = store.operations(now_ms).await?;
+    let operations = store.operations().await?;
     let dial_tests = FAMILIES
         .iter()
         .map(|family| DialTest {

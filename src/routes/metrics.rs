@@ -22,7 +22,7 @@ pub fn router(state: AppState) -> Router {
 /// showing an empty queue.
 async fn metrics(State(state): State<AppState>) -> Response {
     let now_ms = (state.services.clock)();
-    match state.services.store.operations(now_ms).await {
+    match state.services.store.operations().await {
         Ok(operations) => (
             [(header::CONTENT_TYPE, OPENMETRICS)],
             state.metrics.render(&operations, now_ms),

@@ -279,8 +279,8 @@ macro_rules! shared_impls {
 
             #[async_trait::async_trait]
             impl s::Ops for $store {
-                async fn operations(&self, now_ms: i64) -> s::StoreResult<s::Operations> {
-                    s::ops::$q::operations(&self.pool, now_ms).await
+                async fn operations(&self) -> s::StoreResult<s::Operations> {
+                    s::ops::$q::operations(&self.pool).await
                 }
 
                 async fn search_instances(

@@ -201,7 +201,7 @@ pub trait Audit: Send + Sync {
 #[async_trait]
 pub trait Ops: Send + Sync {
     /// The queue, the backlog, the pause and the dial test, read for the metrics.
-    async fn operations(&self, now_ms: i64) -> StoreResult<Operations>;
+    async fn operations(&self) -> StoreResult<Operations>;
     /// Instances matching a search, newest first.
     async fn search_instances(&self, search: &Search) -> StoreResult<Vec<Instance>>;
     /// Orders matching a search, newest first.

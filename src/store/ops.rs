@@ -81,8 +81,10 @@ pub struct Operations {
     /// Unfinished jobs: (kind, state, how many). Finished ones are deleted after their
     /// retention, so a count of them would mean nothing.
     pub jobs: Vec<(String, JobState, i64)>,
-    /// Per kind, when the pending job that has been due longest became due.
-    pub oldest_due: Vec<(String, i64)>,
+    /// Per kind, how long the pending job that has been due longest has been due, in
+    /// milliseconds on the database's clock: the clock that decides whether a job is due,
+    /// so a replica's skew cannot make the queue look stuck or fresh.
+    pub oldest_due_age_ms: Vec<(String, i64)>,
     /// Deliveries not yet done: pending, running or parked.
     pub backlog: i64,
     /// When the oldest of them was queued.
@@ -116,7 +118,7 @@ const CALLBACK_COLUMNS: &str = "request_id, received_ms, interface, activity, me
      verdict, result_code, http_status, response_body, duration_us, test, order_id, instance_id, response_sha256";
 
 macro_rules! queries {
-    ($db:ty) => {
+    ($db:ty, $now:ident) => {
         use super::{
             CALLBACK_COLUMNS, CallbackCount, CodeActivation, FailingOrder, Operations,
             OrderSummary, Search, StoredCallback, job_state,
@@ -131,7 +133,7 @@ macro_rules! queries {
 
         type Db = $db;
 
-        pub async fn operations<'c, E>(conn: E, now_ms: i64) -> StoreResult<Operations>
+        pub async fn operations<'c, E>(conn: E) -> StoreResult<Operations>
         where
             E: Executor<'c, Database = Db> + Copy,
         {
@@ -141,11 +143,13 @@ macro_rules! queries {
             )
             .fetch_all(conn)
             .await?;
-            let oldest_due: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT kind, MIN(run_at_ms) FROM jobs WHERE state = 'pending' AND run_at_ms <= $1 \
-                 GROUP BY kind ORDER BY kind",
-            )
-            .bind(now_ms)
+            let oldest_due_age_ms: Vec<(String, i64)> = sqlx::query_as(concat!(
+                "SELECT kind, ",
+                $now!(),
+                " - MIN(run_at_ms) FROM jobs WHERE state = 'pending' AND run_at_ms <= ",
+                $now!(),
+                " GROUP BY kind ORDER BY kind"
+            ))
             .fetch_all(conn)
             .await?;
             let (backlog, backlog_oldest_ms): (i64, Option<i64>) = sqlx::query_as(
@@ -184,7 +188,7 @@ macro_rules! queries {
                     .into_iter()
                     .filter_map(|(kind, state, n)| Some((kind, job_state(&state)?, n)))
                     .collect(),
-                oldest_due,
+                oldest_due_age_ms,
                 backlog,
                 backlog_oldest_ms,
                 webhook_paused: paused.is_some(),
@@ -417,9 +421,11 @@ macro_rules! queries {
 }
 
 pub(super) mod pg {
-    queries!(sqlx::Postgres);
+    use crate::store::queue::pg_now;
+    queries!(sqlx::Postgres, pg_now);
 }
 
 pub(super) mod lite {
-    queries!(sqlx::Sqlite);
+    use crate::store::queue::lite_now;
+    queries!(sqlx::Sqlite, lite_now);
 }

@@ -27,7 +27,7 @@ fn everything_exported() -> String {
     metrics.open_api("query_order", "mkt.myhuaweicloud.com", "2xx");
     let operations = Operations {
         jobs: vec![("order.fetch".into(), JobState::Failed, 1)],
-        oldest_due: vec![("order.fetch".into(), 1_000)],
+        oldest_due_age_ms: vec![("order.fetch".into(), 1_000)],
         backlog: 1,
         backlog_oldest_ms: Some(1_000),
         webhook_paused: true,

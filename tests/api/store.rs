@@ -996,7 +996,36 @@ async fn operations_and_searches_read_what_is_stored(backend: Backend) {
     ok.received_ms = 77;
     store.record_callback(&ok).await.unwrap();
 
-    let ops = store.operations(100).await.unwrap();
+    // Due a minute ago, and in an hour, by the real clock: the database's, which decides
+    // whether a job is due, and which the age of the oldest due job is read on.
+    let real_now = chrono::Utc::now().timestamp_millis();
+    let mut tx = store.begin().await.unwrap();
+    for (key, run_at_ms) in [("due", real_now - 60_000), ("later", real_now + 3_600_000)] {
+        tx.enqueue_job(&store::NewJob {
+            kind: "order.fetch".into(),
+            payload: "{}".into(),
+            dedup_key: Some(key.into()),
+            subject: None,
+            lane: None,
+            run_at_ms,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let ops = store.operations().await.unwrap();
+    let read_ms = chrono::Utc::now().timestamp_millis() - real_now;
+    let [(kind, age_ms)] = ops.oldest_due_age_ms.as_slice() else {
+        panic!("one kind has a due job: {:?}", ops.oldest_due_age_ms);
+    };
+    assert_eq!(kind, "order.fetch");
+    // SQLite's clock reads to the millisecond, and `unixepoch('subsec')` may round it.
+    assert!(
+        (59_999..=60_000 + read_ms + 1).contains(age_ms),
+        "due for {age_ms} ms, read within {read_ms} ms of a minute"
+    );
     assert!(ops.webhook_paused);
     assert_eq!(ops.last_test_success, [("saas_v2".to_string(), 77)]);
     assert_eq!(ops.backlog, 0);
