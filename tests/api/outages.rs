@@ -44,6 +44,8 @@ async fn postgres_unreachable_at_start_is_waited_for() {
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_koogate"))
         .arg("serve")
         .env("KOOGATE_LISTEN", format!("127.0.0.1:{port}"))
+        // Any free port: the default one may be another server's.
+        .env("KOOGATE_ADMIN_LISTEN", "127.0.0.1:0")
         .env("KOOGATE_DATABASE_URL", &url)
         .env("KOOGATE_DATA_KEY", crate::helpers::TEST_DATA_KEY)
         .env("KOOGATE_DATABASE_ACQUIRE_TIMEOUT_MS", "500")
