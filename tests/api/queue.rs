@@ -704,29 +704,46 @@ async fn claim_pool(url: &str) -> sqlx::PgPool {
         .unwrap()
 }
 
+/// Prepares the claim as `explained` on `conn`, planned as the worker's prepared claim is.
+async fn prepare_claim(conn: &mut sqlx::PgConnection) {
+    sqlx::raw_sql(&format!(
+        "PREPARE explained (bigint, text, bigint, bigint) AS {}",
+        store::PG_CLAIM
+    ))
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// The plan of one claim of `limit` jobs by the prepared `explained`, run with EXPLAIN
+/// ANALYZE and rolled back.
+async fn explain_prepared(conn: &mut sqlx::PgConnection, limit: i64, token: &str) -> String {
+    let mut tx = sqlx::Connection::begin(conn).await.unwrap();
+    let lines: Vec<(String,)> = sqlx::query_as(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS) EXECUTE explained ({limit}, '{token}', {}, 60000)",
+        now()
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    lines
+        .into_iter()
+        .map(|(l,)| l)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The median "Execution Time" of `runs` claims of `limit` jobs, read with EXPLAIN
-/// ANALYZE, and the plan of the last one. Each claim is rolled back, so that every one
-/// meets the same queue.
+/// ANALYZE of the prepared claim, and the plan of the last one. Each claim is rolled
+/// back, so that every one meets the same queue.
 async fn explain_claims(pool: &sqlx::PgPool, limit: i64, runs: usize) -> (f64, String) {
+    let mut conn = pool.acquire().await.unwrap();
+    prepare_claim(&mut conn).await;
     let mut times = Vec::new();
     let mut plan = String::new();
     for n in 0..runs {
-        let mut tx = pool.begin().await.unwrap();
-        let lines: Vec<(String,)> =
-            sqlx::query_as(&format!("EXPLAIN (ANALYZE, BUFFERS) {}", store::PG_CLAIM))
-                .bind(limit)
-                .bind(format!("explain-{limit}-{n}"))
-                .bind(now())
-                .bind(60_000_i64)
-                .fetch_all(&mut *tx)
-                .await
-                .unwrap();
-        tx.rollback().await.unwrap();
-        plan = lines
-            .into_iter()
-            .map(|(l,)| l)
-            .collect::<Vec<_>>()
-            .join("\n");
+        plan = explain_prepared(&mut conn, limit, &format!("explain-{limit}-{n}")).await;
         let time = plan
             .lines()
             .find_map(|l| l.trim().strip_prefix("Execution Time: "))
@@ -734,6 +751,10 @@ async fn explain_claims(pool: &sqlx::PgPool, limit: i64, runs: usize) -> (f64, S
             .unwrap_or_else(|| panic!("no execution time in:\n{plan}"));
         times.push(time);
     }
+    sqlx::raw_sql("DEALLOCATE explained")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], plan)
 }
@@ -781,6 +802,82 @@ async fn a_claim_walks_the_due_index_before_the_table_has_statistics() {
     .await
     .unwrap();
     assert!(!analyzed, "the table was analyzed: the test proved nothing");
+}
+
+/// The worker's claim is planned once per connection: planned afresh it cost more than it
+/// took to run. Without `force_generic_plan` in the claim settings, PostgreSQL plans the
+/// first five executions for their parameters, and often every later one.
+#[tokio::test]
+async fn a_claim_connection_plans_the_claim_once() {
+    let db = Database::fresh(Backend::Postgres).await;
+    let _store = open(&db).await;
+    let pool = claim_pool(&db.url).await;
+    bulk_insert(&pool, "due-", "pending", 2_000, 1_000, 10).await;
+    let mut conn = pool.acquire().await.unwrap();
+    for n in 0..8 {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        let claimed = sqlx::query(store::PG_CLAIM)
+            .bind(4_i64)
+            .bind(format!("plan-{n}"))
+            .bind(now())
+            .bind(60_000_i64)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 4);
+        tx.rollback().await.unwrap();
+    }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+    )
+    .bind(store::PG_CLAIM)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!((generic, custom), (8, 0));
+}
+
+/// Planned once, the claim may be planned on an empty table, and the plan must still
+/// suit the table once it holds a history and a queue: the due index walked in order,
+/// each lane probed in `jobs_lane`, the batch taken through the primary key, nothing
+/// scanned whole. (Planned on an emptied table whose statistics describe jobs without
+/// lanes, the update used to join every row, and the lane probe to step through the
+/// primary key over every older job.)
+#[tokio::test]
+async fn a_claim_planned_on_an_empty_table_still_walks_the_indexes() {
+    let db = Database::fresh(Backend::Postgres).await;
+    let _store = open(&db).await;
+    let pool = claim_pool(&db.url).await;
+    // Emptied, with the statistics of what it held (jobs without lanes) left behind.
+    bulk_insert(&pool, "past-", "done", 20_000, HOUR, i64::MAX).await;
+    for statement in ["ANALYZE jobs", "TRUNCATE jobs", "VACUUM ANALYZE jobs"] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    prepare_claim(&mut conn).await;
+    let empty = explain_prepared(&mut conn, 16, "empty").await;
+    assert!(empty.contains("rows=0 loops=1"), "{empty}");
+
+    bulk_insert(&pool, "history-", "done", 50_000, HOUR, 3).await;
+    bulk_insert(&pool, "due-", "pending", 5_000, 1_000, 10).await;
+    let plan = explain_prepared(&mut conn, 16, "full").await;
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("Index Scan using jobs_pending_due"), "{plan}");
+    assert!(plan.contains("Index Cond: (id = ANY"), "{plan}");
+    let probes: Vec<&str> = plan.lines().filter(|l| l.contains(" on jobs e")).collect();
+    assert!(!probes.is_empty(), "{plan}");
+    assert!(
+        probes.iter().all(|l| l.contains("using jobs_lane")),
+        "{plan}"
+    );
+    assert!(sorts_at_most(&plan, 32), "{plan}");
+    let claimed = plan
+        .lines()
+        .next()
+        .and_then(|l| l.split("rows=").last())
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_owned);
+    assert_eq!(claimed.as_deref(), Some("16"), "{plan}");
 }
 
 /// The queue: 20,000 due jobs on top of a history of 200,000 finished ones. A
