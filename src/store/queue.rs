@@ -81,7 +81,7 @@ pub const SQLITE_CLAIM: &str = lite::CLAIM;
 /// 0.3 ms of planning a claim, twice its execution, in a benchmark that drained 20,000
 /// jobs. A plan made once is made whenever the connection first claims, perhaps on an
 /// empty table, so nothing in it may depend on the table's size: sequential scans are
-/// ruled out, the lane probe can only use `jobs_lane` ([`lane_free!`]), and the update
+/// ruled out, the lane probe can only use `jobs_lane` (see [`pg`]), and the update
 /// takes its rows through the primary key from an array ([`claim_sql!`]). Such a plan
 /// made on an empty table and run over 20,000 due jobs used to join every row of the
 /// table, 27 ms a claim.
@@ -149,15 +149,15 @@ macro_rules! bind_job {
 pub(super) use bind_job;
 
 /// A job may run when no earlier job of its lane is unfinished (pending, running or
-/// parked); `jobs_lane` answers that with one index probe. "Earlier in its lane" is
-/// written as a comparison of (lane, id) pairs, which only `jobs_lane` can search: with
-/// `e.id < j.id`, a plan made on an emptied table whose statistics still described jobs
-/// without lanes probed the primary key instead, stepping over every older job, the
-/// whole finished history, at each probe.
+/// parked); `jobs_lane` answers that with one index probe. `$earlier` says that `e` is
+/// earlier in the lane than `j` (see the backends below).
 macro_rules! lane_free {
-    () => {
-        "(j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane \
-         AND (e.lane, e.id) < (j.lane, j.id) AND e.state <> 'done'))"
+    ($earlier:literal) => {
+        concat!(
+            "(j.lane IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.lane = j.lane AND ",
+            $earlier,
+            " AND e.state <> 'done'))"
+        )
     };
 }
 
@@ -170,21 +170,22 @@ macro_rules! lane_free {
 /// `updated_ms`), $4 the lease's duration. `$batch` opens the set of the batch's ids
 /// that the update takes (closed by `$end`): on PostgreSQL an array made once, which the
 /// update looks up in the primary key whatever the planner knows of the table.
+/// `$earlier` is the lane order of [`lane_free!`].
 macro_rules! claim_sql {
-    ($now:ident, $lock:literal, $batch:literal, $end:literal) => {
+    ($now:ident, $lock:literal, $batch:literal, $end:literal, $earlier:literal) => {
         concat!(
             "WITH pending AS (SELECT id, run_at_ms AS due_ms FROM jobs j WHERE state = 'pending' \
              AND run_at_ms <= ",
             $now!(),
             " AND ",
-            lane_free!(),
+            lane_free!($earlier),
             " ORDER BY run_at_ms, id LIMIT $1 ",
             $lock,
             "), expired AS (SELECT id, lease_until_ms AS due_ms FROM jobs j WHERE state = 'running' \
              AND lease_until_ms < ",
             $now!(),
             " AND ",
-            lane_free!(),
+            lane_free!($earlier),
             " ORDER BY lease_until_ms, id LIMIT $1 ",
             $lock,
             ") UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = $2, \
@@ -204,16 +205,25 @@ macro_rules! claim_sql {
 /// Expands the queue's queries for one backend: `$now` is the SQL of the database's now
 /// in Unix milliseconds, `$lock` the locking clause of the claim's scans, `$share` that
 /// of an enqueue's look at its lane (see [`new_state!`]), `$batch` and `$end` what
-/// encloses the claimed ids (see [`claim_sql!`]).
+/// encloses the claimed ids (see [`claim_sql!`]), `$earlier` the lane order (see
+/// [`lane_free!`]).
 macro_rules! queries {
-    ($db:ty, $now:ident, $lock:literal, $share:literal, $batch:literal, $end:literal) => {
+    (
+        $db:ty,
+        $now:ident,
+        $lock:literal,
+        $share:literal,
+        $batch:literal,
+        $end:literal,
+        $earlier:literal
+    ) => {
         use crate::store::rows::{JobRow, job_columns};
         use crate::store::{Job, JobFailure, JobState, Lease, NewJob, StoreResult};
         use sqlx::Executor;
 
         type Db = $db;
 
-        pub const CLAIM: &str = claim_sql!($now, $lock, $batch, $end);
+        pub const CLAIM: &str = claim_sql!($now, $lock, $batch, $end, $earlier);
 
         /// A new job, pending or waiting behind its lane; a second with the same kind
         /// and dedup key is left out. Its values in the order of
@@ -470,7 +480,11 @@ macro_rules! lite_now {
 pub(super) use lite_now;
 
 /// PostgreSQL: replicas claim side by side, a row another replica is claiming being skipped, and
-/// once claimed it is no longer due until its lease ends.
+/// once claimed it is no longer due until its lease ends. "Earlier in its lane" is a
+/// comparison of (lane, id) pairs, which only `jobs_lane` can search: with `e.id < j.id`,
+/// a claim planned once on an emptied table whose statistics still described jobs without
+/// lanes probed the primary key instead, stepping over every older job, the whole finished
+/// history, at each probe.
 pub(super) mod pg {
     queries!(
         sqlx::Postgres,
@@ -478,12 +492,15 @@ pub(super) mod pg {
         "FOR UPDATE SKIP LOCKED",
         " FOR SHARE",
         "= ANY (ARRAY(",
-        "))"
+        "))",
+        "(e.lane, e.id) < (j.lane, j.id)"
     );
 }
 
 /// SQLite: one writer at a time (this process's writer turn, and SQLite's lock across processes), so two claims
 /// never overlap and need no row locks.
 pub(super) mod lite {
-    queries!(sqlx::Sqlite, lite_now, "", "", "IN (", ")");
+    // SQLite plans each statement as it is prepared, and searches `jobs_lane` by lane and
+    // id only with the plain comparison.
+    queries!(sqlx::Sqlite, lite_now, "", "", "IN (", ")", "e.id < j.id");
 }

@@ -608,6 +608,12 @@ async fn the_claim_reads_the_partial_indexes_on_sqlite() {
             .any(|d| d.starts_with("SCAN j ") || d == "SCAN j"),
         "{plan:#?}"
     );
+    assert!(
+        plan.iter()
+            .filter(|d| d.starts_with("SEARCH e "))
+            .all(|d| d.contains("USING INDEX jobs_lane (lane=? AND id<?)")),
+        "each lane probe is one range of jobs_lane: {plan:#?}"
+    );
     assert_eq!(
         store
             .claim_jobs(&lease("t", 60_000), 16)
