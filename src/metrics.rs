@@ -315,8 +315,9 @@ fn family(name: &str) -> &'static str {
     }
 }
 
-fn age_seconds(now_ms: i64, since_ms: i64) -> f64 {
-    now_ms.saturating_sub(since_ms).max(0) as f64 / 1000.0
+/// A duration in milliseconds as the seconds of a gauge; never negative (a clock behind).
+fn seconds(ms: i64) -> f64 {
+    ms.max(0) as f64 / 1000.0
 }
 
 /// A registry of the gauges read from the database, built afresh at each scrape so that
@@ -340,7 +341,7 @@ fn scraped(operations: &Operations, now_ms: i64) -> Registry {
     for (kind, age_ms) in &operations.oldest_due_age_ms {
         oldest_due
             .get_or_create(&KindLabel { kind: kind.clone() })
-            .set((*age_ms).max(0) as f64 / 1000.0);
+            .set(seconds(*age_ms));
     }
     registry.register(
         "job_oldest_due_age_seconds",
@@ -356,7 +357,7 @@ fn scraped(operations: &Operations, now_ms: i64) -> Registry {
     );
     let backlog_age = Gauge::<f64, AtomicU64>::default();
     if let Some(created_ms) = operations.backlog_oldest_ms {
-        backlog_age.set(age_seconds(now_ms, created_ms));
+        backlog_age.set(seconds(now_ms.saturating_sub(created_ms)));
     }
     registry.register(
         "event_backlog_oldest_age_seconds",
