@@ -13,7 +13,7 @@
 //! usage record) opens that ordinary transaction at once, sends what was held back
 //! first, and goes on in it.
 
-use super::postgres::{PgTx, stale};
+use super::postgres::{PgTx, stale, tries};
 use super::rows::{AtRest, bind_instance, instance_columns};
 use super::seal::Sealer;
 use super::usage::{self, NewUsageRecord, PackageUsage, UsageTotal, UsageWindow};
@@ -37,7 +37,7 @@ use std::sync::Arc;
 /// connection broke.
 macro_rules! read {
     ($self:ident, |$conn:ident| $read:expr) => {{
-        let mut tries = 1 + $self.pool.num_idle();
+        let mut tries = tries(&$self.pool);
         loop {
             let $conn = $self.conn().await?;
             match $read.await {

@@ -106,6 +106,15 @@ pub(super) fn stale(error: &sqlx::Error) -> bool {
     }
 }
 
+/// How many tries a statement gets when the connections idle in `pool` may have been
+/// dropped by the server: one more than there are. sqlx counts idle connections in an
+/// atomic that a taker can decrement before the returner's increment lands, so for a
+/// moment it reads as wrapped below zero; the pool's size bounds it.
+pub(super) fn tries(pool: &PgPool) -> usize {
+    let size = usize::try_from(pool.size()).unwrap_or(usize::MAX);
+    pool.num_idle().min(size).saturating_add(1)
+}
+
 /// A transaction, the sealer of what it writes encrypted, and whether it enqueued a job.
 pub(super) struct PgTx(Transaction<'static, Postgres>, Arc<Sealer>, bool);
 
@@ -114,7 +123,7 @@ impl PgTx {
     /// fails its `BEGIN` at once and is replaced (the pool does not ping before use), at
     /// most once per idle connection.
     pub(super) async fn begin(pool: &PgPool, sealer: Arc<Sealer>) -> StoreResult<Self> {
-        let mut tries = 1 + pool.num_idle();
+        let mut tries = tries(pool);
         loop {
             match pool.begin().await {
                 Err(error) if tries > 1 && stale(&error) => tries -= 1,
